@@ -1,0 +1,161 @@
+"""Settings read from the environment, validated once at start-up.
+
+Every variable is documented in the README. A variable that is set but invalid raises ``ConfigError`` naming the
+variable; unset variables fall back to the embedded defaults (simulated ACE, SQLite, local cold directory).
+Nothing here runs at import time: callers call ``Settings.from_env()``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+SITE_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+D1_VARS = ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN", "D1_DATABASE_ID")
+R2_VARS = ("R2_ENDPOINT_URL", "R2_BUCKET", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY")
+
+
+class ConfigError(ValueError):
+    """A configuration variable is set to a value we cannot use."""
+
+
+def validate_site_name(name: str, *, variable: str = "site") -> str:
+    if not SITE_SLUG.fullmatch(name):
+        raise ConfigError(
+            f"{variable}: site name {name!r} is not a slug (lowercase letters, digits, '-' and '_', "
+            "starting with a letter or digit, at most 63 characters)"
+        )
+    return name
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1, maximum: int | None = None) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise ConfigError(f"{name}={raw!r} must be {bound}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(f"{name}={raw!r} is not an http(s) URL")
+    return raw.rstrip("/")
+
+
+def _all_or_none(env: Mapping[str, str], names: tuple[str, ...], what: str) -> bool:
+    present = [n for n in names if env.get(n, "").strip()]
+    if present and len(present) != len(names):
+        missing = [n for n in names if n not in present]
+        raise ConfigError(f"{what} is half configured: {', '.join(present)} set but {', '.join(missing)} missing")
+    return bool(present)
+
+
+@dataclass(frozen=True)
+class Settings:
+    ace_api_base: str | None = None
+    ace_api_key_set: bool = False
+    sites: tuple[str, ...] = ("demo",)
+    data_dir: Path = Path(".bv_data")
+    hot_storage_days: int = 20
+    start_date: dt.date = dt.date(2025, 1, 1)
+    sync_lookback_minutes: int = 10
+    sync_chunk_minutes: int = 60
+    ace_requests_per_minute: int = 600
+    sim_points: int = 300
+    sim_seed: int = 42
+    use_d1: bool = False
+    use_r2: bool = False
+    r2_bucket: str | None = None
+    api_tokens: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def hot_db_path(self) -> Path:
+        return self.data_dir / "hot.sqlite3"
+
+    @property
+    def cold_dir(self) -> Path:
+        return self.data_dir / "cold"
+
+    @property
+    def simulated(self) -> bool:
+        return self.ace_api_base is None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        ace_base = _url(env, "ACE_API_BASE")
+        ace_key = env.get("ACE_API_KEY", "").strip()
+        if ace_base and not ace_key:
+            raise ConfigError("ACE_API_BASE is set but ACE_API_KEY is empty: the real API needs a key")
+
+        raw_sites = env.get("BV_SITES", "").strip()
+        if raw_sites:
+            sites = tuple(dict.fromkeys(s.strip() for s in raw_sites.split(",") if s.strip()))
+            if not sites:
+                raise ConfigError("BV_SITES is set but names no site")
+            for s in sites:
+                validate_site_name(s, variable="BV_SITES")
+        else:
+            sites = ("demo",)
+
+        raw_start = env.get("BV_START_DATE", "").strip()
+        start = dt.date(2025, 1, 1)
+        if raw_start:
+            try:
+                start = dt.date.fromisoformat(raw_start)
+            except ValueError:
+                raise ConfigError(f"BV_START_DATE={raw_start!r} is not a YYYY-MM-DD date") from None
+
+        use_d1 = _all_or_none(env, D1_VARS, "D1")
+        use_r2 = _all_or_none(env, R2_VARS, "R2")
+        if use_r2:
+            _url(env, "R2_ENDPOINT_URL")
+
+        tokens = tuple(t.strip() for t in env.get("BV_API_TOKENS", "").split(",") if t.strip())
+        for t in tokens:
+            if len(t) < 16:
+                raise ConfigError("BV_API_TOKENS: every token must be at least 16 characters")
+        origins = tuple(o.strip().rstrip("/") for o in env.get("BV_ALLOWED_ORIGINS", "").split(",") if o.strip())
+        for o in origins:
+            if o == "*":
+                continue
+            p = urlparse(o)
+            if p.scheme not in ("http", "https") or not p.netloc or p.path:
+                raise ConfigError(f"BV_ALLOWED_ORIGINS: {o!r} is not an origin like https://charts.example.com")
+
+        return cls(
+            ace_api_base=ace_base,
+            ace_api_key_set=bool(ace_key),
+            sites=sites,
+            data_dir=Path(env.get("BV_DATA_DIR", "").strip() or ".bv_data"),
+            hot_storage_days=_int(env, "HOT_STORAGE_DAYS", 20, maximum=3650),
+            start_date=start,
+            sync_lookback_minutes=_int(env, "BV_SYNC_LOOKBACK_MINUTES", 10, minimum=0, maximum=24 * 60),
+            sync_chunk_minutes=_int(env, "BV_SYNC_CHUNK_MINUTES", 60, minimum=5, maximum=24 * 60),
+            ace_requests_per_minute=_int(env, "ACE_REQUESTS_PER_MINUTE", 600, maximum=100_000),
+            sim_points=_int(env, "BV_SIM_POINTS", 300, maximum=100_000),
+            sim_seed=_int(env, "BV_SIM_SEED", 42, minimum=0),
+            use_d1=use_d1,
+            use_r2=use_r2,
+            r2_bucket=env.get("R2_BUCKET", "").strip() or None,
+            api_tokens=tokens,
+            allowed_origins=origins,
+        )

@@ -1,0 +1,89 @@
+"""Contracts between the tiers. Backends implement these; Dagster code, the read API and tests use only these.
+
+Pure typing module: no I/O, no Dagster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class PointMeta:
+    """One configured ACE point with the metadata the hot tier keeps."""
+
+    name: str
+    kind: str | None = None  # temperature | position | binary | setpoint | meter | analog | enum | None (unknown)
+    unit: str | None = None
+    marker_tags: tuple[str, ...] = ()
+    kv_tags: dict[str, str] = field(default_factory=dict)
+    collect_interval_s: int | None = None
+
+
+@dataclass
+class UpsertStats:
+    rows: int = 0  # sample rows sent to the store (after de-duplication)
+    new_points: int = 0  # points created because samples named them
+    statements: int = 0  # SQL statements executed
+    requests: int = 0  # backend API requests (D1 REST calls; 0 for SQLite)
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One verified cold object: a site-day that exists in cold storage and was read back successfully."""
+
+    site: str
+    day: dt.date
+    key: str
+    rows: int
+    bytes: int
+    checksum: str  # content checksum written into the Parquet key-value metadata
+    schema_version: int
+    verified_ms: int
+    source: str  # "hot" | "ace"
+    hot_deleted_ms: int | None = None  # set when retention removed the day's rows from the hot tier
+
+
+@runtime_checkable
+class HotStore(Protocol):
+    """The hot tier (SQLite or D1). Every write is idempotent: replaying any call changes nothing."""
+
+    backend: str  # "sqlite" | "d1"
+
+    def ensure_schema(self) -> None: ...
+    def ping(self) -> None: ...  # raises when unreachable
+    def upsert_points(self, site: str, points: Sequence[PointMeta]) -> int: ...  # returns new points
+    def point_ids(self, site: str) -> dict[str, int]: ...
+    def list_points(self, site: str) -> list[PointMeta]: ...
+    def list_sites(self) -> list[str]: ...
+    def upsert_samples(self, site: str, samples: pa.Table) -> UpsertStats: ...  # SAMPLE_SCHEMA
+    def read_samples(
+        self, site: str, points: Sequence[str] | None, start_ms: int, end_ms: int
+    ) -> pa.Table: ...  # SAMPLE_SCHEMA sorted by (point, ts_ms); [start_ms, end_ms)
+    def count_samples(self, site: str, start_ms: int, end_ms: int) -> int: ...
+    def max_ts(self, site: str) -> int | None: ...
+    def delete_range(self, site: str, start_ms: int, end_ms: int) -> int: ...
+    def get_watermark(self, site: str) -> int | None: ...
+    def set_watermark(self, site: str, ts_ms: int) -> None: ...  # never moves backwards
+    def manifest_get(self, site: str, day: dt.date) -> ManifestEntry | None: ...
+    def manifest_put(self, entry: ManifestEntry) -> None: ...
+    def manifest_list(self, site: str, start: dt.date, end: dt.date) -> list[ManifestEntry]: ...  # inclusive
+    @property
+    def requests_made(self) -> int: ...  # cumulative backend API requests (D1); 0 for SQLite
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """The cold tier's object storage (R2 via S3, or a local directory with the same keys)."""
+
+    def put(self, key: str, data: bytes) -> None: ...
+    def get(self, key: str) -> bytes: ...  # raises KeyError when absent
+    def get_range(self, key: str, start: int, end: int) -> bytes: ...  # bytes [start, end)
+    def size(self, key: str) -> int | None: ...  # None when absent
+    def delete(self, key: str) -> None: ...
+    def list(self, prefix: str) -> list[str]: ...
