@@ -81,6 +81,7 @@ class Settings:
     sim_seed: int = 42
     use_d1: bool = False
     use_r2: bool = False
+    d1_base_url_set: bool = False
     r2_bucket: str | None = None
     api_tokens: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
@@ -155,6 +156,7 @@ class Settings:
             sim_seed=_int(env, "BV_SIM_SEED", 42, minimum=0),
             use_d1=use_d1,
             use_r2=use_r2,
+            d1_base_url_set=bool(_url(env, "CLOUDFLARE_BASE_URL")),
             r2_bucket=env.get("R2_BUCKET", "").strip() or None,
             api_tokens=tokens,
             allowed_origins=origins,

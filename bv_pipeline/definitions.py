@@ -1,0 +1,36 @@
+"""The code location: one explicit ``Definitions``, built from validated settings when Dagster loads it.
+
+``defs`` is lazy (``@dg.definitions``), so importing this module reads no environment; tests call
+``build_definitions(Settings(...))`` with their own settings and resources.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from bv_pipeline.assets.cold import build_cold_assets
+from bv_pipeline.assets.hot import build_hot_assets
+from bv_pipeline.assets.source import build_ace_timeseries
+from bv_pipeline.config import Settings
+from bv_pipeline.jobs import build_jobs
+from bv_pipeline.partitions import build_site_days
+from bv_pipeline.resources.wiring import build_resources
+from bv_pipeline.schedules import build_nightly_archive_schedule
+from bv_pipeline.sensors import build_ace_sync_sensor
+
+
+def build_definitions(settings: Settings, resources: dict[str, object] | None = None) -> dg.Definitions:
+    site_days = build_site_days(settings.start_date)
+    jobs = build_jobs()
+    return dg.Definitions(
+        assets=[build_ace_timeseries(site_days), *build_hot_assets(site_days), *build_cold_assets(site_days)],
+        jobs=jobs.all(),
+        sensors=[build_ace_sync_sensor(settings.sites, jobs.hot_sync)],
+        schedules=[build_nightly_archive_schedule(jobs.nightly_archive)],
+        resources=resources if resources is not None else build_resources(settings),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(Settings.from_env())

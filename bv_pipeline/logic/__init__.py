@@ -1,0 +1,1 @@
+"""Business logic as plain functions: Dagster assets, sensors and schedules call these, tests call them directly."""

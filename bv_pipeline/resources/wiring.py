@@ -1,0 +1,60 @@
+"""Build the resource set from validated ``Settings``: embedded defaults unless a backend is fully configured.
+
+Secrets are passed as ``EnvVar`` so they are resolved at run time, never baked into the definitions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from bv_pipeline.config import Settings
+from bv_pipeline.resources.ace import AceResource
+from bv_pipeline.resources.clock import ClockResource
+from bv_pipeline.resources.cold_store import ColdStoreResource
+from bv_pipeline.resources.hot_store import HotStoreResource
+from bv_pipeline.resources.policy import PolicyResource
+
+
+def build_resources(settings: Settings) -> dict[str, Any]:
+    if settings.simulated:
+        ace = AceResource(
+            base_url=None,
+            api_key=None,
+            sim_sites=list(settings.sites),
+            sim_points=settings.sim_points,
+            sim_seed=settings.sim_seed,
+            requests_per_minute=settings.ace_requests_per_minute,
+        )
+    else:
+        ace = AceResource(
+            base_url=dg.EnvVar("ACE_API_BASE"),
+            api_key=dg.EnvVar("ACE_API_KEY"),
+            requests_per_minute=settings.ace_requests_per_minute,
+        )
+    if settings.use_d1:
+        hot = HotStoreResource(
+            d1_account_id=dg.EnvVar("CLOUDFLARE_ACCOUNT_ID"),
+            d1_database_id=dg.EnvVar("D1_DATABASE_ID"),
+            d1_api_token=dg.EnvVar("CLOUDFLARE_API_TOKEN"),
+            d1_base_url=dg.EnvVar("CLOUDFLARE_BASE_URL") if settings.d1_base_url_set else None,
+        )
+    else:
+        hot = HotStoreResource(sqlite_path=str(settings.hot_db_path.resolve()))
+    if settings.use_r2:
+        cold = ColdStoreResource(
+            r2_endpoint_url=dg.EnvVar("R2_ENDPOINT_URL"),
+            r2_bucket=dg.EnvVar("R2_BUCKET"),
+            r2_access_key_id=dg.EnvVar("R2_ACCESS_KEY_ID"),
+            r2_secret_access_key=dg.EnvVar("R2_SECRET_ACCESS_KEY"),
+        )
+    else:
+        cold = ColdStoreResource(local_dir=str(settings.cold_dir.resolve()))
+    policy = PolicyResource(
+        hot_storage_days=settings.hot_storage_days,
+        sync_lookback_minutes=settings.sync_lookback_minutes,
+        sync_chunk_minutes=settings.sync_chunk_minutes,
+        max_catchup_days=settings.hot_storage_days,
+    )
+    return {"ace": ace, "hot_store": hot, "cold_store": cold, "clock": ClockResource(), "policy": policy}

@@ -1,0 +1,129 @@
+"""``bv-pipeline run``: the whole stack on one machine, and ``bv-pipeline check-config``.
+
+Starts the chart read API (uvicorn) and ``dagster dev`` (webserver + daemon: the sync sensor and the nightly
+schedule are on by default) with DAGSTER_HOME in the project directory. With no configuration everything is
+embedded: the ACE simulator in-process, SQLite and a local cold directory under BV_DATA_DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bv_pipeline.config import ConfigError, Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def describe(settings: Settings) -> list[str]:
+    return [
+        f"ACE:   {'simulator (in-process), sites ' + ','.join(settings.sites) if settings.simulated else settings.ace_api_base}",
+        f"sites: {', '.join(settings.sites)}",
+        f"hot:   {'Cloudflare D1' if settings.use_d1 else f'SQLite {settings.hot_db_path}'}",
+        f"cold:  {'R2 bucket ' + str(settings.r2_bucket) if settings.use_r2 else f'local directory {settings.cold_dir}'}",
+        f"hot window: {settings.hot_storage_days} days; sync lookback {settings.sync_lookback_minutes} min",
+    ]
+
+
+def check_config_main(argv: Sequence[str]) -> int:
+    settings = _settings_or_exit()
+    print("\n".join(describe(settings)))
+    return 0
+
+
+def prepare_dagster_home(home: Path) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bv-pipeline run")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--dagster-port", type=int, default=3000)
+    parser.add_argument("--api-port", type=int, default=8800)
+    parser.add_argument("--no-api", action="store_true", help="do not start the read API")
+    args = parser.parse_args(list(argv))
+
+    settings = _settings_or_exit()
+    env = dict(os.environ)
+    home = prepare_dagster_home(Path(env.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home").resolve())
+    env["DAGSTER_HOME"] = str(home)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    token = None
+    if not settings.api_tokens:
+        # Demo only: a fresh random token per start, printed below. Production sets BV_API_TOKENS.
+        token = secrets.token_urlsafe(24)
+        env["BV_API_TOKENS"] = token
+    else:
+        token = settings.api_tokens[0]
+
+    print("bv-pipeline starting")
+    for line in describe(settings):
+        print("  " + line)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        if not args.no_api:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "bv_pipeline.api.server", "--host", args.host, "--port", str(args.api_port)],
+                    env=env,
+                    cwd=PROJECT_ROOT,
+                )
+            )
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+                    "-h", args.host, "-p", str(args.dagster_port),
+                ],
+                env=env,
+                cwd=PROJECT_ROOT,
+            )
+        )
+        time.sleep(3)
+        site = settings.sites[0]
+        print(
+            f"\n  Dagster UI:  http://{args.host}:{args.dagster_port}  (sensor ace_sync_sensor and "
+            "schedule nightly_archive_schedule are on)\n"
+            + (
+                f"  Read API:    http://{args.host}:{args.api_port}/docs   demo token: {token}\n"
+                f"  Try:  curl -H 'Authorization: Bearer {token}' "
+                f"'http://{args.host}:{args.api_port}/sites/{site}/points?search=Temp'\n"
+                if not args.no_api
+                else ""
+            )
+            + "  Stop with Ctrl-C.\n",
+            flush=True,
+        )
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+        return next((p.returncode for p in procs if p.returncode), 0) or 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
