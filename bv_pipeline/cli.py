@@ -11,17 +11,25 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("bv_pipeline.runner", "Run everything on the configured (default: embedded) stack: Dagster UI + daemon + read API"),
+    "run": (
+        "bv_pipeline.runner",
+        "Run everything on the configured (default: embedded) stack: Dagster UI + daemon + read API",
+    ),
     "simulate-ace": ("bv_pipeline.simulator.server", "Serve the ACE FlightDeck simulator over HTTP"),
     "serve-api": ("bv_pipeline.api.server", "Serve the chart read API over HTTP"),
-    "check-config": ("bv_pipeline.runner", "Validate the environment configuration and print the resolved settings"),
+    "check-config": (
+        "bv_pipeline.runner",
+        "Validate the environment configuration and print the resolved settings",
+    ),
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="bv-pipeline", description="Building-IoT time series pipeline")
-    parser.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
+    parser.add_argument(
+        "command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items())
+    )
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2

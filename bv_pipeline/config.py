@@ -34,7 +34,9 @@ def validate_site_name(name: str, *, variable: str = "site") -> str:
     return name
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1, maximum: int | None = None) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, *, minimum: int = 1, maximum: int | None = None
+) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -62,7 +64,9 @@ def _all_or_none(env: Mapping[str, str], names: tuple[str, ...], what: str) -> b
     present = [n for n in names if env.get(n, "").strip()]
     if present and len(present) != len(names):
         missing = [n for n in names if n not in present]
-        raise ConfigError(f"{what} is half configured: {', '.join(present)} set but {', '.join(missing)} missing")
+        raise ConfigError(
+            f"{what} is half configured: {', '.join(present)} set but {', '.join(missing)} missing"
+        )
     return bool(present)
 
 
@@ -134,13 +138,17 @@ class Settings:
         for t in tokens:
             if len(t) < 16:
                 raise ConfigError("BV_API_TOKENS: every token must be at least 16 characters")
-        origins = tuple(o.strip().rstrip("/") for o in env.get("BV_ALLOWED_ORIGINS", "").split(",") if o.strip())
+        origins = tuple(
+            o.strip().rstrip("/") for o in env.get("BV_ALLOWED_ORIGINS", "").split(",") if o.strip()
+        )
         for o in origins:
             if o == "*":
                 continue
             p = urlparse(o)
             if p.scheme not in ("http", "https") or not p.netloc or p.path:
-                raise ConfigError(f"BV_ALLOWED_ORIGINS: {o!r} is not an origin like https://charts.example.com")
+                raise ConfigError(
+                    f"BV_ALLOWED_ORIGINS: {o!r} is not an origin like https://charts.example.com"
+                )
 
         return cls(
             ace_api_base=ace_base,

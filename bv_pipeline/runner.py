@@ -83,7 +83,15 @@ def main(argv: Sequence[str]) -> int:
         if not args.no_api:
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "bv_pipeline.api.server", "--host", args.host, "--port", str(args.api_port)],
+                    [
+                        sys.executable,
+                        "-m",
+                        "bv_pipeline.api.server",
+                        "--host",
+                        args.host,
+                        "--port",
+                        str(args.api_port),
+                    ],
                     env=env,
                     cwd=PROJECT_ROOT,
                 )
@@ -91,8 +99,16 @@ def main(argv: Sequence[str]) -> int:
         procs.append(
             subprocess.Popen(
                 [
-                    sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-                    "-h", args.host, "-p", str(args.dagster_port),
+                    sys.executable,
+                    "-m",
+                    "dagster",
+                    "dev",
+                    "-w",
+                    str(PROJECT_ROOT / "workspace.yaml"),
+                    "-h",
+                    args.host,
+                    "-p",
+                    str(args.dagster_port),
                 ],
                 env=env,
                 cwd=PROJECT_ROOT,

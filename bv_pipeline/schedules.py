@@ -20,13 +20,17 @@ def build_nightly_archive_schedule(job: dg.UnresolvedAssetJobDefinition) -> dg.S
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="02:00 UTC: archive yesterday for every site (verify, then record), build rollups, apply retention.",
     )
-    def nightly_archive_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
+    def nightly_archive_schedule(
+        context: dg.ScheduleEvaluationContext,
+    ) -> list[dg.RunRequest] | dg.SkipReason:
         scheduled = context.scheduled_execution_time
         assert scheduled is not None
         yesterday = scheduled.astimezone(dt.UTC).date() - dt.timedelta(days=1)
         sites = sorted(context.instance.get_dynamic_partitions(SITES_PARTITION_NAME))
         if not sites:
-            return dg.SkipReason("no site registered yet (ace_sync_sensor registers BV_SITES on its first tick)")
+            return dg.SkipReason(
+                "no site registered yet (ace_sync_sensor registers BV_SITES on its first tick)"
+            )
         return [
             dg.RunRequest(
                 run_key=f"archive|{site}|{yesterday.isoformat()}",

@@ -35,7 +35,9 @@ def sync_tag(site: str, day: dt.date) -> str:
     return f"{site}|{day.isoformat()}"
 
 
-def build_ace_sync_sensor(sites: tuple[str, ...], job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
+def build_ace_sync_sensor(
+    sites: tuple[str, ...], job: dg.UnresolvedAssetJobDefinition
+) -> dg.SensorDefinition:
     @dg.sensor(
         name="ace_sync_sensor",
         job=job,
@@ -94,8 +96,12 @@ def build_ace_sync_sensor(sites: tuple[str, ...], job: dg.UnresolvedAssetJobDefi
         return dg.SensorResult(
             run_requests=requests,
             cursor=cursor,
-            dynamic_partitions_requests=[sites_partitions.build_add_request(new_sites)] if new_sites else None,
-            skip_reason=None if requests else f"every site-day already in flight: {', '.join(skipped_in_flight)}",
+            dynamic_partitions_requests=[sites_partitions.build_add_request(new_sites)]
+            if new_sites
+            else None,
+            skip_reason=None
+            if requests
+            else f"every site-day already in flight: {', '.join(skipped_in_flight)}",
         )
 
     return ace_sync_sensor

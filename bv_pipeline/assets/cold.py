@@ -21,10 +21,12 @@ from bv_pipeline.storage import parquet_layout
 COLD_TIMESERIES = dg.AssetKey("cold_timeseries")
 COLD_ROLLUPS = dg.AssetKey("cold_rollups")
 HOT_RETENTION = dg.AssetKey("hot_retention")
-RAW_BYTES_PER_SAMPLE = 24  # point id + ts + value, uncompressed: the baseline the compression ratio is against
+RAW_BYTES_PER_SAMPLE = 24  # point id + ts + value uncompressed: the compression-ratio baseline
 
 # Vendor calls and object uploads fail transiently; back off exponentially so a backfill rides out an outage.
-COLD_RETRY = dg.RetryPolicy(max_retries=4, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+COLD_RETRY = dg.RetryPolicy(
+    max_retries=4, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
 
 
 def build_cold_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -76,8 +78,11 @@ def build_cold_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.Assets
             dg.AssetCheckResult(
                 check_name="row_count_matches_source",
                 passed=readback.num_rows == expected,
-                metadata={"object_rows": readback.num_rows, "source_rows": r.source_rows,
-                          "rows_kept_from_previous_object": r.merged_from_existing},
+                metadata={
+                    "object_rows": readback.num_rows,
+                    "source_rows": r.source_rows,
+                    "rows_kept_from_previous_object": r.merged_from_existing,
+                },
             ),
             dg.AssetCheckResult(
                 check_name="no_duplicate_samples",
@@ -171,7 +176,9 @@ def build_cold_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.Assets
             )
         finally:
             client.close()
-        context.log.info(f"retention {site_day.site}: deleted {len(r.deleted_days)} days, {r.rows_deleted} rows")
+        context.log.info(
+            f"retention {site_day.site}: deleted {len(r.deleted_days)} days, {r.rows_deleted} rows"
+        )
         return dg.MaterializeResult(
             metadata={
                 "cutoff_day": r.cutoff_day.isoformat(),

@@ -65,7 +65,9 @@ def build_hot_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.AssetsD
         try:
             mode = SyncMode(config.mode)
         except ValueError:
-            raise dg.Failure(f"config.mode must be one of {[m.value for m in SyncMode]}, not {config.mode!r}") from None
+            raise dg.Failure(
+                f"config.mode must be one of {[m.value for m in SyncMode]}, not {config.mode!r}"
+            ) from None
 
         def progress(r: SyncResult) -> None:
             context.log.info(f"chunk {r.chunks}: {r.rows_upserted} rows so far")
@@ -121,7 +123,9 @@ def _sync_metadata(r: SyncResult, backend: str) -> dict[str, dg.RawMetadataValue
 
 def _hot_checks(hot: HotStore, r: SyncResult, now_ms: int) -> list[dg.AssetCheckResult]:
     day_start, day_end = day_bounds_ms(r.day)
-    future = hot.count_samples(r.site, max(day_start, now_ms + FUTURE_SKEW_MS), day_end) if now_ms < day_end else 0
+    future = (
+        hot.count_samples(r.site, max(day_start, now_ms + FUTURE_SKEW_MS), day_end) if now_ms < day_end else 0
+    )
     results = [
         dg.AssetCheckResult(
             check_name="no_future_samples",
@@ -155,7 +159,9 @@ def _hot_checks(hot: HotStore, r: SyncResult, now_ms: int) -> list[dg.AssetCheck
     if now_ms >= day_end:
         results.append(
             dg.AssetCheckResult(
-                check_name="latest_sample_fresh", passed=True, description="past day: freshness applies to today"
+                check_name="latest_sample_fresh",
+                passed=True,
+                description="past day: freshness applies to today",
             )
         )
     else:

@@ -93,7 +93,9 @@ def archive_site_day(
         samples = hot.read_samples(site, None, start_ms, end_ms)
     else:
         if ace is None:
-            raise ArchiveError(f"{site} {day}: the hot tier holds no rows for this day and no ACE client was given")
+            raise ArchiveError(
+                f"{site} {day}: the hot tier holds no rows for this day and no ACE client was given"
+            )
         source = "ace"
         samples, stats = ace.fetch_samples(site, start_ms, end_ms, raw=True)
         ace_requests, duplicates = stats.requests, stats.duplicates
@@ -101,7 +103,9 @@ def archive_site_day(
 
     t = time.perf_counter()
     existing_size = cold.size(key)
-    old = parquet_layout.decode_day(cold.get(key)) if existing_size is not None else SAMPLE_SCHEMA.empty_table()
+    old = (
+        parquet_layout.decode_day(cold.get(key)) if existing_size is not None else SAMPLE_SCHEMA.empty_table()
+    )
     merged, only_old = _merge(samples, old)
     phases["merge_existing"] = time.perf_counter() - t
 

@@ -7,7 +7,7 @@ import dagster as dg
 
 class PolicyResource(dg.ConfigurableResource):
     hot_storage_days: int = 20  # HOT_STORAGE_DAYS: days kept in the hot tier before retention may delete them
-    sync_lookback_minutes: int = 10  # BV_SYNC_LOOKBACK_MINUTES: re-read this much before the last sync (late data)
+    sync_lookback_minutes: int = 10  # BV_SYNC_LOOKBACK_MINUTES: re-read this much (late samples)
     sync_chunk_minutes: int = 60  # BV_SYNC_CHUNK_MINUTES: catch-up fetches this much per ACE window
     max_catchup_days: int = 20  # the sensor re-syncs unclosed days at most this far back
 

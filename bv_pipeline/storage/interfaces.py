@@ -18,7 +18,9 @@ class PointMeta:
     """One configured ACE point with the metadata the hot tier keeps."""
 
     name: str
-    kind: str | None = None  # temperature | position | binary | setpoint | meter | analog | enum | None (unknown)
+    kind: str | None = (
+        None  # temperature | position | binary | setpoint | meter | analog | enum | None (unknown)
+    )
     unit: str | None = None
     marker_tags: tuple[str, ...] = ()
     kv_tags: dict[str, str] = field(default_factory=dict)
