@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
-    args, rest = parser.parse_known_args(argv[:1])
+    args = parser.parse_args(argv[:1])
     module = importlib.import_module(COMMANDS[args.command][0])
     entry = getattr(module, "check_config_main" if args.command == "check-config" else "main")
     return int(entry(argv[1:]) or 0)
