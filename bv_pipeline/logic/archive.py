@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 import pyarrow as pa
 
-from bv_pipeline.storage import cold_keys, parquet_layout
+from bv_pipeline.storage import cold_keys, parquet_layout, rollups
 from bv_pipeline.storage.interfaces import ManifestEntry
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA, day_bounds_ms, ms_to_date
 
@@ -80,7 +80,7 @@ def archive_site_day(
 ) -> ArchiveResult:
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     start_ms, end_ms = day_bounds_ms(day)
-    key = cold_keys.timeseries_key(site, day)
+    key = cold_keys.samples_key(site, day)
     phases: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -249,3 +249,28 @@ def _with_deleted(entry: ManifestEntry, now_ms: int) -> ManifestEntry:
     from dataclasses import replace
 
     return replace(entry, hot_deleted_ms=entry.hot_deleted_ms or now_ms)
+
+
+@dataclass
+class RollupResult:
+    key: str
+    rows: int
+    bytes: int
+    points: int
+
+
+def build_rollup_day(cold: ObjectStore, site: str, day: dt.date) -> RollupResult:
+    """Hourly rollup of the day's verified cold object, uploaded and read back before it counts."""
+    samples_key = cold_keys.samples_key(site, day)
+    if cold.size(samples_key) is None:
+        raise ArchiveError(
+            f"{site} {day}: no cold object at {samples_key}; materialise cold_timeseries first"
+        )
+    rollup = rollups.hourly_rollup(parquet_layout.decode_day(cold.get(samples_key)))
+    data, info = rollups.encode_rollup_day(site, day, rollup, source="cold")
+    key = cold_keys.rollup_key(site, day)
+    cold.put(key, data)
+    back = rollups.decode_rollup(cold.get(key))
+    if back.num_rows != info.rows or rollups.rollup_checksum(back) != info.checksum:
+        raise ArchiveError(f"{site} {day}: rollup object {key} failed verification after upload")
+    return RollupResult(key=key, rows=info.rows, bytes=len(data), points=info.point_count)
