@@ -1,0 +1,193 @@
+"""Bucketed aggregates and chart downsampling, vectorised with Polars and numpy.
+
+Aggregates are built from *partials* (point, bucket_ms, count, sum, min, max) so that raw samples from the hot
+tier and hourly rollups from the cold tier combine exactly: averages are always sum/count over the combined
+partials, never an average of averages.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+INTERVALS_MS: dict[str, int] = {
+    "1min": 60_000,
+    "5min": 300_000,
+    "15min": 900_000,
+    "1h": 3_600_000,
+    "1d": 86_400_000,
+}
+# Intervals whose buckets are unions of whole UTC hours, so the cold tier's hourly rollups can answer them.
+ROLLUP_INTERVALS = frozenset({"1h", "1d"})
+
+DownsampleMethod = Literal["minmax", "lttb"]
+
+PARTIAL_SCHEMA: dict[str, pl.DataType] = {
+    "point": pl.String(),
+    "bucket_ms": pl.Int64(),
+    "count": pl.Int64(),
+    "sum": pl.Float64(),
+    "min": pl.Float64(),
+    "max": pl.Float64(),
+}
+AGG_SCHEMA: dict[str, pl.DataType] = {
+    "point": pl.String(),
+    "ts_ms": pl.Int64(),
+    "avg": pl.Float64(),
+    "min": pl.Float64(),
+    "max": pl.Float64(),
+    "count": pl.Int64(),
+}
+
+
+def empty_partials() -> pl.DataFrame:
+    return pl.DataFrame(schema=PARTIAL_SCHEMA)
+
+
+def partials_from_raw(samples: pl.DataFrame, interval_ms: int) -> pl.DataFrame:
+    """Per (point, bucket) count/sum/min/max of the finite numeric samples.
+
+    Text, null, NaN and +/-inf samples are skipped, exactly as the cold tier's hourly rollups skip them, so a
+    bucket computed from raw samples equals one combined from rollups.
+    """
+    if samples.height == 0:
+        return empty_partials()
+    numeric = samples.lazy().filter(pl.col("value").is_finite().fill_null(False))
+    # Epoch-aligned buckets are UTC-aligned too: the epoch is a UTC midnight.
+    bucket = pl.col("ts_ms") - pl.col("ts_ms") % interval_ms
+    return (
+        numeric.group_by("point", bucket.alias("bucket_ms"))
+        .agg(
+            pl.len().cast(pl.Int64).alias("count"),
+            pl.col("value").sum().alias("sum"),
+            pl.col("value").min().alias("min"),
+            pl.col("value").max().alias("max"),
+        )
+        .collect()
+        .cast(PARTIAL_SCHEMA)  # type: ignore[arg-type]
+    )
+
+
+def partials_from_rollup(rollup: pl.DataFrame, interval_ms: int) -> pl.DataFrame:
+    """Re-bucket hourly rollup rows (point, hour_ms, count, sum, min, max) into ``interval_ms`` partials."""
+    if rollup.height == 0:
+        return empty_partials()
+    bucket = pl.col("hour_ms") - pl.col("hour_ms") % interval_ms
+    return (
+        rollup.lazy()
+        .filter(pl.col("count") > 0)
+        .group_by("point", bucket.alias("bucket_ms"))
+        .agg(
+            pl.col("count").sum().cast(pl.Int64),
+            pl.col("sum").sum(),
+            pl.col("min").min(),
+            pl.col("max").max(),
+        )
+        .collect()
+        .select(list(PARTIAL_SCHEMA))
+        .cast(PARTIAL_SCHEMA)  # type: ignore[arg-type]
+    )
+
+
+def finalize(partials: list[pl.DataFrame]) -> pl.DataFrame:
+    """Combine partials (possibly several per bucket) into avg/min/max/count rows sorted by (point, ts_ms)."""
+    frames = [p for p in partials if p.height]
+    if not frames:
+        return pl.DataFrame(schema=AGG_SCHEMA)
+    return (
+        pl.concat(frames)
+        .lazy()
+        .group_by("point", "bucket_ms")
+        .agg(pl.col("count").sum(), pl.col("sum").sum(), pl.col("min").min(), pl.col("max").max())
+        .select(
+            "point",
+            pl.col("bucket_ms").alias("ts_ms"),
+            (pl.col("sum") / pl.col("count")).alias("avg"),
+            "min",
+            "max",
+            "count",
+        )
+        .sort("point", "ts_ms")
+        .collect()
+        .cast(AGG_SCHEMA)  # type: ignore[arg-type]
+    )
+
+
+def minmax_indices(values: np.ndarray, max_points: int) -> np.ndarray:
+    """Indices that keep each bucket's minimum and maximum: at most ``max_points``, sorted, extremes preserved.
+
+    Buckets are equal runs of samples; the padded reshape makes the per-bucket argmin/argmax one numpy call.
+    """
+    n = len(values)
+    if n <= max_points:
+        return np.arange(n)
+    n_buckets = max(1, max_points // 2)
+    size = math.ceil(n / n_buckets)
+    rows = math.ceil(n / size)
+    pad = rows * size - n
+    lo = np.concatenate([values, np.full(pad, np.inf)]).reshape(rows, size)
+    hi = np.concatenate([values, np.full(pad, -np.inf)]).reshape(rows, size)
+    base = np.arange(rows) * size
+    idx = np.concatenate([base + lo.argmin(axis=1), base + hi.argmax(axis=1)])
+    return np.unique(idx)[:max_points]
+
+
+def lttb_indices(ts: np.ndarray, values: np.ndarray, max_points: int) -> np.ndarray:
+    """Largest-Triangle-Three-Buckets: visually faithful but a Python loop per bucket, so opt-in only."""
+    n = len(values)
+    if n <= max_points:
+        return np.arange(n)
+    if max_points < 3:  # LTTB always keeps both ends, so it needs room for at least one bucket between them
+        return minmax_indices(values, max_points)
+    x = ts.astype(np.float64)
+    y = values.astype(np.float64)
+    out = np.empty(max_points, dtype=np.int64)
+    out[0] = 0
+    out[-1] = n - 1
+    edges = np.linspace(1, n - 1, max_points - 1).astype(np.int64)  # max_points-2 buckets between the ends
+    a = 0
+    for i in range(max_points - 2):
+        lo, hi = edges[i], max(edges[i + 1], edges[i] + 1)
+        nxt_lo, nxt_hi = edges[i + 1], (edges[i + 2] if i + 2 < len(edges) else n)
+        nxt_hi = max(nxt_hi, nxt_lo + 1)
+        avg_x = x[nxt_lo:nxt_hi].mean()
+        avg_y = y[nxt_lo:nxt_hi].mean()
+        area = np.abs((x[a] - avg_x) * (y[lo:hi] - y[a]) - (x[a] - x[lo:hi]) * (avg_y - y[a]))
+        a = lo + int(area.argmax())
+        out[i + 1] = a
+    return np.unique(out)
+
+
+def downsample(
+    frame: pl.DataFrame, value_col: str, max_points: int, method: DownsampleMethod
+) -> pl.DataFrame:
+    """Reduce every point's series to at most ``max_points`` rows, choosing rows by ``value_col``.
+
+    Series with numeric values are reduced on those values (text samples are dropped from a reduced series);
+    a text-only series keeps evenly spaced samples.
+    """
+    parts: list[pl.DataFrame] = []
+    for (_point,), series in frame.partition_by("point", as_dict=True, maintain_order=True).items():
+        if series.height <= max_points:
+            parts.append(series)
+            continue
+        numeric = series.filter(pl.col(value_col).is_not_null() & pl.col(value_col).is_not_nan())
+        if numeric.height == 0:
+            keep = np.unique(np.linspace(0, series.height - 1, max_points).astype(np.int64))
+            parts.append(series[keep])
+            continue
+        if numeric.height <= max_points:
+            parts.append(numeric)
+            continue
+        vals = numeric[value_col].to_numpy()
+        if method == "lttb":
+            keep = lttb_indices(numeric["ts_ms"].to_numpy(), vals, max_points)
+        else:
+            keep = minmax_indices(vals, max_points)
+        parts.append(numeric[keep])
+    if not parts:
+        return frame
+    return pl.concat(parts)

@@ -1,0 +1,496 @@
+"""``TimeseriesReader``: one query over the hot tier (SQLite/D1) and the cold tier (Parquet per site-day).
+
+Routing is per UTC day and per point, decided from what the stores hold, never from the clock:
+
+1. A day whose manifest entry has ``hot_deleted_ms`` set is read from cold (retention removed it from hot).
+2. Every other day is read from hot.
+3. A hot-routed day that has a verified manifest entry but no hot rows for some requested point (history
+   backfilled straight to cold, or hot rows pruned before the manifest said so) is read from cold for those
+   points. A day missed by archival is still in hot, so it is answered from hot however old it is.
+
+Both tiers are merged and de-duplicated on (point, ts_ms) with hot winning. Cold objects are read with ranged
+GETs through ``parquet_layout.read_points`` (cached footer, only the needed row groups), several days in parallel,
+through a byte-bounded LRU cache. Aggregates at ``1h``/``1d`` use the cold tier's hourly rollups for whole cold
+days and raw samples elsewhere, combined by sum and count so averages are exact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+from pydantic import PrivateAttr
+
+from bv_pipeline.api.aggregate import (
+    INTERVALS_MS,
+    ROLLUP_INTERVALS,
+    DownsampleMethod,
+    downsample,
+    finalize,
+    partials_from_raw,
+    partials_from_rollup,
+)
+from bv_pipeline.api.cache import ByteLRU
+from bv_pipeline.storage import cold_keys, parquet_layout, rollups
+from bv_pipeline.storage.interfaces import HotStore, ManifestEntry, ObjectStore, PointMeta
+from bv_pipeline.storage.samples import MS_PER_DAY, day_bounds_ms, ms_to_date
+
+Source = Literal["hot", "cold", "split"]
+
+RAW_SCHEMA: dict[str, pl.DataType] = {
+    "point": pl.String(),
+    "ts_ms": pl.Int64(),
+    "value": pl.Float64(),
+    "value_text": pl.String(),
+}
+
+
+@dataclass
+class QueryResult:
+    """What a query returns. ``frame`` is raw (point, ts_ms, value, value_text) or, with an interval,
+    aggregated (point, ts_ms = bucket start, avg, min, max, count); sorted by (point, ts_ms)."""
+
+    site: str
+    points: list[str]
+    start_ms: int
+    end_ms: int
+    interval: str | None
+    frame: pl.DataFrame
+    hot_samples: int
+    cold_samples: int
+    source: Source
+    hot_days: list[dt.date] = field(default_factory=list)
+    cold_days: list[dt.date] = field(default_factory=list)
+    cold_bytes_fetched: int = 0
+    cold_objects_read: int = 0
+    rollup_days: int = 0
+    downsampled: bool = False
+    immutable: bool = False  # every day in the window comes from archived (hot-deleted) cold objects
+    elapsed_ms: float = 0.0
+
+
+@dataclass
+class _ColdTask:
+    day: dt.date
+    points: list[str]
+    start_ms: int
+    end_ms: int
+    use_rollup: bool
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.objects = 0
+        self.rollup_days = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.bytes += n
+
+    def object_read(self, *, rollup: bool = False) -> None:
+        with self._lock:
+            self.objects += 1
+            self.rollup_days += rollup
+
+
+def utc_days(start_ms: int, end_ms: int) -> list[dt.date]:
+    """UTC days overlapping [start_ms, end_ms)."""
+    if end_ms <= start_ms:
+        return []
+    first, last = ms_to_date(start_ms), ms_to_date(end_ms - 1)
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _runs(days: Sequence[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """Group sorted days into contiguous (first, last) runs so hot reads are few range scans."""
+    out: list[tuple[dt.date, dt.date]] = []
+    for d in days:
+        if out and (d - out[-1][1]).days == 1:
+            out[-1] = (out[-1][0], d)
+        else:
+            out.append((d, d))
+    return out
+
+
+def _to_frame(table: pa.Table) -> pl.DataFrame:
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    return df.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA)  # type: ignore[arg-type]
+
+
+def _empty_raw() -> pl.DataFrame:
+    return pl.DataFrame(schema=RAW_SCHEMA)
+
+
+class TimeseriesReader:
+    """Reads one site's points over any window from both tiers. Thread-safe; share one per process."""
+
+    def __init__(
+        self,
+        hot: HotStore,
+        cold: ObjectStore,
+        *,
+        max_workers: int = 8,
+        cache_bytes: int = 256 * 1024 * 1024,
+        catalogue_ttl_s: float = 30.0,
+    ) -> None:
+        self.hot = hot
+        self.cold = cold
+        self.cache = ByteLRU(cache_bytes)  # row-group ranges and whole rollup objects
+        self.footer_cache = ByteLRU(max(cache_bytes // 8, 1 << 20))  # parsed footers, keyed by object
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="bv-cold")
+        self._catalogue_ttl_s = catalogue_ttl_s
+        self._catalogue: dict[str, tuple[float, dict[str, PointMeta]]] = {}
+        self._sites: tuple[float, list[str]] | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ---- discovery ----------------------------------------------------------------------------------------
+
+    def list_sites(self) -> list[str]:
+        """Sites the hot tier knows, cached briefly: every query checks its site against this."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._sites
+        if cached is not None and now - cached[0] < self._catalogue_ttl_s:
+            return cached[1]
+        sites = sorted(self.hot.list_sites())
+        with self._lock:
+            self._sites = (now, sites)
+        return sites
+
+    def catalogue(self, site: str) -> dict[str, PointMeta]:
+        """Point name -> metadata for a site, cached for ``catalogue_ttl_s`` (list_points scans the points table)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._catalogue.get(site)
+        if cached is not None and now - cached[0] < self._catalogue_ttl_s:
+            return cached[1]
+        points = {p.name: p for p in self.hot.list_points(site)}
+        with self._lock:
+            self._catalogue[site] = (now, points)
+        return points
+
+    def resolve_points(
+        self, site: str, requested: Iterable[str]
+    ) -> tuple[list[str], dict[str, str], list[str]]:
+        """Map requested names to catalogue names: exact match first, else a unique case-insensitive match.
+
+        Returns (resolved names in request order, {requested: canonical} for case fixes, unknown names).
+        """
+        cat = self.catalogue(site)
+        folded: dict[str, list[str]] = {}
+        for name in cat:
+            folded.setdefault(name.casefold(), []).append(name)
+        resolved: list[str] = []
+        renamed: dict[str, str] = {}
+        unknown: list[str] = []
+        for name in requested:
+            if name in cat:
+                canonical = name
+            else:
+                matches = folded.get(name.casefold(), [])
+                if len(matches) != 1:
+                    unknown.append(name)
+                    continue
+                canonical = matches[0]
+                renamed[name] = canonical
+            if canonical not in resolved:
+                resolved.append(canonical)
+        return resolved, renamed, unknown
+
+    def ping(self) -> dict[str, str | None]:
+        """Error text per store (None when reachable), for /health."""
+        out: dict[str, str | None] = {}
+        for name, fn in (("hot", self.hot.ping), ("cold", self._ping_cold)):
+            try:
+                fn()
+                out[name] = None
+            except Exception as exc:  # report any failure: health is about reachability, not error types
+                out[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        return out
+
+    def _ping_cold(self) -> None:
+        ping = getattr(self.cold, "ping", None)
+        if callable(ping):
+            ping()
+        else:
+            # One cheap request that must reach the store: a listing of a prefix no object uses.
+            self.cold.list(f"{cold_keys.SAMPLES_PREFIX}/site=__health__/")
+
+    # ---- queries ------------------------------------------------------------------------------------------
+
+    def query(
+        self,
+        site: str,
+        points: Sequence[str],
+        start_ms: int,
+        end_ms: int,
+        *,
+        interval: str | None = None,
+        max_points: int | None = None,
+        downsample_method: DownsampleMethod = "minmax",
+    ) -> QueryResult:
+        """Samples of ``points`` in [start_ms, end_ms), raw or bucketed by ``interval``.
+
+        ``site`` must already be a validated slug; ``points`` are passed to the stores only as parameters.
+        """
+        t0 = time.perf_counter()
+        if interval is not None and interval not in INTERVALS_MS:
+            raise ValueError(f"unknown interval {interval!r}")
+        cold_keys.site_prefix(site)  # raises for a non-slug site: it becomes part of object keys
+        pts = list(dict.fromkeys(points))
+        days = utc_days(start_ms, end_ms)
+        result = QueryResult(
+            site=site,
+            points=pts,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            interval=interval,
+            frame=_empty_raw(),
+            hot_samples=0,
+            cold_samples=0,
+            source="hot",
+        )
+        if not pts or not days:
+            result.frame = _empty_raw() if interval is None else finalize([])
+            result.elapsed_ms = (time.perf_counter() - t0) * 1000
+            return result
+
+        manifest = {e.day: e for e in self.hot.manifest_list(site, days[0], days[-1])}
+        cold_days = [d for d in days if (m := manifest.get(d)) is not None and m.hot_deleted_ms is not None]
+        cold_set = set(cold_days)
+        hot_days = [d for d in days if d not in cold_set]
+
+        hot = self._read_hot(site, pts, hot_days, start_ms, end_ms)
+        tasks = self._cold_tasks(pts, days, hot_days, cold_days, manifest, hot, start_ms, end_ms, interval)
+        counter = _Counter()
+        cold_raw, cold_rollups = self._run_cold(site, tasks, counter)
+
+        if interval is None:
+            frame, n_hot, n_cold = self._merge_raw(hot, cold_raw)
+        else:
+            frame, n_hot, n_cold = self._merge_agg(hot, cold_raw, cold_rollups, INTERVALS_MS[interval])
+        if max_points is not None:
+            before = frame.height
+            frame = downsample(frame, "value" if interval is None else "avg", max_points, downsample_method)
+            result.downsampled = frame.height < before
+
+        result.frame = frame
+        result.hot_samples, result.cold_samples = n_hot, n_cold
+        result.hot_days = hot_days
+        result.cold_days = sorted({t.day for t in tasks})
+        result.rollup_days = counter.rollup_days
+        result.cold_bytes_fetched = counter.bytes
+        result.cold_objects_read = counter.objects
+        result.source = self._source(n_hot, n_cold, hot_days, cold_days)
+        result.immutable = len(cold_days) == len(days)
+        result.elapsed_ms = (time.perf_counter() - t0) * 1000
+        return result
+
+    @staticmethod
+    def _source(n_hot: int, n_cold: int, hot_days: list[dt.date], cold_days: list[dt.date]) -> Source:
+        if n_hot and n_cold:
+            return "split"
+        if n_hot:
+            return "hot"
+        if n_cold:
+            return "cold"
+        # No samples: report where the plan would have read from.
+        if hot_days and cold_days:
+            return "split"
+        return "cold" if cold_days else "hot"
+
+    def _read_hot(
+        self, site: str, points: list[str], hot_days: list[dt.date], start_ms: int, end_ms: int
+    ) -> pl.DataFrame:
+        frames: list[pl.DataFrame] = []
+        for first, last in _runs(hot_days):
+            lo = max(start_ms, day_bounds_ms(first)[0])
+            hi = min(end_ms, day_bounds_ms(last)[1])
+            table = self.hot.read_samples(site, points, lo, hi)
+            if table.num_rows:
+                frames.append(_to_frame(table))
+        return pl.concat(frames) if frames else _empty_raw()
+
+    def _cold_tasks(
+        self,
+        points: list[str],
+        days: list[dt.date],
+        hot_days: list[dt.date],
+        cold_days: list[dt.date],
+        manifest: dict[dt.date, ManifestEntry],
+        hot: pl.DataFrame,
+        start_ms: int,
+        end_ms: int,
+        interval: str | None,
+    ) -> list[_ColdTask]:
+        wanted: dict[dt.date, list[str]] = {d: points for d in cold_days}
+        verified_hot_days = [d for d in hot_days if d in manifest]
+        if verified_hot_days:
+            # Which (point, day) pairs hot actually holds; a verified day missing a point falls back to cold.
+            present: dict[dt.date, set[str]] = {}
+            if hot.height:
+                pairs = hot.select("point", (pl.col("ts_ms") // MS_PER_DAY).alias("day")).unique()
+                epoch = dt.date(1970, 1, 1)
+                for point, day_no in pairs.iter_rows():
+                    present.setdefault(epoch + dt.timedelta(days=day_no), set()).add(point)
+            for d in verified_hot_days:
+                missing = [p for p in points if p not in present.get(d, set())]
+                if missing:
+                    wanted[d] = missing
+        tasks: list[_ColdTask] = []
+        for d in sorted(wanted):
+            lo, hi = day_bounds_ms(d)
+            whole_day = start_ms <= lo and hi <= end_ms
+            tasks.append(
+                _ColdTask(
+                    day=d,
+                    points=wanted[d],
+                    start_ms=max(lo, start_ms),
+                    end_ms=min(hi, end_ms),
+                    # Rollups hold whole hours of whole days, so only fully covered days can use them.
+                    use_rollup=interval in ROLLUP_INTERVALS and whole_day,
+                )
+            )
+        return tasks
+
+    def _run_cold(
+        self, site: str, tasks: list[_ColdTask], counter: _Counter
+    ) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
+        if not tasks:
+            return [], []
+
+        def run(task: _ColdTask) -> tuple[str, pl.DataFrame]:
+            if task.use_rollup:
+                rolled = self._read_rollup_day(site, task, counter)
+                if rolled is not None:
+                    return "rollup", rolled
+            return "raw", self._read_cold_day(site, task, counter)
+
+        # Bounded parallelism: the pool size caps in-flight GETs however many days the window spans.
+        results = list(self._pool.map(run, tasks)) if len(tasks) > 1 else [run(tasks[0])]
+        raw = [f for kind, f in results if kind == "raw" and f.height]
+        rolled = [f for kind, f in results if kind == "rollup" and f.height]
+        return raw, rolled
+
+    def _fetcher(self, key: str, size: int, counter: _Counter) -> Callable[[int, int], bytes]:
+        def fetch(start: int, end: int) -> bytes:
+            ck = (key, size, start, end)
+            data = self.cache.get(ck)
+            if data is None:
+                data = self.cold.get_range(key, start, end)
+                counter.add(len(data))
+                self.cache.put(ck, data)
+            return data
+
+        return fetch
+
+    def _object_size(self, key: str) -> int | None:
+        ck = ("size", key)
+        size = self.cache.get(ck)
+        if size is None:
+            size = self.cold.size(key)
+            if size is not None:
+                self.cache.put(ck, size)
+        return size
+
+    def _read_cold_day(self, site: str, task: _ColdTask, counter: _Counter) -> pl.DataFrame:
+        key = cold_keys.samples_key(site, task.day)
+        size = self._object_size(key)
+        if size is None:
+            return _empty_raw()
+        counter.object_read()
+        table = parquet_layout.read_points(
+            self._fetcher(key, size, counter),
+            size,
+            task.points,
+            task.start_ms,
+            task.end_ms,
+            footer_cache=self.footer_cache,  # type: ignore[arg-type]  # dict-like: get / __setitem__
+            cache_key=key,
+        )
+        return _to_frame(table) if table.num_rows else _empty_raw()
+
+    def _read_rollup_day(self, site: str, task: _ColdTask, counter: _Counter) -> pl.DataFrame | None:
+        """Hourly rollup rows of the task's points, or None when the day has no rollup object."""
+        key = cold_keys.rollup_key(site, task.day)
+        ck = ("rollup", key)
+        frame = self.cache.get(ck)
+        if frame is None:
+            try:
+                data = self.cold.get(key)
+            except KeyError:
+                return None
+            counter.add(len(data))
+            decoded = pl.from_arrow(rollups.decode_rollup(data))
+            assert isinstance(decoded, pl.DataFrame)
+            frame = decoded.select("point", "hour_ms", "count", "sum", "min", "max")
+            self.cache.put(ck, frame)
+        counter.object_read(rollup=True)
+        return frame.filter(pl.col("point").is_in(task.points))
+
+    # ---- merging ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _merge_raw(hot: pl.DataFrame, cold: list[pl.DataFrame]) -> tuple[pl.DataFrame, int, int]:
+        cold_df = pl.concat(cold) if cold else _empty_raw()
+        if hot.height and cold_df.height:
+            # Hot wins on (point, ts_ms): drop cold rows hot also has.
+            cold_df = cold_df.join(hot.select("point", "ts_ms"), on=["point", "ts_ms"], how="anti")
+        n_hot, n_cold = hot.height, cold_df.height
+        if not n_cold:
+            return hot, n_hot, 0
+        if not n_hot:
+            return cold_df.sort("point", "ts_ms"), 0, n_cold
+        return pl.concat([hot, cold_df]).sort("point", "ts_ms"), n_hot, n_cold
+
+    @staticmethod
+    def _merge_agg(
+        hot: pl.DataFrame, cold_raw: list[pl.DataFrame], cold_rollups: list[pl.DataFrame], interval_ms: int
+    ) -> tuple[pl.DataFrame, int, int]:
+        raw, n_hot, n_raw_cold = TimeseriesReader._merge_raw(hot, cold_raw)
+        partials = [partials_from_raw(raw, interval_ms)]
+        n_roll = 0
+        for r in cold_rollups:
+            partials.append(partials_from_rollup(r, interval_ms))
+            n_roll += int(r["count"].sum() or 0)
+        return finalize(partials), n_hot, n_raw_cold + n_roll
+
+
+class TimeseriesReaderResource(dg.ConfigurableResource):
+    """Dagster resource wrapping ``TimeseriesReader`` over the configured hot and cold store resources."""
+
+    hot_store: dg.ResourceDependency[dg.ConfigurableResource]
+    cold_store: dg.ResourceDependency[dg.ConfigurableResource]
+    max_workers: int = 8
+    cache_mib: int = 256
+
+    _reader: TimeseriesReader | None = PrivateAttr(default=None)
+
+    def get_reader(self) -> TimeseriesReader:
+        if self._reader is None:
+            self._reader = TimeseriesReader(
+                self.hot_store.get_store(),  # type: ignore[attr-defined]
+                self.cold_store.get_store(),  # type: ignore[attr-defined]
+                max_workers=self.max_workers,
+                cache_bytes=self.cache_mib * 1024 * 1024,
+            )
+        return self._reader
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
