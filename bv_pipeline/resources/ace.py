@@ -116,7 +116,7 @@ class RateLimiter:
         tat = max(self._tat, now)
         allowed_at = tat - (self.burst - 1) * self.interval_s  # type: ignore[operator]
         waited = 0.0
-        if allowed_at > now:
+        if allowed_at - now > 1e-9:  # ignore float residue from summing intervals
             waited = allowed_at - now
             self.sleep(waited)
         self._tat = tat + self.interval_s

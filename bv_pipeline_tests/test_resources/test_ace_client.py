@@ -1,0 +1,260 @@
+"""AceClient tests: hand-made transports for the edge cases, then the real simulator (in-process and over HTTP).
+
+Every client gets a recording ``sleep`` so retries and rate limiting cost no wall-clock time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import itertools
+import random
+from collections.abc import Callable
+
+import httpx
+import orjson
+import pytest
+
+from bv_pipeline.resources.ace import (
+    AceClient,
+    AceError,
+    FetchStats,
+    RateLimiter,
+    retry_after_seconds,
+)
+from bv_pipeline.storage.samples import SAMPLE_SCHEMA
+
+BASE = "http://ace.test/api"
+T0 = int(dt.datetime(2026, 8, 7, tzinfo=dt.UTC).timestamp() * 1000)
+MIN = 60_000
+
+
+class Recorder:
+    """A fake clock plus a sleep that records the waits and advances the clock by them."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def make_client(handler: Callable[[httpx.Request], httpx.Response], rec: Recorder, **kw: object) -> AceClient:
+    kw.setdefault("requests_per_minute", 100_000)
+    return AceClient(
+        BASE,
+        "key",
+        transport=httpx.MockTransport(handler),
+        sleep=rec.sleep,
+        clock=rec.clock,
+        rng=random.Random(1),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def page_json(
+    rows: list[tuple[str, int, str | None]], *, cursor: str | None = None, more: bool = False
+) -> bytes:
+    samples = [{"name": n, "value": v, "time": iso(t)} for n, t, v in rows]
+    return orjson.dumps({"point_samples": samples, "next_cursor": cursor, "has_more": more})
+
+
+# -- hand-made transports ----------------------------------------------------------------------------------------
+
+
+def test_repeated_page_fails_loudly() -> None:
+    """A server that serves the same page forever (has_more true) must raise, not loop."""
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        rows = [("p1", T0, "1"), ("p2", T0, "2")]
+        return httpx.Response(
+            200, content=page_json(rows, cursor="eyJvZmZzZXQiOjIsInRpbWVzdGFtcCI6IngifQ==", more=True)
+        )
+
+    rec = Recorder()
+    with make_client(handler, rec) as client, pytest.raises(AceError, match="same page twice"):
+        client.fetch_samples("demo", T0, T0 + 5 * MIN)
+    assert calls == 2
+
+
+def test_server_cursor_is_replaced_by_the_repaired_one() -> None:
+    """The client sends the recomputed offset (incoming + rows in last bucket), not the server's stalled one."""
+    rows = [(f"p{i}", T0 + i * 1000, str(i)) for i in range(6)]  # all inside one 5-minute bucket
+    sent_cursors: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        from bv_pipeline.storage import ace_parse
+
+        token = request.url.params.get("cursor")
+        sent_cursors.append(token)
+        cur = ace_parse.decode_cursor(token)
+        offset = cur.offset if cur else 0
+        chunk = rows[offset : offset + 2]
+        more = offset + 2 < len(rows)
+        # The buggy server: outgoing offset = rows taken from the last bucket only (always 2 here).
+        bad = ace_parse.encode_cursor(ace_parse.Cursor(2, iso(T0)))
+        return httpx.Response(200, content=page_json(chunk, cursor=bad if more else None, more=more))
+
+    rec = Recorder()
+    with make_client(handler, rec) as client:
+        table, stats = client.fetch_samples("demo", T0, T0 + 5 * MIN)
+    assert table.column("point").to_pylist() == [f"p{i}" for i in range(6)]
+    assert stats.pages == 3 and stats.cursor_repairs == 1  # page 1's cursor (offset 2) happened to be right
+    assert sent_cursors[0] is None and len(sent_cursors) == 3
+
+
+def test_duplicates_across_pages_are_removed_and_counted() -> None:
+    pages = [
+        page_json([("b", T0, "1"), ("a", T0, "2")], cursor="c1", more=True),
+        page_json([("a", T0, "2"), ("a", T0 + MIN, "x"), ("c", T0, None)]),
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=pages[1 if request.url.params.get("cursor") else 0])
+
+    rec = Recorder()
+    with make_client(handler, rec, window_minutes=60) as client:
+        table, stats = client.fetch_samples("demo", T0, T0 + 5 * MIN)
+    assert table.schema == SAMPLE_SCHEMA
+    assert table.to_pylist() == [
+        {"point": "a", "ts_ms": T0, "value": 2.0, "value_text": None},
+        {"point": "a", "ts_ms": T0 + MIN, "value": None, "value_text": "x"},
+        {"point": "b", "ts_ms": T0, "value": 1.0, "value_text": None},
+        {"point": "c", "ts_ms": T0, "value": None, "value_text": None},
+    ]
+    assert (stats.samples, stats.duplicates, stats.non_numeric, stats.nulls) == (5, 1, 1, 1)
+
+
+def test_retries_5xx_with_growing_jittered_backoff_then_fails() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, json={"message": "upstream busy"})
+
+    rec = Recorder()
+    client = make_client(handler, rec, max_attempts=5, backoff_base_s=1, backoff_max_s=6)
+    with client, pytest.raises(AceError) as info:
+        client.fetch_samples("demo", T0, T0 + 5 * MIN)
+    message = str(info.value)
+    assert (
+        "timeseries/paginated" in message and "5 attempts" in message and "HTTP 503: upstream busy" in message
+    )
+    assert info.value.status == 503 and info.value.attempts == 5
+    ceilings = [1, 2, 4, 6]  # base * 2**(n-1), capped at backoff_max_s
+    assert len(rec.sleeps) == 4
+    for slept, ceiling in zip(rec.sleeps, ceilings, strict=True):
+        assert ceiling / 2 <= slept <= ceiling
+
+
+def test_429_honours_retry_after_and_counts() -> None:
+    responses = iter(
+        [
+            httpx.Response(429, headers={"Retry-After": "7"}, json={"message": "slow down"}),
+            httpx.Response(429, json={"message": "slow down"}),  # no header: fall back to backoff
+            httpx.Response(200, content=page_json([("a", T0, "1")])),
+        ]
+    )
+    rec = Recorder()
+    with make_client(lambda r: next(responses), rec, backoff_base_s=0.5) as client:
+        table, stats = client.fetch_samples("demo", T0, T0 + 5 * MIN)
+    assert table.num_rows == 1
+    assert (stats.rate_limited, stats.retries, stats.requests) == (2, 2, 3)
+    assert rec.sleeps[0] == 7.0 and 0.5 <= rec.sleeps[1] <= 1.0
+
+
+def test_retry_after_forms() -> None:
+    now = 1_800_000_000.0
+    later = email.utils.formatdate(now + 12, usegmt=True)
+    assert retry_after_seconds("3", now) == 3.0
+    assert retry_after_seconds(" 1.5 ", now) == 1.5
+    assert retry_after_seconds(later, now) == pytest.approx(12, abs=1)
+    assert retry_after_seconds(email.utils.formatdate(now - 50, usegmt=True), now) == 0.0
+    assert retry_after_seconds("100000", now) == 300.0
+    assert retry_after_seconds("soon", now) is None
+    assert retry_after_seconds(None, now) is None
+
+
+def test_malformed_sample_is_retried_then_surfaces() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        body = orjson.dumps(
+            {"point_samples": [{"name": "a", "value": "1"}], "next_cursor": None, "has_more": False}
+        )
+        return httpx.Response(200, content=body)
+
+    rec = Recorder()
+    client = make_client(handler, rec, max_attempts=3)
+    with client, pytest.raises(AceError, match=r"malformed response.*without a time"):
+        client.fetch_samples("demo", T0, T0 + 5 * MIN)
+    assert calls == 3
+
+
+def test_invalid_key_500_hint() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, json={"message": "An unhandled exception occurred."})
+
+    rec = Recorder()
+    client = make_client(handler, rec, max_attempts=2)
+    with client, pytest.raises(AceError, match="API key may be invalid"):
+        client.list_sites()
+
+
+def test_sub_windows_align_to_the_epoch() -> None:
+    rec = Recorder()
+    with make_client(lambda r: httpx.Response(500), rec, window_minutes=60) as client:
+        start = T0 + 90 * MIN + 123
+        windows = client.sub_windows(start, T0 + 4 * 60 * MIN)
+    assert windows[0] == (start, T0 + 120 * MIN)
+    assert windows[1:] == [(T0 + h * 60 * MIN, T0 + (h + 1) * 60 * MIN) for h in (2, 3)]
+
+
+def test_rate_limiter_spaces_requests() -> None:
+    rec = Recorder()
+    limiter = RateLimiter(600, clock=rec.clock, sleep=rec.sleep)  # 10/s, burst of 10
+    sent: list[float] = []
+    for _ in range(40):
+        limiter.acquire()
+        sent.append(rec.now)
+    assert sent[:10] == [sent[0]] * 10  # the burst goes out at once
+    gaps = [b - a for a, b in itertools.pairwise(sent[9:])]
+    assert all(g == pytest.approx(0.1) for g in gaps)
+    assert sum(rec.sleeps) == pytest.approx((40 - 10) * 0.1)
+
+
+def test_rate_limiter_without_clock_progress_still_accumulates_waits() -> None:
+    """With a sleep that does not move the clock, the virtual schedule still charges every request."""
+    waits: list[float] = []
+    limiter = RateLimiter(60, clock=lambda: 5.0, sleep=waits.append)  # 1/s, burst 1
+    for _ in range(4):
+        limiter.acquire()
+    assert waits == pytest.approx([1.0, 2.0, 3.0])
+
+
+def test_client_rate_limit_applies_to_requests() -> None:
+    rec = Recorder()
+    with make_client(
+        lambda r: httpx.Response(200, content=page_json([])), rec, requests_per_minute=120
+    ) as client:
+        for h in range(6):
+            client.fetch_samples("demo", T0 + h * 60 * MIN, T0 + (h + 1) * 60 * MIN)
+    # 120/min = one request per 0.5 s after a burst of 2: six requests need (6 - 2) * 0.5 s of waiting.
+    assert sum(rec.sleeps) == pytest.approx(2.0)
+
+
+def test_fetch_stats_add() -> None:
+    a, b = FetchStats(requests=1, samples=5), FetchStats(requests=2, bytes=10)
+    a.add(b)
+    assert (a.requests, a.samples, a.bytes) == (3, 5, 10)
