@@ -1,0 +1,146 @@
+"""A whole pipeline on local peers for Dagster-level tests.
+
+The ACE simulator (in-process httpx transport), the real AceClient, SQLite hot store, local cold directory, and
+a pinned clock shared by the simulator and the pipeline so "now" is the same instant for both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+
+from bv_pipeline.config import Settings
+from bv_pipeline.definitions import build_definitions
+from bv_pipeline.partitions import site_day_key
+from bv_pipeline.resources.ace import AceClient, AceResource
+from bv_pipeline.resources.clock import ClockResource
+from bv_pipeline.resources.cold_store import ColdStoreResource
+from bv_pipeline.resources.hot_store import HotStoreResource
+from bv_pipeline.resources.policy import PolicyResource
+from bv_pipeline.simulator import AceSimulator, FaultConfig, SimulatorConfig
+from bv_pipeline.storage.interfaces import HotStore, ObjectStore
+from bv_pipeline.storage.samples import sort_samples
+
+# Simulators by id: Dagster re-creates resources from their config, so a test resource can carry only plain
+# fields; it finds its (stateful, clock-sharing) simulator here.
+_SIMULATORS: dict[str, AceSimulator] = {}
+_ids = itertools.count()
+
+
+class SimulatedAceResource(AceResource):
+    """The real AceClient over the in-process transport of a registered simulator; retries do not sleep."""
+
+    simulator_id: str = ""
+
+    def get_client(self) -> AceClient:
+        sim = _SIMULATORS[self.simulator_id]
+        return AceClient(
+            "http://ace-simulator/api",
+            "test-key",
+            transport=sim.transport(),
+            sleep=lambda _s: None,
+            requests_per_minute=100_000,
+            max_attempts=self.max_attempts,
+        )
+
+
+@dataclass
+class Stack:
+    tmp: Path
+    sites: tuple[str, ...] = ("demo",)
+    points: int = 40
+    now_ms: int = 0
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    hot_storage_days: int = 20
+    max_attempts: int = 8
+
+    def __post_init__(self) -> None:
+        self.sim = AceSimulator(
+            SimulatorConfig(sites=self.sites, points=self.points, seed=7, faults=self.faults),
+            clock=lambda: self.now_ms / 1000,
+        )
+        self.sim_id = f"sim-{next(_ids)}"
+        _SIMULATORS[self.sim_id] = self.sim
+        self.hot_resource = HotStoreResource(sqlite_path=str(self.tmp / "hot.sqlite3"))
+        self.cold_resource = ColdStoreResource(local_dir=str(self.tmp / "cold"))
+        self.settings = Settings(sites=self.sites, data_dir=self.tmp, hot_storage_days=self.hot_storage_days)
+
+    # -- clock -------------------------------------------------------------------------------------------------
+    def set_now(self, when: dt.datetime) -> None:
+        self.now_ms = int(when.timestamp() * 1000)
+
+    def advance(self, **delta: float) -> None:
+        self.now_ms += int(dt.timedelta(**delta).total_seconds() * 1000)
+
+    # -- Dagster -----------------------------------------------------------------------------------------------
+    def resources(self) -> dict[str, Any]:
+        return {
+            "ace": SimulatedAceResource(simulator_id=self.sim_id, max_attempts=self.max_attempts),
+            "hot_store": self.hot_resource,
+            "cold_store": self.cold_resource,
+            "clock": ClockResource(fixed_now_ms=self.now_ms),
+            "policy": PolicyResource(
+                hot_storage_days=self.hot_storage_days, max_catchup_days=self.hot_storage_days
+            ),
+        }
+
+    def defs(self) -> dg.Definitions:
+        return build_definitions(self.settings, resources=self.resources())
+
+    def run(
+        self,
+        job: str,
+        site: str,
+        day: dt.date,
+        instance: dg.DagsterInstance,
+        *,
+        mode: str | None = None,
+        raise_on_error: bool = True,
+    ) -> dg.ExecuteInProcessResult:
+        if site not in instance.get_dynamic_partitions("sites"):
+            instance.add_dynamic_partitions("sites", [site])
+        run_config = {"ops": {"hot_timeseries": {"config": {"mode": mode}}}} if mode else None
+        return (
+            self.defs()
+            .resolve_job_def(job)
+            .execute_in_process(
+                partition_key=site_day_key(site, day),
+                instance=instance,
+                run_config=run_config,
+                raise_on_error=raise_on_error,
+            )
+        )
+
+    # -- stores and truth --------------------------------------------------------------------------------------
+    @property
+    def hot(self) -> HotStore:
+        return self.hot_resource.get_store()
+
+    @property
+    def cold(self) -> ObjectStore:
+        return self.cold_resource.get_store()
+
+    def truth(self, site: str, start_ms: int, end_ms: int, *, as_of_ms: int | None = None) -> pa.Table:
+        return sort_samples(self.sim.truth(site, start_ms, end_ms, as_of_ms=as_of_ms))
+
+    def hot_rows(self, site: str, start_ms: int, end_ms: int) -> pa.Table:
+        return sort_samples(self.hot.read_samples(site, None, start_ms, end_ms))
+
+
+def assert_same_samples(actual: pa.Table, expected: pa.Table) -> None:
+    """Sample-by-sample equality (NaN-aware through Arrow's equals on identical layouts)."""
+    a, e = sort_samples(actual), sort_samples(expected)
+    assert a.num_rows == e.num_rows, f"{a.num_rows} rows stored, {e.num_rows} expected"
+    for col in ("point", "ts_ms", "value_text"):
+        assert a[col].to_pylist() == e[col].to_pylist(), f"column {col} differs"
+    av, ev = a["value"].to_pylist(), e["value"].to_pylist()
+    mismatches = [
+        i for i, (x, y) in enumerate(zip(av, ev, strict=True)) if not (x == y or (x != x and y != y))
+    ]
+    assert not mismatches, f"{len(mismatches)} values differ, first at row {mismatches[0]}"

@@ -1,0 +1,37 @@
+"""The code location loads, with the asset graph, jobs and automation the README promises."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from bv_pipeline.config import Settings
+from bv_pipeline.definitions import build_definitions, defs
+
+
+def test_default_definitions_load_and_validate(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    for var in ("ACE_API_BASE", "BV_SITES", "CLOUDFLARE_ACCOUNT_ID", "R2_BUCKET"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("BV_DATA_DIR", str(tmp_path))
+    loaded = defs()
+    dg.Definitions.validate_loadable(loaded)
+    keys = {k.to_user_string() for k in loaded.resolve_all_asset_keys()}
+    assert keys == {"ace_timeseries", "hot_timeseries", "cold_timeseries", "cold_rollups", "hot_retention"}
+    assert {j.name for j in loaded.jobs or []} == {"hot_sync_job", "nightly_archive_job"}
+
+
+def test_invalid_configuration_fails_loading_with_the_variable_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOT_STORAGE_DAYS", "soon")
+    with pytest.raises(Exception, match="HOT_STORAGE_DAYS"):
+        defs()
+
+
+def test_ace_calls_share_the_ace_api_pool_and_retry_with_backoff() -> None:
+    loaded = build_definitions(Settings())
+    graph = loaded.resolve_asset_graph()
+    for key in ("hot_timeseries", "cold_timeseries", "hot_retention"):
+        node = graph.get(dg.AssetKey(key))
+        assert node.pool == "ace_api", key
+    for key in ("hot_timeseries", "cold_timeseries"):
+        policy = graph.get(dg.AssetKey(key)).retry_policy
+        assert policy is not None and policy.backoff == dg.Backoff.EXPONENTIAL and policy.max_retries >= 3

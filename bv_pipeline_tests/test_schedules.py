@@ -1,0 +1,40 @@
+"""nightly_archive_schedule: 02:00 UTC, yesterday for every registered site."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+
+from bv_pipeline.partitions import site_day_key
+from bv_pipeline_tests.stack import Stack
+
+
+def test_nightly_schedule_archives_yesterday_for_every_site(tmp_path: Path) -> None:
+    defs = Stack(tmp_path).defs()
+    schedule = defs.get_schedule_def("nightly_archive_schedule")
+    assert schedule.cron_schedule == "0 2 * * *" and schedule.execution_timezone == "UTC"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.job_name == "nightly_archive_job"
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("sites", ["site-b", "site-a"])
+        ctx = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=dt.datetime(2026, 3, 10, 2, 0, tzinfo=dt.UTC)
+        )
+        requests = schedule.evaluate_tick(ctx).run_requests or []
+    assert [r.partition_key for r in requests] == [
+        site_day_key("site-a", dt.date(2026, 3, 9)),
+        site_day_key("site-b", dt.date(2026, 3, 9)),
+    ]
+    assert len({r.run_key for r in requests}) == 2
+
+
+def test_nightly_schedule_skips_when_no_site_is_registered(tmp_path: Path) -> None:
+    schedule = Stack(tmp_path).defs().get_schedule_def("nightly_archive_schedule")
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=dt.datetime(2026, 3, 10, 2, 0, tzinfo=dt.UTC)
+        )
+        data = schedule.evaluate_tick(ctx)
+    assert not data.run_requests and data.skip_message
