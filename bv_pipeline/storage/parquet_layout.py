@@ -418,12 +418,19 @@ class _SparseFile(io.RawIOBase):
         self._pos = base + offset
         return self._pos
 
-    def _slice(self, start: int, end: int) -> bytes:
+    def cached(self, start: int, end: int) -> bytes | None:
+        """Bytes [start, end) if one fetched range already holds them."""
         i = bisect.bisect_right(self._ranges, start, key=lambda r: r[0]) - 1
         if i >= 0:
             r_start, r_data = self._ranges[i]
             if r_start + len(r_data) >= end:
                 return r_data[start - r_start : end - r_start]
+        return None
+
+    def _slice(self, start: int, end: int) -> bytes:
+        hit = self.cached(start, end)
+        if hit is not None:
+            return hit
         data = self._fetch(start, end)
         self.add(start, data)
         return data
@@ -540,7 +547,8 @@ def read_points(
     if not groups:
         return SAMPLE_SCHEMA.empty_table()
     for start, end in _coalesce([_row_group_span(meta.row_group(g)) for g in groups], max_gap):
-        sparse.add(start, fetch_range(start, end))
+        if sparse.cached(start, end) is None:  # a small file's tail read may already hold everything
+            sparse.add(start, fetch_range(start, end))
     # pre_buffer off: pyarrow then reads exactly the column chunks, which the sparse file already holds.
     pf = pq.ParquetFile(sparse, metadata=meta, pre_buffer=False)
     table = pf.read_row_groups(groups, columns=_SAMPLE_COLUMNS, use_threads=False)

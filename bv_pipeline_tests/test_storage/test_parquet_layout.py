@@ -301,5 +301,7 @@ def test_read_points_uses_the_footer_cache(big: tuple[pa.Table, bytes, DayFileIn
 def test_read_points_on_a_small_file_with_a_large_footer_guess() -> None:
     samples = small_samples()
     data, _ = encode_day("demo", DAY, samples, source="x")
-    got = read_points(CountingFetch(data), len(data), ["enum"], START, END)
+    fetch = CountingFetch(data)
+    got = read_points(fetch, len(data), ["enum"], START, END)
     assert got.to_pylist() == expected_rows(samples, ["enum"], START, END)
+    assert fetch.calls == [(0, len(data))]  # the speculative tail read held the whole file: no second GET

@@ -1,0 +1,249 @@
+"""Object stores for the cold tier: a local directory and S3/R2, both behind ``ObjectStore``.
+
+``ColdStoreResource`` picks the backend from its config: R2 (through dagster-aws's ``S3Resource``) when the
+endpoint, bucket and both keys are set, else the local directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+from dagster import ConfigurableResource
+
+from bv_pipeline.storage.cold_keys import ColdKeyError, validate_object_key, validate_prefix
+from bv_pipeline.storage.interfaces import ObjectStore
+
+_TMP_PREFIX = ".tmp-"  # in-flight local writes; keys cannot start with '.', so these never list as objects
+CHECKSUM_ENV = {
+    "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+    "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+}
+
+
+def _check_range(start: int, end: int) -> None:
+    if start < 0 or end < start:
+        raise ValueError(f"invalid byte range [{start}, {end})")
+
+
+class LocalObjectStore:
+    """Objects as files under ``root`` with the same keys as R2 (``root/<key>``).
+
+    Writes are atomic (temp file in the target directory, fsync, ``os.replace``), so a reader never sees half an
+    object, and keys are validated so nothing resolves outside ``root``.
+    """
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / validate_object_key(key)).resolve()
+        if not path.is_relative_to(self.root):  # belt and braces: validation already forbids '..'
+            raise ColdKeyError(f"object key {key!r} escapes the store root")
+        return path
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise KeyError(key) from None
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end), clamped to the object's end like an HTTP Range read."""
+        _check_range(start, end)
+        try:
+            with self._path(key).open("rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if start == end:
+                    return b""
+                if start >= size:
+                    raise ValueError(f"range start {start} is beyond the end of {key!r} ({size} bytes)")
+                fh.seek(start)
+                return fh.read(end - start)
+        except (FileNotFoundError, IsADirectoryError):
+            raise KeyError(key) from None
+
+    def size(self, key: str) -> int | None:
+        path = self._path(key)
+        return path.stat().st_size if path.is_file() else None
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        # Drop now-empty day/site directories so listings and disk stay tidy; stop at the root.
+        parent = path.parent
+        while parent != self.root and parent.is_relative_to(self.root):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    def list(self, prefix: str) -> list[str]:
+        validate_prefix(prefix)
+        # Walk only the deepest directory the prefix names fully, then filter by the partial tail.
+        base = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
+        if not base.is_dir():
+            return []
+        keys = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                if name.startswith("."):
+                    continue
+                key = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class S3ObjectStore:
+    """Objects in an S3-compatible bucket (Cloudflare R2 in production, moto in tests)."""
+
+    def __init__(self, client: Any, bucket: str, *, page_size: int = 1000) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.page_size = page_size  # ListObjectsV2 MaxKeys; 1000 is the S3/R2 maximum
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=validate_object_key(key), Body=data)
+
+    def get(self, key: str) -> bytes:
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=validate_object_key(key))
+        except ClientError as exc:
+            if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise KeyError(key) from None
+            raise
+        return resp["Body"].read()
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) via ``Range: bytes=start-(end-1)``; clamped to the object's end by S3."""
+        _check_range(start, end)
+        validate_object_key(key)
+        if start == end:  # HTTP cannot express an empty range
+            if self.size(key) is None:
+                raise KeyError(key)
+            return b""
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise KeyError(key) from None
+            if code == "InvalidRange":
+                raise ValueError(f"range start {start} is beyond the end of {key!r}") from None
+            raise
+        return resp["Body"].read()
+
+    def size(self, key: str) -> int | None:
+        try:
+            resp = self.client.head_object(Bucket=self.bucket, Key=validate_object_key(key))
+        except ClientError as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return int(resp["ContentLength"])
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=validate_object_key(key))
+
+    def list(self, prefix: str) -> list[str]:
+        validate_prefix(prefix)
+        keys: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": self.page_size}
+        ):
+            keys += [obj["Key"] for obj in page.get("Contents", [])]
+        return sorted(keys)
+
+
+def ensure_checksum_when_required() -> None:
+    """Make botocore compute/validate checksums only when an operation requires them.
+
+    boto3 >= 1.36 sends a CRC32 on every PutObject, over HTTPS as an ``aws-chunked`` body with an
+    ``x-amz-trailer``; R2 rejects that upload (seen as a misleading 401/501). dagster-aws's ``S3Resource`` has no
+    config field for this, and botocore reads these variables when a client is created, so they are set here
+    (only when unset: an operator's explicit choice wins) before every client is built.
+    """
+    for name, value in CHECKSUM_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+def make_s3_client(
+    endpoint_url: str, region_name: str, aws_access_key_id: str, aws_secret_access_key: str
+) -> Any:
+    """An S3 client for R2 (or any S3-compatible endpoint) built through dagster-aws's ``S3Resource``."""
+    from dagster_aws.s3 import S3Resource
+
+    ensure_checksum_when_required()
+    return S3Resource(
+        endpoint_url=endpoint_url,
+        region_name=region_name,
+        aws_access_key_id=aws_access_key_id,
+        aws_secret_access_key=aws_secret_access_key,
+    ).get_client()
+
+
+class ColdStoreResource(ConfigurableResource):
+    """The cold tier's object store: Cloudflare R2 when fully configured, else a local directory.
+
+    Wire R2 with ``EnvVar("R2_ENDPOINT_URL")``, ``EnvVar("R2_BUCKET")``, ``EnvVar("R2_ACCESS_KEY_ID")`` and
+    ``EnvVar("R2_SECRET_ACCESS_KEY")``; set ``local_dir`` for the embedded default.
+    """
+
+    local_dir: str | None = None
+    r2_endpoint_url: str | None = None
+    r2_bucket: str | None = None
+    r2_access_key_id: str | None = None
+    r2_secret_access_key: str | None = None
+    region_name: str = "auto"
+
+    @property
+    def uses_r2(self) -> bool:
+        fields = (self.r2_endpoint_url, self.r2_bucket, self.r2_access_key_id, self.r2_secret_access_key)
+        present = [bool(f and f.strip()) for f in fields]
+        if any(present) and not all(present):
+            raise ValueError(
+                "ColdStoreResource: R2 is half configured; set r2_endpoint_url, r2_bucket, r2_access_key_id and "
+                "r2_secret_access_key together (or none of them to use local_dir)"
+            )
+        return all(present)
+
+    def get_store(self) -> ObjectStore:
+        if self.uses_r2:
+            assert (
+                self.r2_endpoint_url
+                and self.r2_bucket
+                and self.r2_access_key_id
+                and self.r2_secret_access_key
+            )
+            client = make_s3_client(
+                self.r2_endpoint_url, self.region_name, self.r2_access_key_id, self.r2_secret_access_key
+            )
+            return S3ObjectStore(client, self.r2_bucket)
+        if self.local_dir:
+            return LocalObjectStore(Path(self.local_dir))
+        raise ValueError("ColdStoreResource needs local_dir or the four r2_* fields")
