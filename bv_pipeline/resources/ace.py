@@ -507,4 +507,7 @@ class AceResource(dg.ConfigurableResource):
         sim = AceSimulator(
             SimulatorConfig(sites=tuple(self.sim_sites), points=self.sim_points, seed=self.sim_seed)
         )
-        return AceClient(SIM_BASE_URL, self.api_key or "", transport=sim.transport(), **common)
+        # The simulator accepts any non-empty bearer key when none is configured, like a real key would be.
+        return AceClient(
+            SIM_BASE_URL, self.api_key or "embedded-simulator", transport=sim.transport(), **common
+        )

@@ -9,20 +9,26 @@ import datetime as dt
 import email.utils
 import itertools
 import random
+import re
 from collections.abc import Callable
 
 import httpx
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from bv_pipeline.resources.ace import (
+    SIM_BASE_URL,
     AceClient,
     AceError,
+    AceResource,
     FetchStats,
     RateLimiter,
     retry_after_seconds,
 )
-from bv_pipeline.storage.samples import SAMPLE_SCHEMA
+from bv_pipeline.simulator import IN_PROCESS_BASE_URL, AceSimulator, FaultConfig, SimulatorConfig, run_server
+from bv_pipeline.storage.samples import SAMPLE_SCHEMA, sort_samples
 
 BASE = "http://ace.test/api"
 T0 = int(dt.datetime(2026, 8, 7, tzinfo=dt.UTC).timestamp() * 1000)
@@ -258,3 +264,197 @@ def test_fetch_stats_add() -> None:
     a, b = FetchStats(requests=1, samples=5), FetchStats(requests=2, bytes=10)
     a.add(b)
     assert (a.requests, a.samples, a.bytes) == (3, 5, 10)
+
+
+# -- against the real simulator ----------------------------------------------------------------------------------
+
+DAY_AFTER = T0 / 1000 + 2 * 86_400  # a clock at which every sample of the test windows is visible
+
+
+def sim_client(
+    sim: AceSimulator, rec: Recorder, base_url: str = IN_PROCESS_BASE_URL, **kw: object
+) -> AceClient:
+    transport = sim.transport() if base_url == IN_PROCESS_BASE_URL else None
+    kw.setdefault("requests_per_minute", 100_000)
+    return AceClient(
+        base_url,
+        str(kw.pop("api_key", "test-key")),
+        transport=transport,
+        sleep=rec.sleep,
+        clock=rec.clock,
+        rng=random.Random(2),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def make_sim(
+    points: int = 300, clock: Callable[[], float] = lambda: DAY_AFTER, **faults: object
+) -> AceSimulator:
+    return AceSimulator(SimulatorConfig(points=points, faults=FaultConfig(**faults)), clock=clock)  # type: ignore[arg-type]
+
+
+def assert_truth(
+    table: pa.Table, sim: AceSimulator, start: int, end: int, as_of_ms: int | None = None
+) -> None:
+    expected = sort_samples(sim.truth("demo", start, end, as_of_ms=as_of_ms))
+    assert table.num_rows == expected.num_rows > 0
+    assert table.equals(expected)
+
+
+def test_clean_fetch_equals_truth_and_streams_pages() -> None:
+    sim, rec = make_sim(), Recorder()
+    start, end = T0 + 30 * MIN, T0 + 3 * 60 * MIN + 7_000  # unaligned ends: partial first and last windows
+    with sim_client(sim, rec, page_size=10_000) as client:
+        table, stats = client.fetch_samples("demo", start, end)
+        streamed = list(client.iter_samples("demo", start, end))
+    assert_truth(table, sim, start, end)
+    assert stats.samples == table.num_rows and stats.duplicates == 0 and stats.retries == 0
+    assert stats.non_numeric == pc.sum(pc.is_valid(table["value_text"])).as_py() > 0
+    # Streaming yields bounded batches (at most one page each) holding the same rows.
+    assert len(streamed) == stats.pages and max(t.num_rows for t in streamed) <= 10_000
+    assert sort_samples(pa.concat_tables(streamed)).equals(table)
+
+
+def test_cursor_stall_is_repaired() -> None:
+    sim, rec = make_sim(cursor_stall=True), Recorder()
+    start, end = T0, T0 + 60 * MIN
+    with sim_client(sim, rec, page_size=1000) as client:  # 1,500 rows per bucket: pages start mid-bucket
+        table, stats = client.fetch_samples("demo", start, end)
+    assert_truth(table, sim, start, end)
+    assert sim.fault_counts["cursor_stall"] > 0
+    assert stats.cursor_repairs == sim.fault_counts["cursor_stall"]
+    assert stats.duplicates == 0
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind"),
+    [
+        ({"rate_429": 0.4, "retry_after_s": 2.0}, "429"),
+        ({"rate_5xx": 0.4}, "5xx"),
+        ({"rate_truncated": 0.4}, "truncated"),
+        ({"rate_malformed": 0.5}, "malformed"),
+    ],
+)
+def test_each_request_fault_is_retried_to_the_exact_truth(fault: dict[str, float], kind: str) -> None:
+    sim, rec = make_sim(seed=3, **fault), Recorder()
+    start, end = T0, T0 + 2 * 60 * MIN
+    with sim_client(sim, rec, page_size=5000, max_attempts=8) as client:
+        table, stats = client.fetch_samples("demo", start, end)
+    assert_truth(table, sim, start, end)
+    injected = sim.fault_counts[kind]
+    assert injected > 0 and stats.retries == injected == len(rec.sleeps)
+    assert stats.requests == stats.pages + injected
+    if kind == "429":
+        assert stats.rate_limited == injected and set(rec.sleeps) == {2.0}
+
+
+def test_all_faults_together_with_late_data() -> None:
+    sim = make_sim(
+        seed=11,
+        rate_429=0.1,
+        rate_5xx=0.1,
+        rate_truncated=0.1,
+        rate_malformed=0.1,
+        cursor_stall=True,
+        late_fraction=0.05,
+    )
+    rec = Recorder()
+    start, end = T0, T0 + 90 * MIN
+    with sim_client(sim, rec, page_size=1000, max_attempts=8) as client:
+        table, stats = client.fetch_samples("demo", start, end)
+    assert_truth(table, sim, start, end)
+    assert stats.cursor_repairs > 0 and stats.retries > 0
+
+
+def test_faults_beyond_the_attempt_bound_raise_clearly() -> None:
+    sim, rec = make_sim(rate_5xx=1.0), Recorder()
+    client = sim_client(sim, rec, max_attempts=3)
+    with client, pytest.raises(AceError) as info:
+        client.fetch_samples("demo", T0, T0 + 60 * MIN)
+    message = str(info.value)
+    assert "GET /sites/demo/timeseries/paginated" in message and "after 3 attempts" in message
+    assert re.search(r"HTTP 50[023]", message)
+    assert len(rec.sleeps) == 2 and sim.requests_served == 3
+
+
+def test_late_samples_appear_on_refetch() -> None:
+    now = [T0 / 1000 + 62 * 60]  # 2 minutes after the window ends: some late samples are not visible yet
+    sim = make_sim(clock=lambda: now[0], late_fraction=0.2, late_max_minutes=15)
+    rec = Recorder()
+    start, end = T0, T0 + 60 * MIN
+    with sim_client(sim, rec) as client:
+        early, _ = client.fetch_samples("demo", start, end)
+        assert_truth(early, sim, start, end, as_of_ms=int(now[0] * 1000))
+        now[0] += 20 * 60  # every late sample is now visible
+        later, _ = client.fetch_samples("demo", start + 30 * MIN, end)  # an overlapping re-fetch
+    assert_truth(later, sim, start + 30 * MIN, end, as_of_ms=int(now[0] * 1000))
+    early_keys = set(zip(early["point"].to_pylist(), early["ts_ms"].to_pylist(), strict=True))
+    later_keys = set(zip(later["point"].to_pylist(), later["ts_ms"].to_pylist(), strict=True))
+    assert len(later_keys - early_keys) > 0  # the late samples arrived
+
+
+def test_list_points_metadata() -> None:
+    sim, rec = AceSimulator(SimulatorConfig(points=1234), clock=lambda: DAY_AFTER), Recorder()
+    with sim_client(sim, rec) as client:
+        points = client.list_points("demo")  # 1,234 points at 1,000 per page: two pages
+        sites = client.list_sites()
+    expected = sim.points("demo")
+    assert [p.name for p in points] == [p.name for p in expected]
+    for got, want in zip(points, expected, strict=True):
+        assert (got.kind, got.unit, got.marker_tags) == (want.kind, want.unit, want.marker_tags)
+        assert got.kv_tags == want.kv_tags and got.collect_interval_s == want.collect_interval_s
+    assert {p.kind for p in points} >= {"temperature", "enum", "binary"}
+    assert [s["name"] for s in sites] == ["demo"]
+
+
+def test_client_errors_are_not_retried() -> None:
+    keyed = AceSimulator(SimulatorConfig(points=10, api_key="right-key"), clock=lambda: DAY_AFTER)
+    rec = Recorder()
+    with sim_client(keyed, rec, api_key="") as client, pytest.raises(AceError, match="HTTP 401") as info:
+        client.list_points("demo")
+    assert info.value.attempts == 1 and "Missing Authorization Header" in str(info.value)
+
+    client = sim_client(keyed, rec, api_key="wrong-key", max_attempts=2)
+    with client, pytest.raises(AceError, match="API key may be invalid"):
+        client.list_sites()
+
+    sim = make_sim(points=10)
+    with sim_client(sim, rec) as client:
+        with pytest.raises(AceError, match="HTTP 403") as info:
+            client.fetch_samples("nowhere", T0, T0 + MIN)
+        assert info.value.status == 403
+        client.page_size = 7  # not in the server's closed set: a 400 in the Flask-RESTX shape
+        with pytest.raises(AceError, match=r"HTTP 400: Input payload validation failed.*page_size"):
+            client.fetch_samples("demo", T0, T0 + MIN)
+    assert rec.sleeps == [rec.sleeps[0]]  # only the wrong-key 500 was retried, once
+    with pytest.raises(ValueError, match="page_size"):
+        AceClient(BASE, "k", page_size=12345)
+
+
+def test_over_http_with_faults_and_slow_responses() -> None:
+    """Real sockets: timeouts (slow responses), truncated bodies with a shorter Content-Length, 5xx."""
+    sim = make_sim(seed=5, rate_slow=0.2, slow_s=1.0, rate_truncated=0.15, rate_5xx=0.15, cursor_stall=True)
+    rec = Recorder()
+    start, end = T0, T0 + 60 * MIN
+    with (
+        run_server(sim) as base_url,
+        sim_client(sim, rec, base_url=base_url, page_size=5000, timeout_s=0.25, max_attempts=8) as client,
+    ):
+        table, stats = client.fetch_samples("demo", start, end)
+    assert_truth(table, sim, start, end)
+    assert sim.fault_counts["slow"] > 0 and sim.fault_counts["truncated"] > 0
+    assert stats.retries == sum(sim.fault_counts[k] for k in ("slow", "truncated", "5xx"))
+    assert stats.bytes > 0
+
+
+def test_resource_builds_an_embedded_simulator_client() -> None:
+    resource = AceResource(sim_points=20, page_size=1000)
+    with resource.get_client() as client:
+        points = client.list_points("demo")
+        table, stats = client.fetch_samples("demo", T0, T0 + 10 * MIN)
+    assert len(points) == 20 and client.base_url == SIM_BASE_URL
+    assert table.num_rows > 0 and stats.pages >= 1
+    assert (
+        AceResource(base_url="http://ace.example/api", api_key="k").get_client().base_url
+        == "http://ace.example/api"
+    )
