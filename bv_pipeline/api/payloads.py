@@ -88,7 +88,7 @@ def data_etag(result: QueryResult, request_key: str, meta: dict[str, Any]) -> st
     h.update(orjson.dumps(meta, option=orjson.OPT_SORT_KEYS))
     h.update(str(result.frame.height).encode())
     if result.frame.height:
-        h.update(result.frame.hash_rows(seed=7, seed_1=11, seed_2=13, seed_3=17).to_numpy().tobytes())
+        h.update(result.frame.hash_rows(seed=7).to_numpy().tobytes())
     return f'"{h.hexdigest()}"'
 
 

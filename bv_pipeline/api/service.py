@@ -37,6 +37,10 @@ from bv_pipeline.storage.samples import MS_PER_DAY
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: beyond this datetime arithmetic overflows
 MAX_POINT_NAME = 512
 
+# Module level so FastAPI can resolve the annotation (this module uses postponed annotations).
+_bearer = HTTPBearer(auto_error=False, description="An API token from BV_API_TOKENS")
+Auth = Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+
 
 @dataclass(frozen=True)
 class ApiConfig:
@@ -237,8 +241,6 @@ def create_app(
             exc.headers,
         )
 
-    bearer = HTTPBearer(auto_error=False, description="An API token from BV_API_TOKENS")
-
     def authorize(creds: HTTPAuthorizationCredentials | None) -> str:
         if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
             raise ApiError(
@@ -264,8 +266,6 @@ def create_app(
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
         return key
-
-    Auth = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 
     def known_site(site: str) -> str:
         _check_site(site)
