@@ -67,6 +67,7 @@ DEFAULT_PER_PAGE = 10
 DEFAULT_PAGE_SIZE = 10000
 IN_PROCESS_BASE_URL = "http://ace-simulator.invalid/api"  # any host works for the in-process transport
 
+CLIENT_ID = 1
 _UNHANDLED = {"message": "An unhandled exception occurred."}
 _BACNET_UNITS = {
     "°F": "degreesFahrenheit",
@@ -84,6 +85,7 @@ _NULL_SITE = dict.fromkeys(
         "id",
         "name",
         "client",
+        "client_id",
         "address",
         "nice_name",
         "ansible_user",
@@ -326,6 +328,7 @@ class AceSimulator:
             "id": 10 + position,
             "name": site,
             "client": CLIENT,
+            "client_id": CLIENT_ID,
             "address": None,
             "nice_name": site.replace("_", " ").replace("-", " ").title(),
             "ansible_user": None,
@@ -392,7 +395,9 @@ class AceSimulator:
             "id": site_id * 1_000_000 + p.index + 1,
             "name": p.name,
             "client": CLIENT,
+            "client_id": CLIENT_ID,
             "site": site,
+            "site_id": site_id,
             "kv_tags": dict(p.kv_tags),
             "bacnet_data": {
                 "device_address": address,
