@@ -20,10 +20,14 @@ Design (contract and quirks: ``/work/shared/reference/cloudflare-and-ace.md`` §
 from __future__ import annotations
 
 import email.utils
+import itertools
 import logging
 import random
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -99,6 +103,7 @@ class RateLimiter:
     sleep: Callable[[float], None] = time.sleep
     burst: int | None = None
     _tat: float = field(default=float("-inf"), init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.per_minute < 1:
@@ -112,14 +117,15 @@ class RateLimiter:
 
     def acquire(self) -> float:
         """Wait until a request may be sent; returns the seconds waited."""
-        now = self.clock()
-        tat = max(self._tat, now)
-        allowed_at = tat - (self.burst - 1) * self.interval_s  # type: ignore[operator]
+        with self._lock:  # reserve the slot under the lock, sleep outside it
+            now = self.clock()
+            tat = max(self._tat, now)
+            allowed_at = tat - (self.burst - 1) * self.interval_s  # type: ignore[operator]
+            self._tat = tat + self.interval_s
         waited = 0.0
         if allowed_at - now > 1e-9:  # ignore float residue from summing intervals
             waited = allowed_at - now
             self.sleep(waited)
-        self._tat = tat + self.interval_s
         return waited
 
 
@@ -197,9 +203,12 @@ class AceClient:
         window_minutes: int = 60,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        concurrency: int = 2,
     ) -> None:
         if page_size not in TIMESERIES_PAGE_SIZES:
             raise ValueError(f"page_size {page_size} is not one the API accepts: {TIMESERIES_PAGE_SIZES}")
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         if window_minutes < 5 or window_minutes % 5:
@@ -221,6 +230,7 @@ class AceClient:
         self.window_ms = window_minutes * MINUTE_MS
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self.concurrency = concurrency
         self.limiter = RateLimiter(requests_per_minute, clock=clock, sleep=sleep)
         self._succeeded_once = False  # a 500 before any success hints at an invalid key
 
@@ -352,54 +362,92 @@ class AceClient:
             lo = hi
         return out
 
+    def _window_frames(
+        self, path: str, lo: int, hi: int, raw: bool, stats: FetchStats, cancel: threading.Event
+    ) -> Iterator[pl.DataFrame]:
+        """Page through one sub-window with repaired cursors; yields the non-empty parsed pages."""
+        params: dict[str, Any] = {
+            "start_time": _iso_param(lo),
+            "end_time": _iso_param(hi),
+            "page_size": self.page_size,
+            "raw_data": "true" if raw else "false",
+        }
+        cursor: Cursor | None = None
+        seen: set[tuple[object, ...]] = set()
+        while not cancel.is_set():
+            if cursor is not None:
+                params["cursor"] = ace_parse.encode_cursor(cursor)
+            page = self._get(path, params, ace_parse.parse_page, stats)
+            stats.pages += 1
+            frame = page.samples
+            fingerprint = ace_parse.page_fingerprint(frame)
+            if fingerprint in seen:
+                raise AceError(
+                    f"ACE GET /{path}: the server returned the same page twice ({frame.height} rows) for "
+                    f"[{params['start_time']}, {params['end_time']}) at cursor {params.get('cursor')!r}; "
+                    "refusing to loop",
+                    endpoint=f"GET /{path}",
+                    status=200,
+                )
+            seen.add(fingerprint)
+            stats.samples += frame.height
+            stats.non_numeric += page.non_numeric
+            stats.nulls += page.nulls
+            if page.has_more:
+                if frame.height == 0:
+                    raise AceError(f"ACE GET /{path}: empty page with has_more=true at cursor {cursor}")
+                server = ace_parse.decode_cursor(page.next_cursor)
+                ours = ace_parse.repair_cursor(cursor, frame["ts_ms"], server)
+                if server is None or (server.offset, server.bucket_ms) != (ours.offset, ours.bucket_ms):
+                    stats.cursor_repairs += 1
+                cursor = ours
+            # Keep only the sub-window: a server with an inclusive end would otherwise duplicate boundaries.
+            ts = frame["ts_ms"]
+            if frame.height and (int(ts.min()) < lo or int(ts.max()) >= hi):  # type: ignore[arg-type]
+                frame = frame.filter((pl.col("ts_ms") >= lo) & (pl.col("ts_ms") < hi))
+            if frame.height:
+                yield frame
+            if not page.has_more:
+                return
+
     def _iter_frames(
         self, site: str, start_ms: int, end_ms: int, raw: bool, stats: FetchStats
     ) -> Iterator[pl.DataFrame]:
+        """Parsed pages of [start_ms, end_ms), sub-window by sub-window in time order.
+
+        With ``concurrency`` > 1, up to that many sub-windows are fetched at once on worker threads, so the
+        server prepares the next pages while this thread parses (polars releases the GIL). A worker collects its
+        whole sub-window, so memory is bounded by ``concurrency + 1`` sub-windows, never the whole fetch.
+        """
         path = f"sites/{quote(site, safe='')}/timeseries/paginated"
-        for lo, hi in self.sub_windows(start_ms, end_ms):
-            params: dict[str, Any] = {
-                "start_time": _iso_param(lo),
-                "end_time": _iso_param(hi),
-                "page_size": self.page_size,
-                "raw_data": "true" if raw else "false",
-            }
-            cursor: Cursor | None = None
-            seen: set[tuple[object, ...]] = set()
-            while True:
-                if cursor is not None:
-                    params["cursor"] = ace_parse.encode_cursor(cursor)
-                page = self._get(path, params, ace_parse.parse_page, stats)
-                stats.pages += 1
-                frame = page.samples
-                fingerprint = ace_parse.page_fingerprint(frame)
-                if fingerprint in seen:
-                    raise AceError(
-                        f"ACE GET /{path}: the server returned the same page twice ({frame.height} rows) for "
-                        f"[{params['start_time']}, {params['end_time']}) at cursor {params.get('cursor')!r}; "
-                        "refusing to loop",
-                        endpoint=f"GET /{path}",
-                        status=200,
-                    )
-                seen.add(fingerprint)
-                stats.samples += frame.height
-                stats.non_numeric += page.non_numeric
-                stats.nulls += page.nulls
-                if page.has_more:
-                    if frame.height == 0:
-                        raise AceError(f"ACE GET /{path}: empty page with has_more=true at cursor {cursor}")
-                    server = ace_parse.decode_cursor(page.next_cursor)
-                    ours = ace_parse.repair_cursor(cursor, frame["ts_ms"], server)
-                    if server is None or (server.offset, server.bucket_ms) != (ours.offset, ours.bucket_ms):
-                        stats.cursor_repairs += 1
-                    cursor = ours
-                # Keep only the sub-window: a server with an inclusive end would otherwise duplicate boundaries.
-                ts = frame["ts_ms"]
-                if frame.height and (int(ts.min()) < lo or int(ts.max()) >= hi):  # type: ignore[arg-type]
-                    frame = frame.filter((pl.col("ts_ms") >= lo) & (pl.col("ts_ms") < hi))
-                if frame.height:
-                    yield frame
-                if not page.has_more:
-                    break
+        windows = self.sub_windows(start_ms, end_ms)
+        cancel = threading.Event()
+        if self.concurrency == 1 or len(windows) == 1:
+            for lo, hi in windows:
+                yield from self._window_frames(path, lo, hi, raw, stats, cancel)
+            return
+
+        def collect(lo: int, hi: int) -> tuple[list[pl.DataFrame], FetchStats]:
+            own = FetchStats()  # per worker, merged on this thread: no shared counters across threads
+            return list(self._window_frames(path, lo, hi, raw, own, cancel)), own
+
+        pending: deque[Future[tuple[list[pl.DataFrame], FetchStats]]] = deque()
+        todo = iter(windows)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="ace-fetch") as pool:
+            try:
+                for lo, hi in itertools.islice(todo, self.concurrency):
+                    pending.append(pool.submit(collect, lo, hi))
+                while pending:
+                    frames, own = pending.popleft().result()
+                    stats.add(own)
+                    for lo, hi in itertools.islice(todo, 1):
+                        pending.append(pool.submit(collect, lo, hi))
+                    yield from frames
+            finally:
+                # On error or an abandoned generator: stop the other workers after their current request.
+                cancel.set()
+                for future in pending:
+                    future.cancel()
 
     def iter_samples(
         self, site: str, start_ms: int, end_ms: int, *, raw: bool = True, stats: FetchStats | None = None
