@@ -28,10 +28,8 @@ def test_invalid_configuration_fails_loading_with_the_variable_named(monkeypatch
 
 def test_ace_calls_share_the_ace_api_pool_and_retry_with_backoff() -> None:
     loaded = build_definitions(Settings())
-    graph = loaded.resolve_asset_graph()
     for key in ("hot_timeseries", "cold_timeseries", "hot_retention"):
-        node = graph.get(dg.AssetKey(key))
-        assert node.pool == "ace_api", key
+        assert loaded.get_assets_def(key).op.pool == "ace_api", key
     for key in ("hot_timeseries", "cold_timeseries"):
-        policy = graph.get(dg.AssetKey(key)).retry_policy
+        policy = loaded.get_assets_def(key).op.retry_policy
         assert policy is not None and policy.backoff == dg.Backoff.EXPONENTIAL and policy.max_retries >= 3

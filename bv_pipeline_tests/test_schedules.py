@@ -20,7 +20,9 @@ def test_nightly_schedule_archives_yesterday_for_every_site(tmp_path: Path) -> N
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("sites", ["site-b", "site-a"])
         ctx = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=dt.datetime(2026, 3, 10, 2, 0, tzinfo=dt.UTC)
+            instance=instance,
+            scheduled_execution_time=dt.datetime(2026, 3, 10, 2, 0, tzinfo=dt.UTC),
+            repository_def=defs.get_repository_def(),
         )
         requests = schedule.evaluate_tick(ctx).run_requests or []
     assert [r.partition_key for r in requests] == [
@@ -31,10 +33,13 @@ def test_nightly_schedule_archives_yesterday_for_every_site(tmp_path: Path) -> N
 
 
 def test_nightly_schedule_skips_when_no_site_is_registered(tmp_path: Path) -> None:
-    schedule = Stack(tmp_path).defs().get_schedule_def("nightly_archive_schedule")
+    defs = Stack(tmp_path).defs()
+    schedule = defs.get_schedule_def("nightly_archive_schedule")
     with dg.instance_for_test() as instance:
         ctx = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=dt.datetime(2026, 3, 10, 2, 0, tzinfo=dt.UTC)
+            instance=instance,
+            scheduled_execution_time=dt.datetime(2026, 3, 10, 2, 0, tzinfo=dt.UTC),
+            repository_def=defs.get_repository_def(),
         )
         data = schedule.evaluate_tick(ctx)
     assert not data.run_requests and data.skip_message

@@ -1,6 +1,5 @@
 """Cold tier: one verified Parquet object per (site, day), its hourly rollup, and hot-tier retention."""
-
-from __future__ import annotations
+# No "from __future__ import annotations": Dagster resolves Config/resource annotations at definition time.
 
 import datetime as dt
 import time

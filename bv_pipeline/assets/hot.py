@@ -1,6 +1,7 @@
 """Hot tier: ``hot_timeseries``, one partition per (day, site), filled from ACE by the 5-minute sync sensor."""
+# No "from __future__ import annotations": Dagster resolves Config/resource annotations at definition time.
 
-from __future__ import annotations
+from typing import Any
 
 import dagster as dg
 import pyarrow.compute as pc
@@ -93,8 +94,8 @@ def build_hot_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.AssetsD
     return [hot_timeseries]
 
 
-def _sync_metadata(r: SyncResult, backend: str) -> dict[str, dg.RawMetadataValue]:
-    md: dict[str, dg.RawMetadataValue] = {
+def _sync_metadata(r: SyncResult, backend: str) -> dict[str, Any]:
+    md: dict[str, Any] = {
         "mode": r.mode.value,
         "rows_upserted": r.rows_upserted,
         "new_points": r.new_points,
