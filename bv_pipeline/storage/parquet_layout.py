@@ -21,6 +21,7 @@ and can be recomputed after reading to prove the object holds what was written.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -178,6 +179,8 @@ def _prepare_day(day: dt.date, samples: pa.Table) -> tuple[pa.Table, int]:
     table = samples.select(_SAMPLE_COLUMNS).cast(SAMPLE_SCHEMA)
     if table.num_rows == 0:
         return FILE_SCHEMA.empty_table(), 0
+    if table["point"].null_count or table["ts_ms"].null_count:
+        raise ValueError("samples have null point or ts_ms")
     start_ms, end_ms = day_bounds_ms(day)
     ts = table["ts_ms"].combine_chunks().to_numpy()
     lo, hi = int(ts.min()), int(ts.max())
@@ -278,7 +281,7 @@ def encode_day(site: str, day: dt.date, samples: pa.Table, *, source: str) -> tu
         _metadata(info),
         column_encoding={"ts_ms": "DELTA_BINARY_PACKED", "value": "BYTE_STREAM_SPLIT"},
     )
-    return data, DayFileInfo(**{**info.__dict__, "bytes": len(data)})
+    return data, dataclasses.replace(info, bytes=len(data))
 
 
 def encode_old_layout(site: str, samples: pa.Table) -> bytes:

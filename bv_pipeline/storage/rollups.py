@@ -12,6 +12,7 @@ data (e.g. an enum point) exists. An hour with samples but no finite value has `
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 
@@ -133,7 +134,7 @@ def encode_rollup_day(
         write_statistics=True,
     )
     data = sink.getvalue()
-    return data, DayFileInfo(**{**info.__dict__, "bytes": len(data)})
+    return data, dataclasses.replace(info, bytes=len(data))
 
 
 def decode_rollup(data: bytes) -> pa.Table:

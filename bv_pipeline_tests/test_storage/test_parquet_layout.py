@@ -168,6 +168,9 @@ def test_duplicates_and_out_of_day_samples_are_rejected() -> None:
             encode_day("demo", DAY, pa.concat_tables([samples, extra]), source="hot")
     with pytest.raises(ValueError):
         encode_day("../etc", DAY, samples, source="hot")
+    null_point = pa.table({"point": [None], "ts_ms": [START], "value": [1.0], "value_text": [None]})
+    with pytest.raises(ValueError, match="null"):
+        encode_day("demo", DAY, null_point, source="hot")
 
 
 def test_empty_day_round_trips() -> None:
