@@ -11,7 +11,7 @@ import httpx
 import polars as pl
 import pytest
 
-from bv_pipeline.simulator import IN_PROCESS_BASE_URL, AceSimulator, SimulatorConfig
+from bv_pipeline.simulator import IN_PROCESS_BASE_URL, AceSimulator, FaultConfig, SimulatorConfig
 from bv_pipeline.simulator.app import PAGE_SIZE_CHOICES, PER_PAGE_CHOICES
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA
 from bv_pipeline_tests.fixtures.ace import ACE_AUTH_HEADERS, ACE_TEST_NOW_MS, ACE_TEST_POINTS, fixed_clock
@@ -352,9 +352,7 @@ def test_cursor_points_into_the_bucket_of_the_last_row(ace_client: httpx.Client)
 
 
 def test_cursor_stall_fault_repeats_the_cursor_inside_one_bucket() -> None:
-    config = SimulatorConfig(
-        points=ACE_TEST_POINTS, faults=SimulatorConfig().faults.__class__(cursor_stall=True)
-    )
+    config = SimulatorConfig(points=ACE_TEST_POINTS, faults=FaultConfig(cursor_stall=True))
     sim = AceSimulator(config, clock=fixed_clock(ACE_TEST_NOW_MS))
     with _client(sim) as client:
         first = _ts(client, day_ms(0), day_ms(15), raw_data="true", page_size=50).json()
