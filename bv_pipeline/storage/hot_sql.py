@@ -27,7 +27,8 @@ Improvements over the brief's sketch, and why:
   seek per point instead of scanning every sample of the site.
 
 Literals: the D1 packer inlines numbers (point ids, epoch ms, float values) that this module formats itself from
-ints/floats; every string from outside (site, point names, value_text) is a bound parameter.
+ints/floats, floats as exact integer arithmetic (see ``float_literal``); every string from outside (site, point
+names, value_text) is a bound parameter.
 """
 
 from __future__ import annotations
@@ -205,13 +206,56 @@ UPSERT_SAMPLE_NUM = _NUM_HEAD + "(?, ?, ?)" + _NUM_TAIL
 UPSERT_SAMPLE_TXT = _TXT_HEAD + "(?, ?, ?, ?)" + _TXT_TAIL
 
 
+_TWO53 = 1 << 53
+_POW2_STEP = 62  # 2**62 is the largest power of two that is an int64 literal
+
+
 def float_literal(v: float | None) -> str:
-    """SQL literal for a float64 that round-trips exactly. NaN -> NULL (SQLite stores NaN as NULL anyway)."""
+    """SQL expression that evaluates to exactly this float64, independent of SQLite's text-to-float parser.
+
+    A plain ``repr`` literal is not enough: SQLite before 3.43 parses decimals with long-double arithmetic and
+    double rounding, e.g. ``49.4738870309987`` comes back as ``49.473887030998696``. So only integer literals
+    and correctly rounded IEEE operations on exact operands are used:
+
+    - integral values: the integer literal (REAL affinity converts it exactly);
+    - shortest decimal ``m * 10**-k`` with ``|m| < 2**53`` and ``k <= 22``: ``m/1e<k>``. Both operands are exact
+      doubles and one IEEE division rounds correctly, so the result is the double nearest the decimal, which is
+      ``v`` (Clinger's fast path);
+    - otherwise (17 significant digits, e.g. float32 values widened to float64): ``v = M * 2**E`` with an
+      integer ``|M| < 2**53``, written ``M*1.0`` times/divided by int64 powers of two, every step exact.
+
+    NaN -> NULL (SQLite stores NaN as NULL anyway); +/-inf -> ``9e999`` / ``-9e999`` (overflow is exact)."""
     if v is None or math.isnan(v):
         return "NULL"
     if math.isinf(v):
-        return "9e999" if v > 0 else "-9e999"  # SQLite parses an overflowing literal as +/-Inf
-    return repr(float(v))  # shortest repr that round-trips; always contains '.', 'e' or 'inf'
+        return "9e999" if v > 0 else "-9e999"
+    v = float(v)
+    if v == 0.0:
+        return "0.0"
+    if v.is_integer() and abs(v) < 2**63:
+        return str(int(v))
+    mant, _, exp = repr(v).partition("e")
+    ip, _, fp = mant.partition(".")
+    m = int(ip + fp)
+    k = len(fp) - (int(exp) if exp else 0)  # v = m / 10**k
+    while m % 10 == 0 and k > 0:
+        m //= 10
+        k -= 1
+    if abs(m) < _TWO53 and 0 < k <= 22:
+        return f"{m}/1e{k}"
+    frac, e2 = math.frexp(v)
+    big_m, e2 = int(frac * _TWO53), e2 - 53
+    while big_m % 2 == 0:
+        big_m //= 2
+        e2 += 1
+    out = f"{big_m}*1.0"
+    op = "*" if e2 > 0 else "/"
+    rest = abs(e2)
+    while rest > 0:
+        step = min(rest, _POW2_STEP)
+        out += f"{op}{1 << step}"
+        rest -= step
+    return out
 
 
 def pack_sample_statements(
@@ -227,7 +271,8 @@ def pack_sample_statements(
     """Pack sample rows into multi-row upserts for D1.
 
     Numbers are inlined as literals formatted here (int() / repr(float)), so a statement holds ~2,000 rows within
-    the 100 KB statement cap; value_text strings stay bound parameters (<= max_params per statement). Rows must
+    the 100 KB statement cap. value_text strings stay bound parameters: each distinct string of a statement is
+    bound once as ?N and rows refer to it, so repeated enum texts do not cap a statement at 100 rows. Rows must
     already be de-duplicated on (point_id, ts_ms): numeric and text rows go to different statements, which would
     otherwise reorder "last one wins".
     """
@@ -238,7 +283,7 @@ def pack_sample_statements(
     num_parts: list[str] = []
     num_len = len(_NUM_HEAD) + num_tail_len
     txt_parts: list[str] = []
-    txt_params: list[Any] = []
+    txt_slots: dict[str, int] = {}  # distinct text -> its ?N; enum texts repeat, so rows share parameters
     txt_len = len(_TXT_HEAD) + txt_tail_len
 
     def flush_num() -> None:
@@ -249,11 +294,13 @@ def pack_sample_statements(
         num_len = len(_NUM_HEAD) + num_tail_len
 
     def flush_txt() -> None:
-        nonlocal txt_parts, txt_params, txt_len
+        nonlocal txt_parts, txt_slots, txt_len
         if txt_parts:
-            out.append(Statement(_TXT_HEAD + ",".join(txt_parts) + _TXT_TAIL, txt_params, len(txt_parts)))
+            out.append(
+                Statement(_TXT_HEAD + ",".join(txt_parts) + _TXT_TAIL, list(txt_slots), len(txt_parts))
+            )
         txt_parts = []
-        txt_params = []
+        txt_slots = {}
         txt_len = len(_TXT_HEAD) + txt_tail_len
 
     for pid, ts, v, t in zip(point_ids, ts_ms, values, texts, strict=True):
@@ -264,15 +311,20 @@ def pack_sample_statements(
             num_parts.append(part)
             num_len += len(part) + 1
         else:
-            part = f"({int(pid)},{int(ts)},{float_literal(v)},?)"
+            slot = txt_slots.get(t)
+            # Worst case a new slot needs 3 digits; recompute after a flush so the slot number is right.
+            part_len = len(f"({int(pid)},{int(ts)},{float_literal(v)},?{max_params})")
             if txt_parts and (
-                txt_len + len(part) + 1 > max_statement_bytes
-                or len(txt_params) >= max_params
+                txt_len + part_len + 1 > max_statement_bytes
+                or (slot is None and len(txt_slots) >= max_params)
                 or len(txt_parts) >= max_rows
             ):
                 flush_txt()
+                slot = None
+            if slot is None:
+                slot = txt_slots[t] = len(txt_slots) + 1
+            part = f"({int(pid)},{int(ts)},{float_literal(v)},?{slot})"
             txt_parts.append(part)
-            txt_params.append(t)
             txt_len += len(part) + 1
     flush_num()
     flush_txt()
