@@ -19,7 +19,7 @@ from bv_pipeline.storage.cold_keys import ColdKeyError, samples_key
 from bv_pipeline.storage.interfaces import ObjectStore
 from bv_pipeline.storage.parquet_layout import encode_day, read_points, verify_object
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA, day_bounds_ms
-from bv_pipeline_tests.fixtures.s3 import S3Bucket, moto_server, s3_bucket  # noqa: F401
+from bv_pipeline_tests.fixtures.s3 import S3Bucket  # the fixtures come via the root conftest's pytest_plugins
 
 DAY = dt.date(2025, 3, 4)
 KEY = samples_key("demo", DAY)
@@ -175,7 +175,7 @@ def test_resource_uses_local_dir_when_r2_is_not_configured(tmp_path: Path) -> No
     assert isinstance(store, LocalObjectStore) and store.root == tmp_path.resolve()
 
 
-def test_resource_uses_r2_when_fully_configured(s3_bucket: S3Bucket, tmp_path: Path) -> None:  # noqa: F811
+def test_resource_uses_r2_when_fully_configured(s3_bucket: S3Bucket, tmp_path: Path) -> None:
     store = r2_resource(s3_bucket, local_dir=str(tmp_path)).get_store()
     assert isinstance(store, S3ObjectStore) and store.bucket == s3_bucket.bucket
     assert store.client.meta.region_name == "auto"
@@ -184,7 +184,7 @@ def test_resource_uses_r2_when_fully_configured(s3_bucket: S3Bucket, tmp_path: P
     assert list(tmp_path.iterdir()) == []
 
 
-def test_resource_rejects_half_or_no_configuration(s3_bucket: S3Bucket, tmp_path: Path) -> None:  # noqa: F811
+def test_resource_rejects_half_or_no_configuration(s3_bucket: S3Bucket, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="half configured"):
         r2_resource(s3_bucket, r2_secret_access_key=None, local_dir=str(tmp_path)).get_store()
     with pytest.raises(ValueError, match="local_dir"):
@@ -205,7 +205,7 @@ def put_headers(store: S3ObjectStore) -> dict[str, str]:
 
 
 def test_r2_client_only_checksums_when_required(
-    s3_bucket: S3Bucket,  # noqa: F811
+    s3_bucket: S3Bucket,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for name in CHECKSUM_ENV:
@@ -221,7 +221,7 @@ def test_r2_client_only_checksums_when_required(
 
 
 def test_explicit_checksum_env_wins_and_the_header_probe_sees_it(
-    s3_bucket: S3Bucket,  # noqa: F811
+    s3_bucket: S3Bucket,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Contrast case: boto3's default sends a CRC32, which the probe above would have caught."""
