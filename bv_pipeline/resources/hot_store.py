@@ -183,7 +183,8 @@ class SqliteHotStore:
         self.lock_backoff_s = lock_backoff_s
         self.cache_mib = cache_mib
         # Inserting in (point_id, ts) order walks the clustered B-tree left to right instead of touching ~4,600
-        # leaf pages per minute of time-major data (see bench/bench_hot_store.py for the measured effect).
+        # leaf pages per minute of time-major data. Measured whole day (6.5 M rows): 452 k rows/s sorted vs
+        # 219 k rows/s time-major (bench/bench_hot_store.py, with and without --no-sort).
         self.sort_before_insert = sort_before_insert
         self.lock_retries = 0  # how often a locked database was retried (observability and tests)
         self._write_lock = _write_lock_for(self.path)
