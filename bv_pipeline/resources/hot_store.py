@@ -403,6 +403,25 @@ class SqliteHotStore:
         rows = self._read(q.MANIFEST_LIST, (site, start.isoformat(), end.isoformat()))
         return [_manifest_from_row(r) for r in rows]
 
+    def get_sync_as_of(self, site: str, day: dt.date) -> int | None:
+        rows = self._read(q.GET_SYNC_AS_OF, (site, day.isoformat()))
+        return int(rows[0][0]) if rows else None
+
+    def set_sync_as_of(self, site: str, day: dt.date, as_of_ms: int) -> None:
+        self._write(lambda conn: conn.execute(q.SET_SYNC_AS_OF, (site, day.isoformat(), int(as_of_ms))))
+
+    def list_sync_as_of(self, site: str, start: dt.date, end: dt.date) -> dict[dt.date, int]:
+        rows = self._read(q.LIST_SYNC_AS_OF, (site, start.isoformat(), end.isoformat()))
+        return {dt.date.fromisoformat(d): int(m) for d, m in rows}
+
+    def min_ts(self, site: str) -> int | None:
+        m = self._read(q.MIN_TS, (site,))[0][0]
+        return None if m is None else int(m)
+
+    def max_ts_between(self, site: str, start_ms: int, end_ms: int) -> int | None:
+        m = self._read(q.MAX_TS_BETWEEN, (site, start_ms, end_ms))[0][0]
+        return None if m is None else int(m)
+
 
 # ================================================================================================================
 # D1
@@ -677,6 +696,25 @@ class D1HotStore:
     def manifest_list(self, site: str, start: dt.date, end: dt.date) -> list[ManifestEntry]:
         rows = self._one(q.MANIFEST_LIST, [site, start.isoformat(), end.isoformat()])
         return [_manifest_from_row([r[c] for c in q.MANIFEST_COLUMNS]) for r in rows]
+
+    def get_sync_as_of(self, site: str, day: dt.date) -> int | None:
+        rows = self._one(q.GET_SYNC_AS_OF, [site, day.isoformat()])
+        return int(rows[0]["as_of_ms"]) if rows else None
+
+    def set_sync_as_of(self, site: str, day: dt.date, as_of_ms: int) -> None:
+        self._one(q.SET_SYNC_AS_OF, [site, day.isoformat(), int(as_of_ms)])
+
+    def list_sync_as_of(self, site: str, start: dt.date, end: dt.date) -> dict[dt.date, int]:
+        rows = self._one(q.LIST_SYNC_AS_OF, [site, start.isoformat(), end.isoformat()])
+        return {dt.date.fromisoformat(r["day"]): int(r["as_of_ms"]) for r in rows}
+
+    def min_ts(self, site: str) -> int | None:
+        m = self._one(q.MIN_TS, [site])[0]["m"]
+        return None if m is None else int(m)
+
+    def max_ts_between(self, site: str, start_ms: int, end_ms: int) -> int | None:
+        m = self._one(q.MAX_TS_BETWEEN, [site, start_ms, end_ms])[0]["m"]
+        return None if m is None else int(m)
 
 
 # ================================================================================================================

@@ -80,6 +80,14 @@ SCHEMA_DDL: tuple[str, ...] = (
     hot_deleted_ms INTEGER,
     PRIMARY KEY (site, day)
 )""",
+    # Per (site, day): wall-clock instant of the last successful fetch of that day. The sync derives its next
+    # window from this (minus a lookback), so progress survives failed runs and days sync independently.
+    """CREATE TABLE IF NOT EXISTS sync_state (
+    site TEXT NOT NULL,
+    day TEXT NOT NULL,
+    as_of_ms INTEGER NOT NULL,
+    PRIMARY KEY (site, day)
+) WITHOUT ROWID""",
 )
 
 # D1 limits (reference section 2). The packer stays a little under the statement cap for safety.
@@ -403,3 +411,20 @@ MANIFEST_LIST = (
     f"SELECT {_MANIFEST_COLS} FROM archive_manifest WHERE site = ?1 AND day >= ?2 AND day <= ?3 ORDER BY day"
 )
 MANIFEST_COLUMNS = tuple(c.strip() for c in _MANIFEST_COLS.split(","))
+
+# --- per-day sync progress and range extremes ---------------------------------------------------------------------
+
+SET_SYNC_AS_OF = (
+    "INSERT INTO sync_state (site, day, as_of_ms) VALUES (?1, ?2, ?3) ON CONFLICT (site, day) DO UPDATE SET "
+    "as_of_ms = MAX(sync_state.as_of_ms, excluded.as_of_ms)"
+)
+GET_SYNC_AS_OF = "SELECT as_of_ms FROM sync_state WHERE site = ?1 AND day = ?2"
+LIST_SYNC_AS_OF = (
+    "SELECT day, as_of_ms FROM sync_state WHERE site = ?1 AND day >= ?2 AND day <= ?3 ORDER BY day"
+)
+# Per-point PK seeks, like MAX_TS: never a scan of the site's samples.
+MIN_TS = "SELECT MIN((SELECT MIN(s.ts_ms) FROM samples s WHERE s.point_id = p.id)) AS m FROM points p WHERE p.site = ?1"
+MAX_TS_BETWEEN = (
+    "SELECT MAX((SELECT MAX(s.ts_ms) FROM samples s WHERE s.point_id = p.id AND s.ts_ms >= ?2 AND s.ts_ms < ?3)) "
+    "AS m FROM points p WHERE p.site = ?1"
+)

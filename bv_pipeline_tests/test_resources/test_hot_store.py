@@ -220,3 +220,27 @@ def test_read_subset_and_half_open_range(store: HotStore) -> None:
     assert store.read_samples("demo", None, T0 + 6_000, T0 + 6_000).num_rows == 0
     assert store.read_samples("nowhere", None, 0, 2**53).schema.equals(SAMPLE_SCHEMA)
     assert as_rows(store.read_samples("other", None, 0, 2**53)) == [("b", T0 + 3_000, 99.0, None)]
+
+
+def test_sync_state_is_per_day_and_monotonic(store: HotStore) -> None:
+    d1, d2 = dt.date(2026, 1, 1), dt.date(2026, 1, 2)
+    assert store.get_sync_as_of("demo", d1) is None
+    store.set_sync_as_of("demo", d1, T0 + 600_000)
+    store.set_sync_as_of("demo", d1, T0 + 300_000)  # an older run finishing late never moves progress back
+    store.set_sync_as_of("demo", d2, T0 + 90_000_000)
+    store.set_sync_as_of("other", d1, T0 + 1)
+    assert store.get_sync_as_of("demo", d1) == T0 + 600_000
+    assert store.list_sync_as_of("demo", d1, d2) == {d1: T0 + 600_000, d2: T0 + 90_000_000}
+    assert store.list_sync_as_of("demo", d2, d2) == {d2: T0 + 90_000_000}
+    assert store.list_sync_as_of("nobody", d1, d2) == {}
+
+
+def test_min_ts_and_max_ts_between(store: HotStore) -> None:
+    assert store.min_ts("demo") is None and store.max_ts_between("demo", 0, 2**53) is None
+    rows = [(p, T0 + m * 60_000, float(m), None) for p in ("a", "b") for m in range(3, 10)]
+    store.upsert_samples("demo", samples(rows))
+    store.upsert_samples("other", samples([("a", T0, 1.0, None)]))
+    assert store.min_ts("demo") == T0 + 3 * 60_000
+    assert store.max_ts_between("demo", T0, T0 + 6 * 60_000) == T0 + 5 * 60_000
+    assert store.max_ts_between("demo", T0, T0 + 3 * 60_000) is None
+    assert store.max_ts_between("demo", T0 + 9 * 60_000, T0 + 10 * 60_000) == T0 + 9 * 60_000
