@@ -35,6 +35,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -158,6 +159,8 @@ class AceSimulator:
         self._lock = threading.Lock()
         self._requests = 0
         self._cache: OrderedDict[tuple[str, bool, int], _Bucket] = OrderedDict()
+        self._inflight: dict[tuple[str, bool, int], threading.Event] = {}
+        self._prefetcher: ThreadPoolExecutor | None = None
         self.fault_counts: dict[str, int] = dict.fromkeys(FAULT_KINDS, 0)
         faults = config.faults
         self._points: dict[str, list[SimPoint]] = {}
@@ -468,6 +471,7 @@ class AceSimulator:
                 offset_out = last_to - last_from
                 self._count("cursor_stall")
             next_cursor = encode_cursor(offset_out, last_bucket)
+            self._prefetch(site, last_bucket + BUCKET_MS, end, page_size)
         return 200, page_body(chunks, next_cursor, has_more)
 
     def _bucket_rows(self, site: str, raw: bool, b: int, start: int, end: int, as_of: int) -> pa.Array:
@@ -496,17 +500,51 @@ class AceSimulator:
 
     def _raw_bucket(self, site: str, b: int) -> _Bucket:
         key = (site, True, b)
+        while True:
+            with self._lock:
+                cached = self._cache.get(key)
+                if cached is not None:
+                    self._cache.move_to_end(key)
+                    return cached
+                event = self._inflight.get(key)
+                owner = event is None
+                if event is None:
+                    event = self._inflight[key] = threading.Event()
+            if not owner:
+                # Another thread (usually the prefetcher) is building this bucket: wait instead of duplicating
+                # the work, then re-check the cache (if it was evicted meanwhile, build it here).
+                event.wait()
+                continue
+            try:
+                samples = self._models[site].bucket(b)
+                rows = self._formatters[site].rows(samples)
+                entry = _Bucket(samples, rows, int(samples.visible_from.max(initial=b)))
+                self._remember(key, entry)
+                return entry
+            finally:
+                with self._lock:
+                    self._inflight.pop(key, None)
+                event.set()
+
+    def _prefetch(self, site: str, first: int, end: int, page_size: int) -> None:
+        """Build the buckets the next page will need on a background thread, so generation overlaps with the
+        client parsing this page (the server is otherwise idle between sequential page requests)."""
+        model = self._models[site]
+        rows_per_bucket = max(1, len(model) * BUCKET_MS // model.cadence_ms)
+        count = min(_CACHE_BUCKETS // 3, -(-page_size // rows_per_bucket) + 1)
+        buckets = [b for b in range(first, min(end, first + count * BUCKET_MS), BUCKET_MS)]
         with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None:
-                self._cache.move_to_end(key)
-                return cached
-        # Generated outside the lock: two threads may build the same bucket, which is harmless (deterministic).
-        samples = self._models[site].bucket(b)
-        rows = self._formatters[site].rows(samples)
-        entry = _Bucket(samples, rows, int(samples.visible_from.max(initial=b)))
-        self._remember(key, entry)
-        return entry
+            missing = [
+                b
+                for b in buckets
+                if (site, True, b) not in self._cache and (site, True, b) not in self._inflight
+            ]
+            if not missing:
+                return
+            if self._prefetcher is None:
+                self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="ace-sim-prefetch")
+            prefetcher = self._prefetcher
+        prefetcher.submit(lambda: [self._raw_bucket(site, b) for b in missing])
 
     def _remember(self, key: tuple[str, bool, int], entry: _Bucket) -> None:
         with self._lock:
