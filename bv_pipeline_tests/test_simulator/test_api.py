@@ -409,3 +409,33 @@ def test_aggregated_pages_match_a_direct_polars_computation(
     for value, mean in zip(got["value"].to_list(), expected["mean"].to_list(), strict=True):
         assert (value is None and mean is None) or value == pytest.approx(mean, rel=1e-12, abs=1e-12)
     assert {s["time"] for s in samples} == {iso(day_ms(m)) for m in range(5, 35, 5)}
+
+
+def test_aggregates_of_the_current_bucket_grow_with_the_clock() -> None:
+    now = [day_ms(12.5)]
+    sim = AceSimulator(SimulatorConfig(points=ACE_TEST_POINTS), clock=lambda: now[0] / 1000)
+    with _client(sim) as client:
+        partial, _ = walk_pages(client, "demo", day_ms(0), day_ms(15), page_size=100, raw=False)
+        assert samples_to_table(partial).equals(sim.truth_aggregated("demo", day_ms(0), day_ms(15)))
+        assert {s["time"] for s in partial} == {iso(day_ms(m)) for m in (0, 5, 10)}  # 00:10 is still filling
+        now[0] = day_ms(20)
+        final, _ = walk_pages(client, "demo", day_ms(0), day_ms(15), page_size=100, raw=False)
+    current = {s["name"]: s["value"] for s in partial if s["time"] == iso(day_ms(10))}
+    later = {s["name"]: s["value"] for s in final if s["time"] == iso(day_ms(10))}
+    assert current.keys() == later.keys() and current != later
+    assert [s for s in partial if s["time"] != iso(day_ms(10))] == [
+        s for s in final if s["time"] != iso(day_ms(10))
+    ]
+
+
+def test_site_names_with_a_slash_are_percent_encoded() -> None:
+    sim = AceSimulator(SimulatorConfig(sites=("acme/north",), points=5), clock=fixed_clock(ACE_TEST_NOW_MS))
+    with _client(sim) as client:
+        assert client.get("/sites/acme%2Fnorth").json()["name"] == "acme/north"
+        assert client.get("/sites/acme%2Fnorth/configured_points").json()["total"] == 5
+        r = client.get(
+            "/sites/acme%2Fnorth/timeseries/paginated",
+            params={"start_time": iso(day_ms(0)), "end_time": iso(day_ms(5))},
+        )
+        assert r.status_code == 200 and len(r.json()["point_samples"]) == 5
+        assert client.get("/sites/acme/north").status_code == 404
