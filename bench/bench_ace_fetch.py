@@ -87,12 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         with AceClient(base_url, "bench-key") as client:
             profiler = cProfile.Profile() if args.profile else None
             t0 = time.perf_counter()
+            cpu0 = time.process_time()
             if profiler:
                 profiler.enable()
             table, stats = client.fetch_samples(SITE, start_ms, end_ms)
             if profiler:
                 profiler.disable()
             elapsed = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
         client_peak = peak_rss_mib()
         rows = table.num_rows
         del table
@@ -114,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         "truth_rows": expected,
         "seconds": round(elapsed, 3),
         "samples_per_s": round(rate),
+        "client_cpu_s": round(
+            cpu, 3
+        ),  # all client threads; well below "seconds" means the server is the limit
         "client_peak_rss_mib": round(client_peak, 1),
         "client_rss_before_fetch_mib": round(rss_before, 1),
         "requests": stats.requests,

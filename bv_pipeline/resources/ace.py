@@ -151,18 +151,20 @@ def _iso_param(ms: int) -> str:
     return f"{text}.{ms % 1000:03d}Z" if ms % 1000 else f"{text}Z"
 
 
-def _server_message(response: httpx.Response) -> str:
+def _server_message(body: bytes) -> str:
+    """The ``message`` (plus Flask-RESTX ``errors``) of an error body, else the start of the body."""
+    text = body[:300].decode("utf-8", "replace")
     try:
-        data = orjson.loads(response.content)
+        data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return response.text[:300]
+        return text
     if isinstance(data, dict):
         message = str(data.get("message") or "")
         errors = data.get("errors")
         if errors:
             message = f"{message} {errors}".strip()
-        return message or response.text[:300]
-    return response.text[:300]
+        return message or text
+    return text
 
 
 def _meta_from_point(item: dict[str, Any]) -> PointMeta:
@@ -261,23 +263,25 @@ class AceClient:
             stats.requests += 1
             delay: float | None = None
             try:
-                response = self._http.get(path, params=params)
+                # Streamed and joined by hand: response.read() caches the body on the Response, which sits in
+                # a reference cycle, so every page's bytes would linger until the next GC pass.
+                with self._http.stream("GET", path, params=params) as response:
+                    body = b"".join(response.iter_bytes())
             except httpx.TimeoutException as exc:
                 last_status, last_error = None, f"timeout ({type(exc).__name__})"
             except httpx.TransportError as exc:
                 # Includes a body cut short mid-stream (RemoteProtocolError): retry like a 5xx.
                 last_status, last_error = None, f"connection error ({type(exc).__name__}: {exc})"
             else:
-                body = response.content
                 stats.bytes += len(body)
                 status = response.status_code
                 last_status = status
                 if status == 429:
                     stats.rate_limited += 1
-                    last_error = f"HTTP 429 rate limited: {_server_message(response)}"
+                    last_error = f"HTTP 429 rate limited: {_server_message(body)}"
                     delay = retry_after_seconds(response.headers.get("Retry-After"), time.time())
                 elif status >= 500:
-                    message = _server_message(response)
+                    message = _server_message(body)
                     last_error = f"HTTP {status}: {message}"
                     if status == 500 and INVALID_KEY_MESSAGE in message and not self._succeeded_once:
                         invalid_key_hint = True
@@ -285,7 +289,7 @@ class AceClient:
                 elif status >= 300:
                     # 401 missing key, 403 unknown site, 400 validation, 404: retrying cannot help.
                     raise AceError(
-                        f"ACE {endpoint} failed: HTTP {status}: {_server_message(response)} (params {params})",
+                        f"ACE {endpoint} failed: HTTP {status}: {_server_message(body)} (params {params})",
                         endpoint=endpoint,
                         status=status,
                         attempts=attempt,
@@ -462,31 +466,50 @@ class AceClient:
     ) -> tuple[pa.Table, FetchStats]:
         """The whole window as one SAMPLE_SCHEMA table, de-duplicated on (point, ts_ms) and sorted by it.
 
-        Pages are kept compactly while fetching (point as an integer id, ~21 B/sample); names are attached once
-        at the end through a dictionary, so a site-day stays well under 1 GiB.
+        Pages are kept compactly while fetching (point and text as integer ids, 24 B/sample); strings are attached
+        once at the end through dictionaries, so a site-day (6.5 M samples) stays well under 1 GiB.
         """
         stats = FetchStats()
-        ids: dict[str, int] = {}
+        names = _Interner()
+        texts = _Interner()
         chunks: list[pl.DataFrame] = []
         for frame in self._iter_frames(site, start_ms, end_ms, raw, stats):
-            new = [name for name in frame["point"].unique().to_list() if name not in ids]
-            for name in new:
-                ids[name] = len(ids)
-            point_id = frame["point"].replace_strict(
-                list(ids), list(ids.values()), return_dtype=pl.UInt32
-            )  # ids maps every name seen so far, so nothing is left unmapped
-            text = frame["value_text"]
+            # Integer ids only: a polars string column would pin the whole page's string buffer in memory.
             chunks.append(
                 pl.DataFrame(
-                    [point_id.alias("pid"), frame["ts_ms"], frame["value"]]
-                    + ([text] if text.null_count() < text.len() else [])
+                    [
+                        names.ids(frame["point"]).alias("pid"),
+                        frame["ts_ms"],
+                        frame["value"],
+                        texts.ids(frame["value_text"]).alias("tid"),
+                    ]
                 )
             )
         if not chunks:
             return SAMPLE_SCHEMA.empty_table(), stats
-        table, duplicates = _assemble(chunks, list(ids))
+        table, duplicates = _assemble(chunks, names.values, texts.values)
         stats.duplicates = duplicates
         return table, stats
+
+
+class _Interner:
+    """Maps strings to dense UInt32 ids; per page it only looks at the page's distinct strings."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+        self.values: list[str] = []
+
+    def ids(self, column: pl.Series) -> pl.Series:
+        if column.null_count() == column.len():
+            return pl.Series(column.name, [None] * column.len(), dtype=pl.UInt32)
+        distinct = column.drop_nulls().unique().to_list()
+        for text in distinct:
+            if text not in self._ids:
+                self._ids[text] = len(self.values)
+                self.values.append(text)
+        return column.replace_strict(
+            distinct, [self._ids[t] for t in distinct], default=None, return_dtype=pl.UInt32
+        )
 
 
 def _parse_envelope(body: bytes) -> dict[str, Any]:
@@ -499,33 +522,53 @@ def _parse_envelope(body: bytes) -> dict[str, Any]:
     return data
 
 
-def _assemble(chunks: list[pl.DataFrame], names: list[str]) -> tuple[pa.Table, int]:
-    """Concatenate compact chunks, sort by (point name, ts), drop repeats keeping the last fetched, attach names."""
+def _assemble(chunks: list[pl.DataFrame], names: list[str], texts: list[str]) -> tuple[pa.Table, int]:
+    """Concatenate compact chunks, sort by (point name, ts), drop repeats keeping the last fetched, attach strings.
+
+    Works on 24 B/sample integer columns; the string columns are built once, from dictionaries, at the end.
+    """
     order = sorted(range(len(names)), key=names.__getitem__)
     rank = np.empty(len(names), dtype=np.uint32)
     rank[order] = np.arange(len(names), dtype=np.uint32)
-    df = pl.concat(chunks, how="diagonal_relaxed")
+    df = pl.concat(chunks, rechunk=True)
     chunks.clear()  # drop the per-page frames as soon as they are copied
-    if "value_text" not in df.columns:
-        df = df.with_columns(pl.lit(None, dtype=pl.String).alias("value_text"))
-    df = df.with_columns(pl.Series("pid", rank).gather(df["pid"]).alias("rank")).drop("pid")
-    # Stable sort, so among equal (point, ts) the last fetched stays last and wins below.
-    df = df.sort(["rank", "ts_ms"], maintain_order=True)
-    is_dup = (df["rank"] == df["rank"].shift(-1)) & (df["ts_ms"] == df["ts_ms"].shift(-1))
+    df = df.with_columns(pl.Series("rank", rank).gather(df["pid"])).drop("pid")
+    # A stable permutation instead of sorting the frame, so only one sorted column exists at a time; among equal
+    # (point, ts) the last fetched stays last and is the one kept below.
+    perm = df.select(pl.arg_sort_by(["rank", "ts_ms"], maintain_order=True)).to_series()
+    ranks, ts = df["rank"].gather(perm), df["ts_ms"].gather(perm)
+    df = df.drop("rank", "ts_ms")
+    is_dup = (ranks == ranks.shift(-1)) & (ts == ts.shift(-1))
     duplicates = int(is_dup.sum())
     if duplicates:
-        df = df.filter(~is_dup.fill_null(False))
-    sorted_names = pa.array([names[i] for i in order], type=pa.string())
-    point = pa.DictionaryArray.from_arrays(df["rank"].cast(pl.Int32).to_arrow(), sorted_names)
-    table = pa.table(
-        {
-            "point": point.cast(pa.string()),
-            "ts_ms": df["ts_ms"].to_arrow(),
-            "value": df["value"].to_arrow(),
-            "value_text": df["value_text"].to_arrow().cast(pa.string()),
-        }
-    )
-    return table.cast(SAMPLE_SCHEMA), duplicates
+        keep = ~is_dup.fill_null(False)
+        perm, ranks, ts = perm.filter(keep), ranks.filter(keep), ts.filter(keep)
+    # Strings are gathered in polars (which reuses memory freed by parsing and sorting) and exported to Arrow
+    # without a second copy of the character data.
+    point = _string_column(pl.Series([names[i] for i in order], dtype=pl.String).gather(ranks))
+    del ranks
+    value = df["value"].gather(perm).to_arrow()
+    value_text = _string_column(pl.Series(texts, dtype=pl.String).gather(df["tid"].gather(perm)))
+    del df, perm
+    table = pa.Table.from_arrays([point, ts.to_arrow(), value, value_text], schema=SAMPLE_SCHEMA)
+    return table, duplicates
+
+
+_STRING_SLICE_ROWS = 1 << 21  # x 512-byte maximum name length stays far below pa.string()'s 2 GiB per array
+
+
+def _string_column(series: pl.Series) -> pa.ChunkedArray:
+    """A polars String column as a ``pa.string()`` chunked array.
+
+    polars exports ``large_string``; casting it in slices only rewrites the offsets and keeps every slice below
+    the 2 GiB limit of 32-bit offsets.
+    """
+    large = series.to_arrow()
+    del series
+    slices = [
+        large.slice(i, _STRING_SLICE_ROWS).cast(pa.string()) for i in range(0, len(large), _STRING_SLICE_ROWS)
+    ]
+    return pa.chunked_array(slices, type=pa.string())
 
 
 class AceResource(dg.ConfigurableResource):

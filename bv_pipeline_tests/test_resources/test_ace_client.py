@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from bv_pipeline.resources import ace as ace_module
 from bv_pipeline.resources.ace import (
     SIM_BASE_URL,
     AceClient,
@@ -489,3 +490,14 @@ def test_concurrency_does_not_change_the_result() -> None:
         three_stats.samples,
         three_stats.cursor_repairs,
     )
+
+
+def test_string_columns_built_in_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long results are cast to pa.string() slice by slice (32-bit offsets); slicing must not change rows."""
+    monkeypatch.setattr(ace_module, "_STRING_SLICE_ROWS", 1000)
+    sim, rec = make_sim(), Recorder()
+    start, end = T0, T0 + 30 * MIN
+    with sim_client(sim, rec) as client:
+        table, _ = client.fetch_samples("demo", start, end)
+    assert table["point"].num_chunks > 1
+    assert_truth(table, sim, start, end)
