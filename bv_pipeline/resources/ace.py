@@ -2,10 +2,13 @@
 
 Design (contract and quirks: ``/work/shared/reference/cloudflare-and-ace.md`` §4):
 
-- **Windowing.** A fetch window is split into sub-windows of ``window_minutes`` aligned to the UTC epoch, so
-  re-fetches hit the same sub-windows, cursors stay small and a failed page only repeats within its sub-window.
-  Each sub-window is paged with ``page_size`` (a value of the server's closed set). Memory is bounded by one page
-  of JSON plus the parsed page; ``iter_samples`` yields each page as soon as it is parsed.
+- **Windowing.** A fetch window is split into sub-windows of ``window_minutes`` (default 60) aligned to the UTC
+  epoch, so re-fetches hit the same sub-windows, cursors stay small and a failed page only repeats within its
+  sub-window. Each sub-window is paged with ``page_size`` (default 100,000, from the server's closed set). Up to
+  ``concurrency`` (default 2) sub-windows are fetched at once so the server prepares pages while the client
+  parses; results keep time order. Memory is bounded by ``concurrency + 1`` sub-windows of parsed pages.
+  ``fetch_samples`` keeps each page as 24 B/sample of integer ids and numbers and builds the string columns
+  once at the end (a 6.5 M-sample site-day peaks below 1 GiB in the client).
 - **Cursor repair.** The server forgets the incoming offset when a page starts and ends in one 5-minute bucket,
   so ``next_cursor`` can stall. The client never sends the server's cursor; it recomputes it from the page just
   read (``ace_parse.repair_cursor``) and counts a repair whenever the two differ. A page whose content repeats
@@ -187,7 +190,8 @@ def _meta_from_point(item: dict[str, Any]) -> PointMeta:
 
 
 class AceClient:
-    """Synchronous FlightDeck client. Not thread-safe; one per run (it is cheap to build)."""
+    """Synchronous FlightDeck client; one per run (cheap to build). Call it from one thread at a time: it runs
+    its own worker threads for concurrent sub-windows."""
 
     def __init__(
         self,
@@ -456,7 +460,12 @@ class AceClient:
     def iter_samples(
         self, site: str, start_ms: int, end_ms: int, *, raw: bool = True, stats: FetchStats | None = None
     ) -> Iterator[pa.Table]:
-        """Stream [start_ms, end_ms) as SAMPLE_SCHEMA tables, one per page (wire order, not de-duplicated)."""
+        """Stream [start_ms, end_ms) as SAMPLE_SCHEMA tables, one per page, sub-windows in time order.
+
+        Rows keep the wire order (bucket, point, time) and are not de-duplicated across pages; ``stats`` (if given)
+        is updated as pages (with concurrency > 1: whole sub-windows) arrive. Memory stays bounded however long
+        the window is.
+        """
         stats = stats if stats is not None else FetchStats()
         for frame in self._iter_frames(site, start_ms, end_ms, raw, stats):
             yield frame.to_arrow().cast(SAMPLE_SCHEMA)
@@ -548,7 +557,8 @@ def _assemble(chunks: list[pl.DataFrame], names: list[str], texts: list[str]) ->
     point = _string_column(pl.Series([names[i] for i in order], dtype=pl.String).gather(ranks))
     del ranks
     value = df["value"].gather(perm).to_arrow()
-    value_text = _string_column(pl.Series(texts, dtype=pl.String).gather(df["tid"].gather(perm)))
+    # Mostly null: an Arrow take makes only offsets and validity, where a polars gather would make 16 B views.
+    value_text = pa.array(texts, type=pa.string()).take(df["tid"].gather(perm).to_arrow())
     del df, perm
     table = pa.Table.from_arrays([point, ts.to_arrow(), value, value_text], schema=SAMPLE_SCHEMA)
     return table, duplicates
