@@ -84,7 +84,7 @@ def test_site_day_still_in_flight_is_skipped(tmp_path: Path) -> None:
         create_run_for_test(
             instance,
             job_name="hot_sync_job",
-            status=dg.DagsterRunStatus.QUEUED,
+            status=dg.DagsterRunStatus.STARTED,
             tags={SYNC_TAG: "demo|2026-03-10"},
         )
         result = _tick(stack, instance)

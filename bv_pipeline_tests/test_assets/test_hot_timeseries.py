@@ -11,9 +11,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from bv_pipeline.logic.hot_sync import SyncMode, sync_site_day
+from bv_pipeline.resources.ace import AceClient, AceError
 from bv_pipeline.simulator import AceSimulator, FaultConfig, SimulatorConfig
 from bv_pipeline.storage.samples import day_bounds_ms
-from bv_pipeline_tests.stack import _SIMULATORS, Stack, assert_same_samples
+from bv_pipeline_tests.stack import Stack, assert_same_samples
 
 DAY = dt.date(2026, 3, 10)
 DAY_START, DAY_END = day_bounds_ms(DAY)
@@ -127,15 +129,17 @@ def test_a_failed_run_loses_nothing_and_the_next_run_catches_up(
     stack = Stack(tmp_path)
     stack.set_now(dt.datetime(2026, 3, 10, 6, 0, tzinfo=dt.UTC))
     stack.run(SYNC, "demo", DAY, instance, mode="incremental")
-    healthy = _SIMULATORS[stack.sim_id]
-    _SIMULATORS[stack.sim_id] = AceSimulator(
+    # A run whose ACE calls all fail (called directly: through Dagster its RetryPolicy would back off for minutes).
+    broken = AceSimulator(
         SimulatorConfig(sites=("demo",), points=stack.points, seed=7, faults=FaultConfig(rate_5xx=1.0)),
         clock=lambda: stack.now_ms / 1000,
     )
+    client = AceClient("http://ace-simulator/api", "k", transport=broken.transport(), sleep=lambda _s: None)
     stack.advance(minutes=5)
-    failed = stack.run(SYNC, "demo", DAY, instance, mode="incremental", raise_on_error=False)
-    assert not failed.success
-    _SIMULATORS[stack.sim_id] = healthy
+    before = stack.hot.get_sync_as_of("demo", DAY)
+    with pytest.raises(AceError):
+        sync_site_day(client, stack.hot, "demo", DAY, now_ms=stack.now_ms, mode=SyncMode.INCREMENTAL)
+    assert stack.hot.get_sync_as_of("demo", DAY) == before  # no progress recorded for the failed window
     stack.advance(minutes=40)
     stack.run(SYNC, "demo", DAY, instance, mode="incremental")
     assert_same_samples(
