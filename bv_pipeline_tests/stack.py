@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ from bv_pipeline.resources.policy import PolicyResource
 from bv_pipeline.simulator import AceSimulator, FaultConfig, SimulatorConfig
 from bv_pipeline.storage.interfaces import HotStore, ObjectStore
 from bv_pipeline.storage.samples import sort_samples
+from bv_pipeline_tests.fakes.d1_server import run_fake_d1
+from bv_pipeline_tests.fixtures.s3 import S3Bucket
 
 # Simulators by id: Dagster re-creates resources from their config, so a test resource can carry only plain
 # fields; it finds its (stateful, clock-sharing) simulator here.
@@ -59,6 +63,8 @@ class Stack:
     faults: FaultConfig = field(default_factory=FaultConfig)
     hot_storage_days: int = 20
     max_attempts: int = 8
+    hot_resource: HotStoreResource | None = None  # default: SQLite under tmp
+    cold_resource: ColdStoreResource | None = None  # default: a local directory under tmp
 
     def __post_init__(self) -> None:
         self.sim = AceSimulator(
@@ -67,8 +73,10 @@ class Stack:
         )
         self.sim_id = f"sim-{next(_ids)}"
         _SIMULATORS[self.sim_id] = self.sim
-        self.hot_resource = HotStoreResource(sqlite_path=str(self.tmp / "hot.sqlite3"))
-        self.cold_resource = ColdStoreResource(local_dir=str(self.tmp / "cold"))
+        if self.hot_resource is None:
+            self.hot_resource = HotStoreResource(sqlite_path=str(self.tmp / "hot.sqlite3"))
+        if self.cold_resource is None:
+            self.cold_resource = ColdStoreResource(local_dir=str(self.tmp / "cold"))
         self.settings = Settings(sites=self.sites, data_dir=self.tmp, hot_storage_days=self.hot_storage_days)
 
     # -- clock -------------------------------------------------------------------------------------------------
@@ -120,10 +128,12 @@ class Stack:
     # -- stores and truth --------------------------------------------------------------------------------------
     @property
     def hot(self) -> HotStore:
+        assert self.hot_resource is not None
         return self.hot_resource.get_store()
 
     @property
     def cold(self) -> ObjectStore:
+        assert self.cold_resource is not None
         return self.cold_resource.get_store()
 
     def truth(self, site: str, start_ms: int, end_ms: int, *, as_of_ms: int | None = None) -> pa.Table:
@@ -144,3 +154,25 @@ def assert_same_samples(actual: pa.Table, expected: pa.Table) -> None:
         i for i, (x, y) in enumerate(zip(av, ev, strict=True)) if not (x == y or (x != x and y != y))
     ]
     assert not mismatches, f"{len(mismatches)} values differ, first at row {mismatches[0]}"
+
+
+@contextmanager
+def remote_backends(bucket: S3Bucket) -> Iterator[dict[str, Any]]:
+    """Stack keyword arguments for the production backends on local peers: D1 through the official SDK against
+    the fake D1 endpoint, R2 through dagster-aws against the moto S3 server."""
+    with run_fake_d1() as fake:
+        yield {
+            "hot_resource": HotStoreResource(
+                d1_account_id=fake.account_id,
+                d1_database_id=fake.database_id,
+                d1_api_token=fake.token,
+                d1_base_url=fake.base_url,
+            ),
+            "cold_resource": ColdStoreResource(
+                r2_endpoint_url=bucket.endpoint_url,
+                r2_bucket=bucket.bucket,
+                r2_access_key_id=bucket.access_key_id,
+                r2_secret_access_key=bucket.secret_access_key,
+                region_name="us-east-1",
+            ),
+        }

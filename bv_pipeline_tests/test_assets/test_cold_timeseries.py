@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from bv_pipeline.simulator import FaultConfig
 from bv_pipeline.storage import cold_keys, parquet_layout, rollups
 from bv_pipeline.storage.samples import day_bounds_ms
-from bv_pipeline_tests.stack import Stack, assert_same_samples
+from bv_pipeline_tests.stack import Stack, assert_same_samples, remote_backends
 
 DAY = dt.date(2026, 3, 9)
 START, END = day_bounds_ms(DAY)
@@ -24,13 +26,25 @@ def instance() -> dg.DagsterInstance:
         yield inst
 
 
+@pytest.fixture(params=["sqlite+local", "d1+r2"])
+def backends(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """Every test runs on the embedded backends and on D1 (fake endpoint, real SDK) + R2 (moto server)."""
+    if request.param == "sqlite+local":
+        yield {}
+    else:
+        with remote_backends(request.getfixturevalue("s3_bucket")) as kwargs:
+            yield kwargs
+
+
 def _mat_metadata(result: dg.ExecuteInProcessResult, node: str) -> dict[str, object]:
     [mat] = result.asset_materializations_for_node(node)
     return {k: v.value for k, v in mat.metadata.items()}
 
 
-def test_archive_from_hot_verifies_and_matches_truth(tmp_path: Path, instance: dg.DagsterInstance) -> None:
-    stack = Stack(tmp_path)
+def test_archive_from_hot_verifies_and_matches_truth(
+    tmp_path: Path, instance: dg.DagsterInstance, backends: dict[str, Any]
+) -> None:
+    stack = Stack(tmp_path, **backends)
     stack.set_now(dt.datetime(2026, 3, 10, 2, 0, tzinfo=dt.UTC))
     stack.run("hot_sync_job", "demo", DAY, instance)
     result = stack.run(ARCHIVE, "demo", DAY, instance)
@@ -58,8 +72,10 @@ def test_archive_from_hot_verifies_and_matches_truth(tmp_path: Path, instance: d
     assert stack.hot.count_samples("demo", START, END) == entry.rows
 
 
-def test_history_goes_straight_from_ace_to_cold(tmp_path: Path, instance: dg.DagsterInstance) -> None:
-    stack = Stack(tmp_path)
+def test_history_goes_straight_from_ace_to_cold(
+    tmp_path: Path, instance: dg.DagsterInstance, backends: dict[str, Any]
+) -> None:
+    stack = Stack(tmp_path, **backends)
     stack.set_now(dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC))
     history = dt.date(2025, 11, 2)
     h_start, h_end = day_bounds_ms(history)
@@ -71,9 +87,9 @@ def test_history_goes_straight_from_ace_to_cold(tmp_path: Path, instance: dg.Dag
 
 
 def test_rearchival_is_idempotent_and_merges_late_samples(
-    tmp_path: Path, instance: dg.DagsterInstance
+    tmp_path: Path, instance: dg.DagsterInstance, backends: dict[str, Any]
 ) -> None:
-    stack = Stack(tmp_path, faults=FaultConfig(late_fraction=0.2, late_max_minutes=8, seed=5))
+    stack = Stack(tmp_path, faults=FaultConfig(late_fraction=0.2, late_max_minutes=8, seed=5), **backends)
     # Sync and archive at 00:03: the last minutes' late samples are not visible yet.
     stack.set_now(dt.datetime(2026, 3, 10, 0, 3, tzinfo=dt.UTC))
     stack.run("hot_sync_job", "demo", DAY, instance)
@@ -90,9 +106,9 @@ def test_rearchival_is_idempotent_and_merges_late_samples(
 
 
 def test_retention_deletes_only_verified_days_outside_the_window(
-    tmp_path: Path, instance: dg.DagsterInstance
+    tmp_path: Path, instance: dg.DagsterInstance, backends: dict[str, Any]
 ) -> None:
-    stack = Stack(tmp_path, hot_storage_days=2)
+    stack = Stack(tmp_path, hot_storage_days=2, **backends)
     stack.set_now(dt.datetime(2026, 3, 10, 3, 0, tzinfo=dt.UTC))
     days = [DAY - dt.timedelta(days=n) for n in range(4, -1, -1)]  # 03-05 .. 03-09
     for d in days:

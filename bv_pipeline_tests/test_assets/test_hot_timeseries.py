@@ -6,7 +6,9 @@ Every test ends by comparing the hot store with the simulator's truth sample by 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -15,7 +17,8 @@ from bv_pipeline.logic.hot_sync import SyncMode, sync_site_day
 from bv_pipeline.resources.ace import AceClient, AceError
 from bv_pipeline.simulator import AceSimulator, FaultConfig, SimulatorConfig
 from bv_pipeline.storage.samples import day_bounds_ms
-from bv_pipeline_tests.stack import Stack, assert_same_samples
+from bv_pipeline_tests.fixtures.s3 import S3Bucket
+from bv_pipeline_tests.stack import Stack, assert_same_samples, remote_backends
 
 DAY = dt.date(2026, 3, 10)
 DAY_START, DAY_END = day_bounds_ms(DAY)
@@ -26,6 +29,12 @@ SYNC = "hot_sync_job"
 def instance() -> dg.DagsterInstance:
     with dg.instance_for_test() as inst:
         yield inst
+
+
+@pytest.fixture
+def d1_backend(s3_bucket: S3Bucket) -> Iterator[dict[str, Any]]:
+    with remote_backends(s3_bucket) as kwargs:
+        yield kwargs
 
 
 def _checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
