@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from bv_pipeline.storage.interfaces import HotStore
 
 MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
 
 
 class SyncMode(StrEnum):
@@ -98,7 +99,8 @@ def sync_site_day(
     result = SyncResult(site=site, day=day, mode=mode)
     requests_before = hot.requests_made
     lookback_ms = lookback_minutes * MINUTE_MS
-    window = sync_window(day, mode, hot.get_sync_as_of(site, day), now_ms, lookback_ms)
+    last_as_of = hot.get_sync_as_of(site, day) if mode is SyncMode.INCREMENTAL else None
+    window = sync_window(day, mode, last_as_of, now_ms, lookback_ms)
     if window is None:
         result.notes.append("nothing to fetch: the day is in the future or already synced up to now")
         result.hot_requests = hot.requests_made - requests_before
@@ -106,8 +108,14 @@ def sync_site_day(
     start, end = window
     result.window_start_ms, result.window_end_ms = start, end
 
-    # Point metadata first, so new points get ids (and kind/unit) before their samples arrive.
-    result.new_points += hot.upsert_points(site, ace.list_points(site))
+    # Point metadata (kind, unit, tags) changes rarely and costs D1 requests and row writes: refresh it on a full-day
+    # sync, on a day's first sync and once an hour; a point that appears in between is created by its samples and
+    # triggers an immediate refresh below.
+    if mode is SyncMode.FULL_DAY or last_as_of is None or last_as_of // HOUR_MS != now_ms // HOUR_MS:
+        result.new_points += hot.upsert_points(site, ace.list_points(site))
+        metadata_synced = True
+    else:
+        metadata_synced = False
 
     chunk_ms = chunk_minutes * MINUTE_MS
     chunk_start = start
@@ -131,8 +139,10 @@ def sync_site_day(
         # Progress is the fetch end, recorded as "synced as of" that instant: samples later than it were not
         # visible yet and are re-read by the next run's lookback.
         as_of = now_ms if chunk_end == end else chunk_end
-        hot.set_sync_as_of(site, day, as_of)
-        hot.set_watermark(site, chunk_end)
+        hot.record_sync(site, day, as_of, chunk_end)
+        if upsert.new_points and not metadata_synced:
+            result.new_points += hot.upsert_points(site, ace.list_points(site))
+            metadata_synced = True
         result.as_of_ms = as_of
         log.info(
             "synced %s %s [%s, %s): %d rows (%d requests)",

@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 from pydantic import PrivateAttr
 
 from bv_pipeline.storage import hot_sql as q
-from bv_pipeline.storage.interfaces import HotStore, ManifestEntry, PointMeta, UpsertStats
+from bv_pipeline.storage.interfaces import HotStore, ManifestEntry, PointMeta, UpsertStats, WindowStats
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA, dedupe_samples, empty_samples
 
 T = TypeVar("T")
@@ -414,6 +414,17 @@ class SqliteHotStore:
         rows = self._read(q.LIST_SYNC_AS_OF, (site, start.isoformat(), end.isoformat()))
         return {dt.date.fromisoformat(d): int(m) for d, m in rows}
 
+    def record_sync(self, site: str, day: dt.date, as_of_ms: int, watermark_ms: int) -> None:
+        def both(conn: sqlite3.Connection) -> None:
+            conn.execute(q.SET_SYNC_AS_OF, (site, day.isoformat(), int(as_of_ms)))
+            conn.execute(q.SET_WATERMARK, (site, _now_ms(), int(watermark_ms)))
+
+        self._write(both)
+
+    def window_stats(self, site: str, start_ms: int, end_ms: int, future_from_ms: int) -> WindowStats:
+        n, future, m = self._read(q.WINDOW_STATS, (site, start_ms, end_ms, future_from_ms))[0]
+        return WindowStats(rows=int(n), future_rows=int(future or 0), max_ts=None if m is None else int(m))
+
     def min_ts(self, site: str) -> int | None:
         m = self._read(q.MIN_TS, (site,))[0][0]
         return None if m is None else int(m)
@@ -707,6 +718,22 @@ class D1HotStore:
     def list_sync_as_of(self, site: str, start: dt.date, end: dt.date) -> dict[dt.date, int]:
         rows = self._one(q.LIST_SYNC_AS_OF, [site, start.isoformat(), end.isoformat()])
         return {dt.date.fromisoformat(r["day"]): int(r["as_of_ms"]) for r in rows}
+
+    def record_sync(self, site: str, day: dt.date, as_of_ms: int, watermark_ms: int) -> None:
+        # Both statements in one batch: one API request per chunk of progress.
+        self._query(
+            [
+                q.Statement(q.SET_SYNC_AS_OF, [site, day.isoformat(), int(as_of_ms)]),
+                q.Statement(q.SET_WATERMARK, [site, _now_ms(), int(watermark_ms)]),
+            ]
+        )
+
+    def window_stats(self, site: str, start_ms: int, end_ms: int, future_from_ms: int) -> WindowStats:
+        row = self._one(q.WINDOW_STATS, [site, start_ms, end_ms, future_from_ms])[0]
+        m = row["m"]
+        return WindowStats(
+            rows=int(row["n"]), future_rows=int(row["future"] or 0), max_ts=None if m is None else int(m)
+        )
 
     def min_ts(self, site: str) -> int | None:
         m = self._one(q.MIN_TS, [site])[0]["m"]

@@ -428,3 +428,7 @@ MAX_TS_BETWEEN = (
     "SELECT MAX((SELECT MAX(s.ts_ms) FROM samples s WHERE s.point_id = p.id AND s.ts_ms >= ?2 AND s.ts_ms < ?3)) "
     "AS m FROM points p WHERE p.site = ?1"
 )
+WINDOW_STATS = (
+    f"SELECT COUNT(*) AS n, COALESCE(SUM(ts_ms >= ?4), 0) AS future, MAX(ts_ms) AS m FROM samples "
+    f"WHERE {_SAMPLES_OF_SITE} AND ts_ms >= ?2 AND ts_ms < ?3"
+)

@@ -51,6 +51,15 @@ class ManifestEntry:
     hot_deleted_ms: int | None = None  # set when retention removed the day's rows from the hot tier
 
 
+@dataclass(frozen=True)
+class WindowStats:
+    """Aggregate facts about a site's stored samples in [start, end), answered by one query."""
+
+    rows: int
+    future_rows: int  # rows at or after the ``future_from_ms`` instant asked about
+    max_ts: int | None
+
+
 @runtime_checkable
 class HotStore(Protocol):
     """The hot tier (SQLite or D1). Every write is idempotent: replaying any call changes nothing."""
@@ -79,6 +88,10 @@ class HotStore(Protocol):
     def get_sync_as_of(self, site: str, day: dt.date) -> int | None: ...
     def set_sync_as_of(self, site: str, day: dt.date, as_of_ms: int) -> None: ...
     def list_sync_as_of(self, site: str, start: dt.date, end: dt.date) -> dict[dt.date, int]: ...  # inclusive
+    def record_sync(
+        self, site: str, day: dt.date, as_of_ms: int, watermark_ms: int
+    ) -> None: ...  # one request
+    def window_stats(self, site: str, start_ms: int, end_ms: int, future_from_ms: int) -> WindowStats: ...
     def min_ts(self, site: str) -> int | None: ...
     def max_ts_between(self, site: str, start_ms: int, end_ms: int) -> int | None: ...  # [start, end)
     @property

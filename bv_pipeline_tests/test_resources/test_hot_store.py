@@ -244,3 +244,21 @@ def test_min_ts_and_max_ts_between(store: HotStore) -> None:
     assert store.max_ts_between("demo", T0, T0 + 6 * 60_000) == T0 + 5 * 60_000
     assert store.max_ts_between("demo", T0, T0 + 3 * 60_000) is None
     assert store.max_ts_between("demo", T0 + 9 * 60_000, T0 + 10 * 60_000) == T0 + 9 * 60_000
+
+
+def test_record_sync_moves_day_progress_and_site_watermark_forward(store: HotStore) -> None:
+    day = dt.date(2026, 1, 1)
+    store.record_sync("demo", day, T0 + 700_000, T0 + 600_000)
+    store.record_sync("demo", day, T0 + 100_000, T0 + 50_000)  # late, older progress never wins
+    assert store.get_sync_as_of("demo", day) == T0 + 700_000
+    assert store.get_watermark("demo") == T0 + 600_000
+
+
+def test_window_stats_counts_rows_future_rows_and_max(store: HotStore) -> None:
+    rows = [(p, T0 + m * 60_000, float(m), None) for p in ("a", "b") for m in range(10)]
+    store.upsert_samples("demo", samples(rows))
+    store.upsert_samples("other", samples([("a", T0 + 60_000, 1.0, None)]))
+    stats = store.window_stats("demo", T0 + 2 * 60_000, T0 + 9 * 60_000, T0 + 7 * 60_000)
+    assert (stats.rows, stats.future_rows, stats.max_ts) == (14, 4, T0 + 8 * 60_000)
+    empty = store.window_stats("demo", T0 + 100 * 60_000, T0 + 200 * 60_000, T0)
+    assert (empty.rows, empty.future_rows, empty.max_ts) == (0, 0, None)
