@@ -27,7 +27,7 @@ def test_schema_ddl_is_idempotent_and_samples_has_no_rowid() -> None:
     for ddl in q.SCHEMA_DDL:
         conn.execute(ddl)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"sites", "points", "samples", "archive_manifest"}
+    assert tables == {"sites", "points", "samples", "archive_manifest", "sync_state"}
     sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'samples'").fetchone()[0]
     assert sql.rstrip().endswith("WITHOUT ROWID")
 
