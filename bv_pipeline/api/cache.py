@@ -16,7 +16,7 @@ from typing import Any
 def _cost(value: Any) -> int:
     if isinstance(value, bytes | bytearray | memoryview):
         return len(value)
-    nbytes = getattr(value, "nbytes", None)  # numpy / polars / arrow objects
+    nbytes = getattr(value, "nbytes", None)  # numpy / arrow objects, parsed footers
     if isinstance(nbytes, int):
         return nbytes
     serialized_size = getattr(value, "serialized_size", None)  # pyarrow FileMetaData
