@@ -42,6 +42,8 @@ from bv_pipeline.api.aggregate import (
     partials_from_rollup,
 )
 from bv_pipeline.api.cache import ByteLRU
+from bv_pipeline.resources.cold_store import ColdStoreResource
+from bv_pipeline.resources.hot_store import HotStoreResource
 from bv_pipeline.storage import cold_keys, rollups
 from bv_pipeline.storage.interfaces import HotStore, ManifestEntry, ObjectStore, PointMeta
 from bv_pipeline.storage.samples import MS_PER_DAY, day_bounds_ms, ms_to_date
@@ -327,7 +329,10 @@ class TimeseriesReader:
             table = self.hot.read_samples(site, points, lo, hi)
             if table.num_rows:
                 frames.append(_to_frame(table))
-        return pl.concat(frames) if frames else _empty_raw()
+        if not frames:
+            return _empty_raw()
+        # Each run is sorted by (point, ts); several runs (hot days around cold ones) need one global sort.
+        return frames[0] if len(frames) == 1 else pl.concat(frames).sort("point", "ts_ms")
 
     def _cold_tasks(
         self,
@@ -480,8 +485,8 @@ class TimeseriesReader:
 class TimeseriesReaderResource(dg.ConfigurableResource):
     """Dagster resource wrapping ``TimeseriesReader`` over the configured hot and cold store resources."""
 
-    hot_store: dg.ResourceDependency[dg.ConfigurableResource]
-    cold_store: dg.ResourceDependency[dg.ConfigurableResource]
+    hot_store: HotStoreResource
+    cold_store: ColdStoreResource
     max_workers: int = 8
     cache_mib: int = 256
 
@@ -490,8 +495,8 @@ class TimeseriesReaderResource(dg.ConfigurableResource):
     def get_reader(self) -> TimeseriesReader:
         if self._reader is None:
             self._reader = TimeseriesReader(
-                self.hot_store.get_store(),  # type: ignore[attr-defined]
-                self.cold_store.get_store(),  # type: ignore[attr-defined]
+                self.hot_store.get_store(),
+                self.cold_store.get_store(),
                 max_workers=self.max_workers,
                 cache_bytes=self.cache_mib * 1024 * 1024,
             )
