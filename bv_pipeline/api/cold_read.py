@@ -17,6 +17,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -180,6 +181,8 @@ def read_points(
         f.add(s, fetch_range(s, e))
     pf = pq.ParquetFile(f, metadata=footer.meta, pre_buffer=False, read_dictionary=["point", "value_text"])
     table = pf.read_row_groups(groups, columns=_COLUMNS, use_threads=False).combine_chunks()
+    if table.num_rows == 0:
+        return SAMPLE_SCHEMA.empty_table()
     # Filter on the dictionary: look the wanted names up in the (small) dictionary, then compare indices.
     point = table["point"].chunk(0)
     wanted_idx = pc.drop_null(pc.index_in(pa.array(wanted, pa.string()), value_set=point.dictionary))
@@ -188,3 +191,30 @@ def read_points(
         pc.and_(pc.greater_equal(table["ts_ms"], start_ms), pc.less(table["ts_ms"], end_ms)),
     )
     return table.filter(mask).cast(SAMPLE_SCHEMA).replace_schema_metadata(None)
+
+
+_ROLLUP_COLUMNS = ["point", "hour_ms", "count", "sum", "min", "max"]
+
+
+def read_rollup_points(data: bytes, points: Sequence[str]) -> pl.DataFrame:
+    """Hourly rollup rows (point, hour_ms, count, sum, min, max) of ``points`` from one rollup object.
+
+    Like ``rollups.decode_rollup`` but reads only the columns an aggregate needs, keeps names as a dictionary
+    and filters on its indices: a 4,583-point day has ~110k rows, and casting every name to a string per query
+    was most of the cost of a 365-day 1 h query.
+    """
+    pf = pq.ParquetFile(pa.BufferReader(data), read_dictionary=["point"])
+    table = pf.read(columns=_ROLLUP_COLUMNS, use_threads=False).combine_chunks()
+    if table.num_rows == 0:
+        table = table.set_column(0, "point", table["point"].cast(pa.string()))
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+    point = table["point"].chunk(0)
+    wanted_idx = pc.drop_null(
+        pc.index_in(pa.array(sorted(set(points)), pa.string()), value_set=point.dictionary)
+    )
+    table = table.filter(pc.is_in(point.indices, value_set=wanted_idx.cast(point.indices.type)))
+    frame = pl.from_arrow(table.set_column(0, "point", table["point"].cast(pa.string())))
+    assert isinstance(frame, pl.DataFrame)
+    return frame.with_columns(pl.col("count").cast(pl.Int64))

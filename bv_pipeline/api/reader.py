@@ -28,7 +28,6 @@ from typing import Literal
 import dagster as dg
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import PrivateAttr
 
 from bv_pipeline.api import cold_read
@@ -44,7 +43,7 @@ from bv_pipeline.api.aggregate import (
 from bv_pipeline.api.cache import ByteLRU
 from bv_pipeline.resources.cold_store import ColdStoreResource
 from bv_pipeline.resources.hot_store import HotStoreResource
-from bv_pipeline.storage import cold_keys, rollups
+from bv_pipeline.storage import cold_keys
 from bv_pipeline.storage.interfaces import HotStore, ManifestEntry, ObjectStore, PointMeta
 from bv_pipeline.storage.samples import MS_PER_DAY, day_bounds_ms, ms_to_date
 
@@ -448,11 +447,7 @@ class TimeseriesReader:
             counter.add(len(data))
             self.cache.put(ck, data)
         counter.object_read(rollup=True)
-        table = rollups.decode_rollup(data)
-        wanted = pc.is_in(table["point"].cast(pa.string()), value_set=pa.array(task.points, pa.string()))
-        frame = pl.from_arrow(table.filter(wanted).select(["point", "hour_ms", "count", "sum", "min", "max"]))
-        assert isinstance(frame, pl.DataFrame)
-        return frame.with_columns(pl.col("point").cast(pl.String))
+        return cold_read.read_rollup_points(data, task.points)
 
     # ---- merging ------------------------------------------------------------------------------------------
 
