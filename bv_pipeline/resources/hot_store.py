@@ -40,7 +40,7 @@ from pydantic import PrivateAttr
 
 from bv_pipeline.storage import hot_sql as q
 from bv_pipeline.storage.interfaces import HotStore, ManifestEntry, PointMeta, UpsertStats, WindowStats
-from bv_pipeline.storage.samples import SAMPLE_SCHEMA, dedupe_samples, empty_samples, sort_samples
+from bv_pipeline.storage.samples import SAMPLE_SCHEMA, dedupe_samples, empty_samples
 
 T = TypeVar("T")
 
@@ -366,9 +366,6 @@ class SqliteHotStore:
         if points is not None and not points:
             return empty_samples()
         if points is None:
-            bulk = self._read_bulk_arrow(site, start_ms, end_ms)
-            if bulk is not None:
-                return bulk
             rows = self._read(q.read_samples_sql(filtered=False), (site, start_ms, end_ms))
         else:
             names = json.dumps(list(dict.fromkeys(points)), ensure_ascii=False)
@@ -377,26 +374,6 @@ class SqliteHotStore:
             return empty_samples()
         p, t, v, x = (list(c) for c in zip(*rows, strict=True))
         return _samples_table(p, t, v, x)
-
-    def _read_bulk_arrow(self, site: str, start_ms: int, end_ms: int) -> pa.Table | None:
-        """Whole-site reads (archival, retention checks: millions of rows) straight into Arrow through ADBC,
-        about 3-4x faster than building Python tuples. None when the driver is not installed."""
-        try:
-            import adbc_driver_sqlite.dbapi as adbc
-        except ImportError:
-            return None
-
-        def run() -> pa.Table:
-            with adbc.connect(str(self.path)) as conn, conn.cursor() as cur:
-                cur.execute(q.READ_SITE_ARROW, (site, start_ms, end_ms))
-                return cur.fetch_arrow_table()
-
-        table = self._retry(run)
-        # Row 0 is the typed sentinel (ADBC infers column types from the first rows it sees).
-        if table.num_rows == 0 or table["sentinel"][0].as_py() != 0:
-            raise RuntimeError("bulk read lost its type sentinel row; refusing to guess column types")
-        body = table.slice(1).select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA)
-        return sort_samples(body) if body.num_rows else empty_samples()
 
     def count_samples(self, site: str, start_ms: int, end_ms: int) -> int:
         return int(self._read(q.COUNT_SAMPLES, (site, start_ms, end_ms))[0][0])

@@ -432,10 +432,3 @@ WINDOW_STATS = (
     f"SELECT COUNT(*) AS n, COALESCE(SUM(ts_ms >= ?4), 0) AS future, MAX(ts_ms) AS m FROM samples "
     f"WHERE {_SAMPLES_OF_SITE} AND ts_ms >= ?2 AND ts_ms < ?3"
 )
-# Whole-site read for Arrow drivers that infer column types from the first rows: a typed sentinel row comes first
-# (a compound SELECT runs its parts in order), every later row has sentinel 1. Sorting happens in Arrow.
-READ_SITE_ARROW = (
-    "SELECT '' AS point, 0 AS ts_ms, 0.5 AS value, '' AS value_text, 0 AS sentinel UNION ALL "
-    "SELECT p.name, s.ts_ms, s.value, s.value_text, 1 FROM points p JOIN samples s ON s.point_id = p.id "
-    "WHERE p.site = ?1 AND s.ts_ms >= ?2 AND s.ts_ms < ?3"
-)
