@@ -219,23 +219,27 @@ def _retire_day(
     result: RetentionResult,
 ) -> None:
     start_ms, end_ms = day_bounds_ms(day)
+
+    def rearchive() -> ManifestEntry:
+        archive_site_day(hot, cold, ace, site, day, now_ms=now_ms)
+        result.rearchived_days.append(day)
+        fresh = hot.manifest_get(site, day)
+        assert fresh is not None
+        return fresh
+
+    def missing_from(e: ManifestEntry) -> int:
+        cold_day = parquet_layout.decode_day(cold.get(e.key))
+        return hot_covered_by_cold(hot.read_samples(site, None, start_ms, end_ms), cold_day)
+
     entry = hot.manifest_get(site, day)
     if entry is None or entry.rows < hot_rows or cold.size(entry.key) is None:
         # Not archived, archived before more rows arrived, or the object vanished: archive again first.
-        archive_site_day(hot, cold, ace, site, day, now_ms=now_ms)
-        result.rearchived_days.append(day)
-        entry = hot.manifest_get(site, day)
-        assert entry is not None
-    cold_day = parquet_layout.decode_day(cold.get(entry.key))
-    missing = hot_covered_by_cold(hot.read_samples(site, None, start_ms, end_ms), cold_day)
+        entry = rearchive()
+    missing = missing_from(entry)
     if missing:
         # Cold lacks rows the hot tier has (e.g. an object replaced out of band): re-archive and check again.
-        archive_site_day(hot, cold, ace, site, day, now_ms=now_ms)
-        result.rearchived_days.append(day)
-        entry = hot.manifest_get(site, day)
-        assert entry is not None
-        cold_day = parquet_layout.decode_day(cold.get(entry.key))
-        missing = hot_covered_by_cold(hot.read_samples(site, None, start_ms, end_ms), cold_day)
+        entry = rearchive()
+        missing = missing_from(entry)
         if missing:
             result.kept_days[day.isoformat()] = f"{missing} hot rows still absent from {entry.key}"
             return
