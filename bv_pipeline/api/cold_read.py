@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bv_pipeline.storage.parquet_layout import read_footer
+from bv_pipeline.storage.parquet_layout import coalesce_ranges, read_footer, row_group_span
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA
 
 _TAIL_GUESS = 64 * 1024  # a 100-row-group footer is ~35 KB: one GET usually holds it
@@ -75,28 +75,6 @@ class _RangeFile(io.RawIOBase):
         return len(data)
 
 
-def _span(rg: pq.RowGroupMetaData) -> tuple[int, int]:
-    start, end = None, 0
-    for i in range(rg.num_columns):
-        col = rg.column(i)
-        first = col.data_page_offset
-        if col.has_dictionary_page and col.dictionary_page_offset is not None:
-            first = min(first, col.dictionary_page_offset)
-        start = first if start is None else min(start, first)
-        end = max(end, first + col.total_compressed_size)
-    return start or 0, end
-
-
-def _coalesce(ranges: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for start, end in sorted(ranges):
-        if out and start - out[-1][1] <= max_gap:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out
-
-
 @dataclass(frozen=True)
 class _Footer:
     """A parsed footer plus its row-group statistics as plain Python values, extracted once per object:
@@ -124,7 +102,7 @@ class _Footer:
             ts_max.append(ts.max if ok_ts else None)
             p_min.append(pt.min if ok_p else None)
             p_max.append(pt.max if ok_p else None)
-            spans.append(_span(rg) if rg.num_rows > 0 else (0, 0))
+            spans.append(row_group_span(rg) if rg.num_rows > 0 else (0, 0))
         return cls(meta, ts_min, ts_max, p_min, p_max, spans, meta.serialized_size * 4)
 
     def select(self, points: list[str], start_ms: int, end_ms: int) -> list[int]:
@@ -177,7 +155,7 @@ def read_points(
     groups = footer.select(wanted, start_ms, end_ms)
     if not groups:
         return SAMPLE_SCHEMA.empty_table()
-    for s, e in _coalesce([footer.spans[g] for g in groups], max_gap):
+    for s, e in coalesce_ranges([footer.spans[g] for g in groups], max_gap):
         f.add(s, fetch_range(s, e))
     pf = pq.ParquetFile(f, metadata=footer.meta, pre_buffer=False, read_dictionary=["point", "value_text"])
     table = pf.read_row_groups(groups, columns=_COLUMNS, use_threads=False).combine_chunks()

@@ -452,7 +452,7 @@ class _SparseFile(io.RawIOBase):
         return len(data)
 
 
-def _row_group_span(rg: pq.RowGroupMetaData) -> tuple[int, int]:
+def row_group_span(rg: pq.RowGroupMetaData) -> tuple[int, int]:
     start, end = None, 0
     for i in range(rg.num_columns):
         col = rg.column(i)
@@ -465,7 +465,7 @@ def _row_group_span(rg: pq.RowGroupMetaData) -> tuple[int, int]:
     return start, end
 
 
-def _coalesce(ranges: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
+def coalesce_ranges(ranges: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     for start, end in sorted(ranges):
         if out and start - out[-1][1] <= max_gap:
@@ -549,7 +549,7 @@ def read_points(
     groups = select_row_groups(meta, points, start_ms, end_ms)
     if not groups:
         return SAMPLE_SCHEMA.empty_table()
-    for start, end in _coalesce([_row_group_span(meta.row_group(g)) for g in groups], max_gap):
+    for start, end in coalesce_ranges([row_group_span(meta.row_group(g)) for g in groups], max_gap):
         if sparse.cached(start, end) is None:  # a small file's tail read may already hold everything
             sparse.add(start, fetch_range(start, end))
     # pre_buffer off: pyarrow then reads exactly the column chunks, which the sparse file already holds.
