@@ -96,6 +96,24 @@ def test_round_trip_is_exact_including_nan_inf_text_and_nulls() -> None:
     assert info.rows == 9 and info.point_count == 4 and info.bytes == len(data)
 
 
+def test_value_dictionary_keeps_bit_patterns_that_compare_equal() -> None:
+    # 0.0 == -0.0 and NaN payloads differ only in bits: a dictionary keyed on float equality would merge them.
+    nan_payload = np.array([0x7FF8000000000001], dtype=np.uint64).view(np.float64)[0]
+    bits = [0.0, -0.0, math.nan, nan_payload, 0.0, -0.0, 5e-324, -5e-324, 1.7976931348623157e308]
+    samples = pa.table(
+        {
+            "point": ["p"] * len(bits),
+            "ts_ms": [START + i for i in range(len(bits))],
+            "value": pa.array(np.array(bits, dtype=np.float64)),
+            "value_text": pa.nulls(len(bits), pa.string()),
+        },
+        schema=SAMPLE_SCHEMA,
+    )
+    data, _ = encode_day("demo", DAY, samples, source="ace")
+    got = decode_day(data)["value"].combine_chunks().to_numpy()
+    assert got.view(np.uint64).tolist() == np.array(bits, dtype=np.float64).view(np.uint64).tolist()
+
+
 def test_metadata_is_present_and_read_info_works_from_a_tail() -> None:
     data, info = encode_day("demo", DAY, small_samples(), source="ace")
     kv = {k.decode(): v.decode() for k, v in pq.ParquetFile(pa.BufferReader(data)).metadata.metadata.items()}
@@ -120,7 +138,7 @@ def test_layout_encodings_compression_sort_and_row_groups(big: tuple[pa.Table, b
     rg = md.row_group(0)
     cols = {rg.column(i).path_in_schema: rg.column(i) for i in range(rg.num_columns)}
     assert "DELTA_BINARY_PACKED" in cols["ts_ms"].encodings
-    assert "BYTE_STREAM_SPLIT" in cols["value"].encodings
+    assert "RLE_DICTIONARY" in cols["value"].encodings
     assert "RLE_DICTIONARY" in cols["point"].encodings
     assert "RLE_DICTIONARY" in cols["value_text"].encodings
     assert all(c.compression == "ZSTD" for c in cols.values())
