@@ -48,6 +48,7 @@ from bv_pipeline.resources.cold_store import ColdStoreResource
 from bv_pipeline.resources.hot_store import HotStoreResource
 from bv_pipeline.storage import cold_keys
 from bv_pipeline.storage.interfaces import HotStore, ManifestEntry, ObjectStore, PointMeta
+from bv_pipeline.storage.parquet_layout import ColdVerificationError
 from bv_pipeline.storage.samples import MS_PER_DAY, day_bounds_ms, ms_to_date
 
 Source = Literal["hot", "cold", "split"]
@@ -461,7 +462,12 @@ class TimeseriesReader:
         tail_start = size
         if footer is None:
             # The tail is not put in the byte cache: the parsed footer is what is reused.
-            footer, tail_start, tail = DayFooter.fetch(get, size)
+            try:
+                footer, tail_start, tail = DayFooter.fetch(get, size)
+            except ColdVerificationError as exc:  # e.g. the object was replaced by one of another size
+                raise ColdReadError(
+                    f"cold object {key} has no readable footer at {size} bytes: {exc}"
+                ) from exc
             if task.checksum and footer.checksum != task.checksum:
                 raise ColdReadError(
                     f"cold object {key} holds checksum {footer.checksum!r} but the manifest says "
@@ -531,7 +537,7 @@ class TimeseriesReaderResource(dg.ConfigurableResource):
 
     hot_store: HotStoreResource
     cold_store: ColdStoreResource
-    max_workers: int = 8
+    max_workers: int = 16  # cold days read at once (ranged GETs in flight)
     cache_mib: int = 256
 
     _reader: TimeseriesReader | None = PrivateAttr(default=None)
