@@ -507,10 +507,17 @@ class TimeseriesReader:
     # ---- merging ------------------------------------------------------------------------------------------
 
     @staticmethod
+    def _ts_overlap(a: pl.DataFrame, b: pl.DataFrame) -> bool:
+        a_lo, a_hi = a["ts_ms"].min(), a["ts_ms"].max()
+        b_lo, b_hi = b["ts_ms"].min(), b["ts_ms"].max()
+        return bool(a_lo <= b_hi and b_lo <= a_hi)  # type: ignore[operator]
+
+    @staticmethod
     def _merge_raw(hot: pl.DataFrame, cold: list[pl.DataFrame]) -> tuple[pl.DataFrame, int, int]:
         cold_df = pl.concat(cold) if cold else _empty_raw()
-        if hot.height and cold_df.height:
-            # Hot wins on (point, ts_ms): drop cold rows hot also has.
+        if hot.height and cold_df.height and TimeseriesReader._ts_overlap(hot, cold_df):
+            # Hot wins on (point, ts_ms): drop cold rows hot also has. Only needed when the tiers' time spans
+            # overlap (a verified day still in hot); a plain split window skips the join.
             cold_df = cold_df.join(hot.select("point", "ts_ms"), on=["point", "ts_ms"], how="anti")
         n_hot, n_cold = hot.height, cold_df.height
         if not n_cold:
