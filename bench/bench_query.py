@@ -81,6 +81,10 @@ def _s3_client(endpoint: str) -> Any:
     import boto3
     from botocore.config import Config
 
+    from bv_pipeline.resources.cold_store import ensure_checksum_when_required
+
+    ensure_checksum_when_required()  # as production's make_s3_client: no checksum work on every GET
+
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
@@ -296,21 +300,29 @@ def main(argv: list[str] | None = None) -> int:
                 "hot_samples": res.hot_samples,
                 "cold_samples": res.cold_samples,
             }
-            # Q3: 1 point x 365 days raw from cold. First run without cached footers, then a new point per run.
+            # Q3: 1 point x 365 days raw from cold, with a reader whose caches start empty. The first run fetches
+            # footers and row groups; then a new random point per run (footers cached, row groups not: the
+            # cache-cold figure the target is judged on); then the same point again (row groups cached: warm).
+            r3 = TimeseriesReader(hot, store, max_workers=16, cache_bytes=1024 * 1024 * 1024)
             q3_points = rng.sample(names, reps_long + 1)
             t = time.perf_counter()
-            first = r.query(SITE, [q3_points[0]], year_lo, year_hi)
+            first = r3.query(SITE, [q3_points[0]], year_lo, year_hi)
             first_ms = (time.perf_counter() - t) * 1000
             it3 = iter(q3_points[1:])
-            times, res = _timed(lambda r=r, it=it3: r.query(SITE, [next(it)], year_lo, year_hi), reps_long)
+            times, res = _timed(lambda r=r3, it=it3: r.query(SITE, [next(it)], year_lo, year_hi), reps_long)
+            warm, wres = _timed(lambda r=r3, p=q3_points[-1]: r.query(SITE, [p], year_lo, year_hi), reps_long)
             figures[f"q3_cold_1pt_365d_{backend}"] = {
                 **_stats(times),
-                "first_run_no_footer_cache_ms": round(first_ms, 1),
+                "what": "p50/p95: a new point per run, footers cached, row-group bytes not (cache-cold)",
+                "first_run_empty_caches_ms": round(first_ms, 1),
                 "first_run_bytes_fetched_mb": round(first.cold_bytes_fetched / 1e6, 1),
                 "bytes_fetched_mb_per_query": round(res.cold_bytes_fetched / 1e6, 1),
+                "warm_same_point_p50_ms": _stats(warm)["p50_ms"],
+                "warm_bytes_fetched_mb": round(wres.cold_bytes_fetched / 1e6, 1),
                 "samples": res.frame.height,
                 "source": res.source,
             }
+            r3.close()
             # Q4: 50 random points x 365 days at 1 h: hourly rollups for the cold days. First run fetches them.
             sets = [rng.sample(names, 50) for _ in range(reps_long + 1)]
             t = time.perf_counter()
@@ -353,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         figures["q3_speedup_vs_duckdb_p50_s3"] = round(
             percentile(dtimes, 50) / figures["q3_cold_1pt_365d_s3"]["p50_ms"], 2
         )
+        for b in ("local", "s3"):
+            figures[f"q3_speedup_vs_duckdb_warm_cache_{b}"] = round(
+                percentile(dtimes, 50) / figures[f"q3_cold_1pt_365d_{b}"]["warm_same_point_p50_ms"], 2
+            )
 
         # Payloads: 1 point x 7 days raw (the anchors' §6 case)
         res = reader.query(SITE, [hot_point], end_ms - 7 * MS_PER_DAY, end_ms)
@@ -387,7 +403,13 @@ def main(argv: list[str] | None = None) -> int:
             f"q3_cold_365d_p50_lt_1s_{b}": figures[f"q3_cold_1pt_365d_{b}"]["p50_ms"] < 1000
             for b in ("local", "s3")
         },
+        **{
+            f"q3_warm_cache_365d_p50_lt_1s_{b}": figures[f"q3_cold_1pt_365d_{b}"]["warm_same_point_p50_ms"]
+            < 1000
+            for b in ("local", "s3")
+        },
         "q3_ge_1_5x_duckdb_local": figures["q3_speedup_vs_duckdb_p50_local"] >= 1.5,
+        "q3_ge_1_5x_duckdb_s3_vs_duckdb_local_files": figures["q3_speedup_vs_duckdb_p50_s3"] >= 1.5,
         **{
             f"q4_50pt_365d_1h_p50_lt_1s_{b}": figures[f"q4_cold_50pt_365d_1h_{b}"]["p50_ms"] < 1000
             for b in ("local", "s3")

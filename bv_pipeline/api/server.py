@@ -69,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     hot, cold = build_stores(settings)
-    reader = TimeseriesReader(hot, cold)
+    reader = TimeseriesReader(
+        hot, cold, max_workers=config.cold_fetch_threads, cache_bytes=config.cold_cache_mib * 1024 * 1024
+    )
     app = create_app(reader, config)
 
     import uvicorn

@@ -30,6 +30,7 @@ from starlette.responses import Response
 
 from bv_pipeline.api import payloads
 from bv_pipeline.api.aggregate import ROLLUP_INTERVALS
+from bv_pipeline.api.cold_read import ColdReadError
 from bv_pipeline.api.reader import QueryResult, TimeseriesReader
 from bv_pipeline.config import SITE_SLUG, ConfigError, Settings
 from bv_pipeline.storage.samples import MS_PER_DAY
@@ -56,6 +57,10 @@ class ApiConfig:
     rate_limit_per_s: float = 20.0
     rate_limit_burst: int = 60
     max_list_points: int = 10_000
+    cold_fetch_threads: int = (
+        16  # cold day objects read at once (ranged GETs in flight); see TimeseriesReader
+    )
+    cold_cache_mib: int = 256  # in-memory cache of cold row-group byte ranges and rollup objects
 
     @classmethod
     def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -64,7 +69,13 @@ class ApiConfig:
 
         env = os.environ if env is None else env
 
-        def num(name: str, default: float, cast: Callable[[str], float], minimum: float) -> float:
+        def num(
+            name: str,
+            default: float,
+            cast: Callable[[str], float],
+            minimum: float,
+            maximum: float = math.inf,
+        ) -> float:
             raw = env.get(name, "").strip()
             if not raw:
                 return default
@@ -74,6 +85,8 @@ class ApiConfig:
                 raise ConfigError(f"{name}={raw!r} is not a number") from None
             if not math.isfinite(value) or value < minimum:
                 raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
+            if value > maximum:
+                raise ConfigError(f"{name}={raw!r} must be <= {maximum}")
             return value
 
         return cls(
@@ -83,6 +96,8 @@ class ApiConfig:
             max_raw_samples=int(num("BV_API_SAMPLE_BUDGET", cls.max_raw_samples, int, 1)),
             rate_limit_per_s=num("BV_API_RATE_PER_S", cls.rate_limit_per_s, float, 0.001),
             rate_limit_burst=int(num("BV_API_RATE_BURST", cls.rate_limit_burst, int, 1)),
+            cold_fetch_threads=int(num("BV_API_COLD_FETCH_THREADS", cls.cold_fetch_threads, int, 1, 256)),
+            cold_cache_mib=int(num("BV_API_COLD_CACHE_MIB", cls.cold_cache_mib, int, 0, 1 << 20)),
         )
 
 
@@ -227,6 +242,11 @@ def create_app(
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> Response:
         return _json(exc.status, _error_body(exc), exc.headers)
+
+    @app.exception_handler(ColdReadError)
+    async def _cold_read_error(_: Request, exc: ColdReadError) -> Response:
+        # A day that cannot be read fails the whole query: a chart must not silently miss days.
+        return _json(503, {"error": "cold_read_failed", "detail": str(exc)[:500]}, {"Retry-After": "5"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:

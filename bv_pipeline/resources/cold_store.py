@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from botocore.exceptions import ClientError
 from dagster import ConfigurableResource
 
@@ -119,13 +122,46 @@ def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-class S3ObjectStore:
-    """Objects in an S3-compatible bucket (Cloudflare R2 in production, moto in tests)."""
+_PRESIGN_TTL_S = 3600  # lifetime of a presigned GET URL; reused for half of it
+_PRESIGN_CACHE_MAX = 50_000  # URLs kept (one per object); about 15 MB at most
+_HTTP_RETRY = urllib3.util.Retry(
+    total=3,
+    backoff_factor=0.2,
+    status_forcelist=(500, 502, 503, 504),
+    allowed_methods=frozenset({"GET"}),
+    raise_on_status=False,
+)
+_HTTP_TIMEOUT = urllib3.util.Timeout(connect=10.0, read=60.0)  # botocore's defaults
 
-    def __init__(self, client: Any, bucket: str, *, page_size: int = 1000) -> None:
+
+class S3ObjectStore:
+    """Objects in an S3-compatible bucket (Cloudflare R2 in production, moto in tests).
+
+    With ``presigned_range_reads`` (the default) ``get_range`` sends a plain HTTP GET with a ``Range`` header to a
+    presigned URL, cached per key for half its hour of validity, over a urllib3 connection pool of
+    ``http_pool_size``. botocore spends ~3 ms of GIL-holding CPU per ``get_object`` call (measured), which for a
+    365-day query's 365 row-group GETs is more than decoding them; a presigned GET costs ~1 ms. The ``Range``
+    header is not part of a presigned GET's signature, so one URL serves every range of an object. Other
+    operations go through the boto3 client. TLS is verified against certifi's CA bundle, as botocore does.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        *,
+        page_size: int = 1000,
+        presigned_range_reads: bool = True,
+        http_pool_size: int = 32,
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.page_size = page_size  # ListObjectsV2 MaxKeys; 1000 is the S3/R2 maximum
+        self.presigned_range_reads = presigned_range_reads
+        self.http_pool_size = http_pool_size
+        self._http: urllib3.PoolManager | None = None
+        self._urls: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
 
     def put(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=validate_object_key(key), Body=data)
@@ -147,6 +183,8 @@ class S3ObjectStore:
             if self.size(key) is None:
                 raise KeyError(key)
             return b""
+        if self.presigned_range_reads:
+            return self._get_range_presigned(key, start, end)
         try:
             resp = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")
         except ClientError as exc:
@@ -157,6 +195,55 @@ class S3ObjectStore:
                 raise ValueError(f"range start {start} is beyond the end of {key!r}") from None
             raise
         return resp["Body"].read()
+
+    def _pool(self) -> urllib3.PoolManager:
+        with self._lock:
+            if self._http is None:
+                import certifi
+
+                # block=False: a burst beyond the pool opens extra connections rather than waiting for one.
+                self._http = urllib3.PoolManager(
+                    maxsize=self.http_pool_size, cert_reqs="CERT_REQUIRED", ca_certs=certifi.where()
+                )
+            return self._http
+
+    def _presigned_url(self, key: str, *, fresh: bool = False) -> str:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._urls.get(key)
+        if hit is not None and hit[0] > now and not fresh:
+            return hit[1]
+        url = str(
+            self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=_PRESIGN_TTL_S
+            )
+        )
+        with self._lock:
+            if len(self._urls) >= _PRESIGN_CACHE_MAX:
+                self._urls.clear()  # crude but bounded; re-signing costs ~0.3 ms
+            self._urls[key] = (now + _PRESIGN_TTL_S / 2, url)
+        return url
+
+    def _get_range_presigned(self, key: str, start: int, end: int) -> bytes:
+        headers = {"Range": f"bytes={start}-{end - 1}"}
+        for attempt in range(2):
+            url = self._presigned_url(key, fresh=attempt > 0)
+            resp = self._pool().request(
+                "GET", url, headers=headers, retries=_HTTP_RETRY, timeout=_HTTP_TIMEOUT, preload_content=True
+            )
+            if resp.status == 206:
+                return bytes(resp.data)
+            if resp.status == 200:  # the server ignored Range and sent the whole object
+                return bytes(resp.data[start:end])
+            if resp.status == 404:
+                raise KeyError(key)
+            if resp.status == 416:
+                raise ValueError(f"range start {start} is beyond the end of {key!r}")
+            if resp.status == 403 and attempt == 0:
+                continue  # an expired URL or a clock step: sign afresh once
+            break
+        body = resp.data[:300].decode("utf-8", "replace")
+        raise OSError(f"ranged GET of {key!r} bytes [{start}, {end}) failed: HTTP {resp.status}: {body}")
 
     def size(self, key: str) -> int | None:
         try:

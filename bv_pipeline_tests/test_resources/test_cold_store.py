@@ -231,3 +231,20 @@ def test_explicit_checksum_env_wins_and_the_header_probe_sees_it(
     assert store.client.meta.config.request_checksum_calculation == "when_supported"
     headers = put_headers(store)
     assert any(h.startswith("x-amz-checksum-") or h == "x-amz-trailer" for h in headers)
+
+
+@pytest.mark.parametrize("presigned", [True, False], ids=["presigned_http", "boto3"])
+def test_s3_ranged_reads_agree_with_and_without_presigned_urls(s3_bucket: S3Bucket, presigned: bool) -> None:
+    client = make_s3_client(
+        s3_bucket.endpoint_url, "auto", s3_bucket.access_key_id, s3_bucket.secret_access_key
+    )
+    store = S3ObjectStore(client, s3_bucket.bucket, presigned_range_reads=presigned)
+    data = bytes(range(256)) * 40
+    store.put(KEY, data)
+    for a, b in [(0, 10), (500, 777), (1000, 20_000), (7, 7)]:
+        assert store.get_range(KEY, a, b) == data[a:b]
+    assert store.get_range(KEY, 3, 9) == data[3:9]  # the cached URL serves another range
+    with pytest.raises(ValueError):
+        store.get_range(KEY, 20_000, 20_001)
+    with pytest.raises(KeyError):
+        store.get_range(samples_key("demo", DAY + dt.timedelta(days=1)), 0, 10)
