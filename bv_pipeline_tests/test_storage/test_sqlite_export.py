@@ -7,6 +7,7 @@ import datetime as dt
 import math
 import sqlite3
 import struct
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -116,6 +117,12 @@ def test_same_table_as_the_in_process_read(db: Path, batch_rows: int, splits: li
         assert want.num_rows == len(NAMES) * 40
         assert got.equals(want)
         assert _bits(got) == _bits(want)
+
+
+def test_the_parent_process_never_loads_the_driver(db: Path) -> None:
+    # Its bundled SQLite next to the sqlite3 module's in one process breaks WAL locking (commit 12f8957).
+    assert read_site_range(db, "demo", DAY0, DAY0 + DAY).num_rows > 0
+    assert not [m for m in sys.modules if m.startswith("adbc_driver")]
 
 
 def test_values_are_exact_except_the_sign_of_zero_sqlite_drops_on_write(db: Path) -> None:
