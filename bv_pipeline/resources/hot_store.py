@@ -191,7 +191,7 @@ class SqliteHotStore:
         # 219 k rows/s time-major (bench/bench_hot_store.py, with and without --no-sort).
         self.sort_before_insert = sort_before_insert
         # Whole-site reads (points=None) of at least this many rows go through ``sqlite_export``'s child
-        # processes (Arrow-native, ~4x faster; one site-day: ~17 s -> ~3-5 s), split by point name over
+        # processes (Arrow-native; one site-day measured under load: 20-33 s -> 5-8 s), split by point name over
         # ``bulk_read_workers`` children. Below it the ~0.3 s start-up of a child is not worth it. None: never.
         self.bulk_read_min_rows = bulk_read_min_rows
         self.bulk_read_workers = max(1, bulk_read_workers)

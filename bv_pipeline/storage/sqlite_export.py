@@ -89,14 +89,27 @@ def _with_nulls(values: pa.Array, is_null: pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(is_null, 0), values, pa.scalar(None, values.type))
 
 
+# Other layouts of the same strings that a driver version might pick; cast losslessly.
+_STRING_LIKE = (pa.large_string(), pa.string_view())
+
+
 def to_samples(batch: pa.RecordBatch) -> pa.RecordBatch:
     """One driver batch (``hot_sql.bulk_read_sql`` columns) as a SAMPLE_SCHEMA batch; refuses any other types."""
-    got = {f.name: f.type for f in batch.schema}
+    cols = dict(zip(batch.schema.names, batch.columns, strict=True))
+    for name, col in cols.items():
+        if _COLUMN_TYPES.get(name) == pa.string() and col.type in _STRING_LIKE:
+            cols[name] = col.cast(pa.string())
+    got = {name: col.type for name, col in cols.items()}
     if got != _COLUMN_TYPES:
         raise TypeError(f"bulk read returned columns {got}, expected {_COLUMN_TYPES}; refusing to guess")
-    c = batch.column
     return pa.RecordBatch.from_arrays(
-        [c(0), c(1), _with_nulls(c(2), c(3)), _with_nulls(c(4), c(5))], schema=SAMPLE_SCHEMA
+        [
+            cols["point"],
+            cols["ts_ms"],
+            _with_nulls(cols["value"], cols["value_null"]),
+            _with_nulls(cols["value_text"], cols["value_text_null"]),
+        ],
+        schema=SAMPLE_SCHEMA,
     )
 
 

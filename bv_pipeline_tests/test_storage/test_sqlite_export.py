@@ -215,6 +215,13 @@ def test_unexpected_driver_types_are_refused() -> None:
     )
     with pytest.raises(TypeError, match="refusing to guess"):
         sqlite_export.to_samples(batch)
+    # The same strings in another Arrow layout are fine.
+    ok = batch.set_column(2, "value", pa.array([1.5])).set_column(
+        4, "value_text", pa.array([""], pa.large_string())
+    )
+    assert sqlite_export.to_samples(ok).to_pylist() == [
+        {"point": "a", "ts_ms": 1, "value": 1.5, "value_text": None}
+    ]
 
 
 def test_a_writer_is_not_blocked_while_a_child_reads(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
