@@ -395,6 +395,34 @@ def read_samples_sql(*, filtered: bool, d1: bool = False) -> str:
     )
 
 
+def bulk_read_sql(*, name_from: bool, name_to: bool) -> str:
+    """Whole-site read for the Arrow-native bulk export (``bv_pipeline.storage.sqlite_export``): ?1 site,
+    ?2 start, ?3 end, then the lower name bound (names >= it) and the upper one (names < it) as ?4, ?5 in that
+    order, each only when asked for. Same rows and order as
+    ``read_samples_sql(filtered=False)``: SQLite walks the (site, name) index, so ORDER BY costs no sort.
+
+    Arrow drivers infer column types from the first rows they see, and a column of NULLs infers wrongly. So no
+    column is ever NULL: nullable values come as a placeholder plus an ``IS NULL`` flag. ``value`` has REAL
+    affinity, so it reads back REAL even where SQLite stored an integral value as an INTEGER on disk."""
+    names = (" AND p.name >= ?4" if name_from else "") + (
+        f" AND p.name < ?{4 + name_from}" if name_to else ""
+    )
+    return (
+        "SELECT p.name AS point, s.ts_ms AS ts_ms, COALESCE(s.value, 0.0) AS value, "
+        "s.value IS NULL AS value_null, COALESCE(s.value_text, '') AS value_text, "
+        "s.value_text IS NULL AS value_text_null "
+        "FROM points p JOIN samples s ON s.point_id = p.id "
+        f"WHERE p.site = ?1{names} AND s.ts_ms >= ?2 AND s.ts_ms < ?3 ORDER BY p.name, s.ts_ms"
+    )
+
+
+SITE_POINT_NAMES = "SELECT name FROM points WHERE site = ?1 ORDER BY name"
+# "At least n rows?" without counting a whole day: the scan stops after ?4 rows.
+COUNT_SAMPLES_UP_TO = (
+    f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM samples WHERE {_SAMPLES_OF_SITE} AND ts_ms >= ?2 AND ts_ms < ?3 "
+    "LIMIT ?4)"
+)
+
 # --- archive manifest --------------------------------------------------------------------------------------------
 
 _MANIFEST_COLS = (

@@ -29,10 +29,12 @@ def as_rows(table: pa.Table) -> list[tuple[object, ...]]:
     return list(zip(*(table[c].to_pylist() for c in SAMPLE_SCHEMA.names), strict=True))
 
 
-@pytest.fixture(params=["sqlite", "d1"])
+@pytest.fixture(params=["sqlite", "sqlite-bulk", "d1"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HotStore]:
-    if request.param == "sqlite":
-        s = SqliteHotStore(tmp_path / "hot.sqlite3")
+    if request.param.startswith("sqlite"):
+        # sqlite-bulk: every whole-site read goes through the child-process bulk reader, however small.
+        bulk = {"bulk_read_min_rows": 0} if request.param == "sqlite-bulk" else {}
+        s = SqliteHotStore(tmp_path / "hot.sqlite3", **bulk)
         s.ensure_schema()
         yield s
         s.close()

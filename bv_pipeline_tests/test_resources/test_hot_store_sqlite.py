@@ -100,6 +100,23 @@ def test_readers_are_not_blocked_by_an_open_write_transaction(tmp_path: Path) ->
         writer.close()
 
 
+def test_only_big_whole_site_reads_use_the_bulk_reader(tmp_path: Path) -> None:
+    store = SqliteHotStore(tmp_path / "hot.sqlite3", bulk_read_min_rows=100)
+    store.ensure_schema()
+    store.upsert_samples("demo", minute_batch(0))  # 50 rows
+    small = store.read_samples("demo", None, 0, 2**53)
+    assert store.bulk_reads == 0
+    store.upsert_samples("demo", minute_batch(1))  # 100 rows: at the threshold
+    subset = store.read_samples("demo", ["p001"], 0, 2**53)  # named points always stay in-process
+    assert store.bulk_reads == 0 and subset.num_rows == 2
+    big = store.read_samples("demo", None, 0, 2**53)
+    assert store.bulk_reads == 1
+    assert big.num_rows == 100 and big.slice(0, 1).equals(small.slice(0, 1))
+    store.bulk_read_min_rows = None
+    assert store.read_samples("demo", None, 0, 2**53).equals(big)
+    assert store.bulk_reads == 1
+
+
 def test_concurrent_writer_and_reader_threads(tmp_path: Path) -> None:
     store = SqliteHotStore(tmp_path / "hot.sqlite3")
     store.ensure_schema()
