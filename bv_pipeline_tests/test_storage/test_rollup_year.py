@@ -36,7 +36,9 @@ def encode(table: pa.Table, **kw: int) -> list[tuple[bytes, rollup_year.PartInfo
 
 
 def test_keys_are_validated_and_parse_back() -> None:
-    assert cold_keys.rollup_year_index_key("site-a", 2025) == "rollups/1h-year/site=site-a/year=2025/index.json"
+    assert (
+        cold_keys.rollup_year_index_key("site-a", 2025) == "rollups/1h-year/site=site-a/year=2025/index.json"
+    )
     key = cold_keys.rollup_year_part_key("site-a", 2025, GEN, 3)
     assert key == f"rollups/1h-year/site=site-a/year=2025/gen={GEN}/part-0003.parquet"
     assert cold_keys.validate_object_key(key) == key
