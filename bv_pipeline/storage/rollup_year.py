@@ -70,7 +70,16 @@ _TAIL_GUESS = 128 * 1024
 
 # Parts are written with plain string names: from an Arrow dictionary the Parquet writer would store the whole
 # site's dictionary (4,583 names) in every row group.
-PART_SCHEMA = pa.schema([pa.field("point", pa.string(), nullable=False), *list(ROLLUP_SCHEMA)[1:]])
+# Columns are ordered so those a query reads (QUERY_COLUMNS) form a contiguous prefix of every row group: one
+# ranged GET per group, no bytes of ``samples``/``avg`` fetched.
+PART_SCHEMA = pa.schema(
+    [
+        pa.field("point", pa.string(), nullable=False),
+        *[ROLLUP_SCHEMA.field(c) for c in QUERY_COLUMNS[1:]],
+        ROLLUP_SCHEMA.field("samples"),
+        ROLLUP_SCHEMA.field("avg"),
+    ]
+)
 
 
 # ---------------------------------------------------------------------------------------------- index
@@ -202,7 +211,8 @@ def sort_year(tables: Sequence[pa.Table]) -> pa.Table:
         "point": pa.DictionaryArray.from_arrays(pa.array(ranks[order], pa.int32()), names),
     }
     for field in list(ROLLUP_SCHEMA)[1:]:
-        arr = pa.chunked_array([t[field.name].cast(field.type) for t in tables]).combine_chunks()
+        chunks_of = [c for t in tables for c in t[field.name].cast(field.type).chunks]
+        arr = pa.chunked_array(chunks_of, type=field.type).combine_chunks()
         columns[field.name] = arr.take(take)
     return pa.table(columns)
 
@@ -257,7 +267,11 @@ def _part_metadata(
 
 
 def _plain(table: pa.Table) -> pa.Table:
-    return table.set_column(0, "point", table["point"].cast(pa.string())).cast(PART_SCHEMA)
+    return (
+        table.set_column(0, "point", table["point"].cast(pa.string()))
+        .select(PART_SCHEMA.names)
+        .cast(PART_SCHEMA)
+    )
 
 
 def encode_year_parts(
@@ -362,7 +376,11 @@ def decode_part(data: bytes) -> pa.Table:
     """A part's rows as ROLLUP_SCHEMA columns, ``point`` dictionary-encoded, sorted by (point, hour_ms)."""
     try:
         pf = pq.ParquetFile(pa.BufferReader(data), read_dictionary=["point"])
-        return pf.read(columns=ROLLUP_COLUMNS, use_threads=True).replace_schema_metadata(None)
+        return (
+            pf.read(columns=ROLLUP_COLUMNS, use_threads=True)
+            .select(ROLLUP_COLUMNS)
+            .replace_schema_metadata(None)
+        )
     except (pa.ArrowException, OSError) as exc:
         raise ColdVerificationError(f"unreadable yearly rollup part: {exc}") from exc
 
