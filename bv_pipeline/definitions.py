@@ -10,12 +10,13 @@ import dagster as dg
 
 from bv_pipeline.assets.cold import build_cold_assets
 from bv_pipeline.assets.hot import build_hot_assets
+from bv_pipeline.assets.rollup_year import build_rollup_year_assets
 from bv_pipeline.assets.source import build_ace_timeseries
 from bv_pipeline.config import Settings
 from bv_pipeline.jobs import build_jobs
 from bv_pipeline.partitions import build_site_days
 from bv_pipeline.resources.wiring import build_resources
-from bv_pipeline.schedules import build_nightly_archive_schedule
+from bv_pipeline.schedules import build_nightly_archive_schedule, build_rollup_compaction_schedule
 from bv_pipeline.sensors import build_ace_sync_sensor
 
 
@@ -23,10 +24,18 @@ def build_definitions(settings: Settings, resources: dict[str, object] | None = 
     site_days = build_site_days(settings.start_date)
     jobs = build_jobs()
     return dg.Definitions(
-        assets=[build_ace_timeseries(site_days), *build_hot_assets(site_days), *build_cold_assets(site_days)],
+        assets=[
+            build_ace_timeseries(site_days),
+            *build_hot_assets(site_days),
+            *build_cold_assets(site_days),
+            *build_rollup_year_assets(),
+        ],
         jobs=jobs.all(),
         sensors=[build_ace_sync_sensor(settings.sites, jobs.hot_sync)],
-        schedules=[build_nightly_archive_schedule(jobs.nightly_archive)],
+        schedules=[
+            build_nightly_archive_schedule(jobs.nightly_archive),
+            build_rollup_compaction_schedule(jobs.rollup_compaction),
+        ],
         resources=resources if resources is not None else build_resources(settings),
     )
 

@@ -16,8 +16,23 @@ def test_default_definitions_load_and_validate(monkeypatch: pytest.MonkeyPatch, 
     loaded = defs()
     dg.Definitions.validate_loadable(loaded)
     keys = {k.to_user_string() for k in loaded.resolve_all_asset_keys()}
-    assert keys == {"ace_timeseries", "hot_timeseries", "cold_timeseries", "cold_rollups", "hot_retention"}
-    assert {j.name for j in loaded.jobs or []} == {"hot_sync_job", "nightly_archive_job"}
+    assert keys == {
+        "ace_timeseries",
+        "hot_timeseries",
+        "cold_timeseries",
+        "cold_rollups",
+        "hot_retention",
+        "cold_rollups_yearly",
+    }
+    assert {j.name for j in loaded.jobs or []} == {
+        "hot_sync_job",
+        "nightly_archive_job",
+        "rollup_compaction_job",
+    }
+    assert {s.name for s in loaded.schedules or []} == {
+        "nightly_archive_schedule",
+        "rollup_compaction_schedule",
+    }
 
 
 def test_invalid_configuration_fails_loading_with_the_variable_named(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,3 +48,13 @@ def test_ace_calls_share_the_ace_api_pool_and_retry_with_backoff() -> None:
     for key in ("hot_timeseries", "cold_timeseries"):
         policy = loaded.get_assets_def(key).op.retry_policy
         assert policy is not None and policy.backoff == dg.Backoff.EXPONENTIAL and policy.max_retries >= 3
+
+
+def test_yearly_rollups_are_per_site_and_depend_on_the_daily_rollups() -> None:
+    loaded = build_definitions(Settings())
+    asset = loaded.get_assets_def("cold_rollups_yearly")
+    assert isinstance(asset.partitions_def, dg.DynamicPartitionsDefinition)
+    assert asset.partitions_def.name == "sites"
+    assert dg.AssetKey("cold_rollups") in asset.dependency_keys
+    assert asset.op.pool == "rollup_compaction"
+    assert [s.name for s in asset.check_specs] == ["yearly_rollups_match_manifest"]

@@ -43,3 +43,33 @@ def test_nightly_schedule_skips_when_no_site_is_registered(tmp_path: Path) -> No
         )
         data = schedule.evaluate_tick(ctx)
     assert not data.run_requests and data.skip_message
+
+
+def test_rollup_compaction_runs_after_archival_for_every_site_with_the_site_tag(tmp_path: Path) -> None:
+    # Definitions are resolved inside the instance context: Dagster keeps a process-global reference to the
+    # last test instance, and resolving after it closed fails ("undefined DagsterInstance weakref").
+    with dg.instance_for_test() as instance:
+        defs = Stack(tmp_path).defs()
+        schedule = defs.get_schedule_def("rollup_compaction_schedule")
+        assert schedule.cron_schedule == "30 3 * * *" and schedule.execution_timezone == "UTC"
+        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+        assert schedule.job_name == "rollup_compaction_job"
+        instance.add_dynamic_partitions("sites", ["site-b", "site-a"])
+        ctx = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=dt.datetime(2026, 3, 10, 3, 30, tzinfo=dt.UTC),
+            repository_def=defs.get_repository_def(),
+        )
+        requests = schedule.evaluate_tick(ctx).run_requests or []
+    assert [r.partition_key for r in requests] == ["site-a", "site-b"]
+    # One compaction per site at a time: dagster.yaml limits this tag per unique value.
+    assert [r.tags["bv/rollup-compaction"] for r in requests] == ["site-a", "site-b"]
+    assert len({r.run_key for r in requests}) == 2
+
+
+def test_dagster_yaml_limits_compaction_runs_per_site() -> None:
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+    limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": "bv/rollup-compaction", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits

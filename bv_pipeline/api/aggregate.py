@@ -72,21 +72,44 @@ def partials_from_raw(samples: pl.DataFrame, interval_ms: int) -> pl.DataFrame:
 
 
 def partials_from_rollup(rollup: pl.DataFrame, interval_ms: int) -> pl.DataFrame:
-    """Re-bucket hourly rollup rows (point, hour_ms, count, sum, min, max) into ``interval_ms`` partials."""
+    """Re-bucket hourly rollup rows (point, hour_ms, count, sum, min, max) into ``interval_ms`` partials.
+
+    Sums are added in hour order by a fixed sequence of vector additions, so the same hourly rows give
+    bit-identical partials however they arrive (a day per frame from daily rollups, or a year per frame from the
+    compacted yearly object). Polars' parallel group-by sums depend on how rows are chunked, which differed in
+    the last bits of a daily average between the two.
+    """
     if rollup.height == 0:
         return empty_partials()
-    bucket = pl.col("hour_ms") - pl.col("hour_ms") % interval_ms
-    return (
+    hour_ms = 3_600_000
+    rows = (
         rollup.lazy()
         .filter(pl.col("count") > 0)
-        .group_by("point", bucket.alias("bucket_ms"))
+        .with_columns((pl.col("hour_ms") - pl.col("hour_ms") % interval_ms).alias("bucket_ms"))
+        .collect()
+    )
+    if interval_ms == hour_ms or rows.height == 0:  # one hourly row per bucket: nothing to combine
+        return rows.select(list(PARTIAL_SCHEMA)).cast(PARTIAL_SCHEMA)  # type: ignore[arg-type]
+    rows = rows.sort("point", "bucket_ms", "hour_ms").with_columns(
+        pl.struct("point", "bucket_ms").rle_id().alias("gid")
+    )
+    slots = interval_ms // hour_ms
+    gid = rows["gid"].to_numpy()
+    grid = np.zeros((int(gid[-1]) + 1, slots))
+    grid[gid, ((rows["hour_ms"] - rows["bucket_ms"]) // hour_ms).to_numpy()] = rows["sum"].to_numpy()
+    total = grid[:, 0].copy()
+    for j in range(1, slots):  # x + 0.0 == x, so empty hours change nothing
+        total += grid[:, j]
+    return (
+        rows.group_by("gid", maintain_order=True)
         .agg(
+            pl.col("point").first(),
+            pl.col("bucket_ms").first(),
             pl.col("count").sum().cast(pl.Int64),
-            pl.col("sum").sum(),
             pl.col("min").min(),
             pl.col("max").max(),
         )
-        .collect()
+        .with_columns(pl.Series("sum", total))
         .select(list(PARTIAL_SCHEMA))
         .cast(PARTIAL_SCHEMA)  # type: ignore[arg-type]
     )

@@ -13,8 +13,11 @@ GETs (``cold_read``: cached footer, only the needed row groups and columns), one
 sized for I/O (``max_workers`` GETs in flight), each day decoded as soon as its bytes arrive (pyarrow releases
 the GIL, so decoding uses every core) and all days concatenated once. Object size and version come from the
 manifest (no HEAD per day); footers and row-group byte ranges are cached in byte-bounded LRUs keyed by
-(key, checksum, size), so a re-archived object never serves stale cached bytes. Aggregates at ``1h``/``1d`` use the cold tier's hourly rollups for whole cold
-days and raw samples elsewhere, combined by sum and count so averages are exact.
+(key, checksum, size), so a re-archived object never serves stale cached bytes. Aggregates at ``1h``/``1d`` use
+the cold tier's hourly rollups for whole cold days and raw samples elsewhere, combined by sum and count so
+averages are exact. Whole-day rollups come from the compacted yearly objects (``rollup_year_read``) for the days
+they hold with the manifest's current checksum, and from the daily rollup objects for the rest, so both paths
+give the same answer.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from bv_pipeline.api.aggregate import (
 )
 from bv_pipeline.api.cache import ByteLRU
 from bv_pipeline.api.cold_read import ColdReadError, DayFooter
+from bv_pipeline.api.rollup_year_read import CompactedRollups
 from bv_pipeline.resources.cold_store import ColdStoreResource
 from bv_pipeline.resources.hot_store import HotStoreResource
 from bv_pipeline.storage import cold_keys
@@ -112,6 +116,11 @@ class _Counter:
             self.objects += 1
             self.rollup_days += rollup
 
+    def compacted_read(self, days: int, parts: int) -> None:
+        with self._lock:
+            self.objects += parts
+            self.rollup_days += days
+
 
 def utc_days(start_ms: int, end_ms: int) -> list[dt.date]:
     """UTC days overlapping [start_ms, end_ms)."""
@@ -153,6 +162,7 @@ class TimeseriesReader:
         max_workers: int = 16,
         cache_bytes: int = 256 * 1024 * 1024,
         catalogue_ttl_s: float = 30.0,
+        use_compacted_rollups: bool = True,
     ) -> None:
         self.hot = hot
         self.cold = cold
@@ -163,6 +173,12 @@ class TimeseriesReader:
         # One task per cold day: a GET waits on the network, then decoding releases the GIL, so the pool is sized
         # for requests in flight rather than for cores.
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="bv-cold")
+        # Off: whole-day rollups always come from the daily objects (the compacted path's reference answer).
+        self.compacted = (
+            CompactedRollups(cold, self._pool, self.footer_cache, index_ttl_s=catalogue_ttl_s)
+            if use_compacted_rollups
+            else None
+        )
         self._catalogue_ttl_s = catalogue_ttl_s
         self._catalogue: dict[str, tuple[float, dict[str, PointMeta]]] = {}
         self._sites: tuple[float, list[str]] | None = None
@@ -291,7 +307,9 @@ class TimeseriesReader:
         hot = self._read_hot(site, pts, hot_days, start_ms, end_ms)
         tasks = self._cold_tasks(pts, days, hot_days, cold_days, manifest, hot, start_ms, end_ms, interval)
         counter = _Counter()
-        cold_raw, cold_rollups = self._run_cold(site, tasks, counter)
+        compacted, rest = self._read_compacted(site, tasks, manifest, counter)
+        cold_raw, cold_rollups = self._run_cold(site, rest, counter)
+        cold_rollups = compacted + cold_rollups
 
         if interval is None:
             frame, n_hot, n_cold = self._merge_raw(hot, cold_raw)
@@ -385,6 +403,23 @@ class TimeseriesReader:
                 )
             )
         return tasks
+
+    def _read_compacted(
+        self, site: str, tasks: list[_ColdTask], manifest: dict[dt.date, ManifestEntry], counter: _Counter
+    ) -> tuple[list[pl.DataFrame], list[_ColdTask]]:
+        """Serve whole-day rollup tasks from the compacted yearly objects where current; return the rest."""
+        wanted = {t.day: t.points for t in tasks if t.use_rollup}
+        if not wanted or self.compacted is None:
+            return [], tasks
+        got = self.compacted.read(
+            site,
+            wanted,
+            {d: m.checksum for d, m in manifest.items()},
+            # Parts live under a generation-stamped key and are never rewritten: key and size name one version.
+            lambda key, size: self._fetcher(key, ("immutable-part", size), counter),
+        )
+        counter.compacted_read(len(got.days), got.parts_read)
+        return got.frames, [t for t in tasks if not (t.use_rollup and t.day in got.days)]
 
     def _run_cold(
         self, site: str, tasks: list[_ColdTask], counter: _Counter

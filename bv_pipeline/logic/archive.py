@@ -271,8 +271,12 @@ def build_rollup_day(cold: ObjectStore, site: str, day: dt.date) -> RollupResult
         raise ArchiveError(
             f"{site} {day}: no cold object at {samples_key}; materialise cold_timeseries first"
         )
-    rollup = rollups.hourly_rollup(parquet_layout.decode_day(cold.get(samples_key)))
-    data, info = rollups.encode_rollup_day(site, day, rollup, source="cold")
+    raw = cold.get(samples_key)
+    rollup = rollups.hourly_rollup(parquet_layout.decode_day(raw))
+    # Record which raw content this rollup came from, so yearly compaction can tell a current rollup from one
+    # left over from before a re-archival.
+    source_checksum = parquet_layout.read_info(raw).checksum
+    data, info = rollups.encode_rollup_day(site, day, rollup, source="cold", source_checksum=source_checksum)
     key = cold_keys.rollup_key(site, day)
     cold.put(key, data)
     back = rollups.decode_rollup(cold.get(key))

@@ -5,6 +5,12 @@ Hive-style, one object per site per UTC day:
 - samples: ``timeseries/site=<site>/date=<YYYY-MM-DD>/part-0.parquet``
 - hourly rollups: ``rollups/1h/site=<site>/date=<YYYY-MM-DD>/part-0.parquet``
 
+plus the compacted per-site-year hourly rollups (``storage/rollup_year.py``):
+
+- ``rollups/1h-year/site=<site>/year=<YYYY>/index.json``: the commit point, rewritten on each publish;
+- ``rollups/1h-year/site=<site>/year=<YYYY>/gen=<generation>/part-<NNNN>.parquet``: immutable data parts of one
+  generation (a new generation prefix per compaction, so a cached footer or byte range can never go stale).
+
 Keys are only ever built from a validated site slug and a ``date``, never from raw user input, so a key cannot
 traverse out of a local root or collide with another site. ``validate_object_key`` is the generic guard the
 object stores apply to every key they touch.
@@ -21,7 +27,11 @@ from bv_pipeline.config import ConfigError, validate_site_name
 
 SAMPLES_PREFIX = "timeseries"
 ROLLUP_1H_PREFIX = "rollups/1h"
+ROLLUP_1H_YEAR_PREFIX = "rollups/1h-year"
 PART_NAME = "part-0.parquet"
+YEAR_INDEX_NAME = "index.json"
+# A generation names one compaction's parts: UTC creation time (so stale ones can be aged out) + random suffix.
+_GENERATION = re.compile(r"^(?P<ts>\d{8}T\d{6}Z)-[0-9a-f]{8}$")
 
 KeyKind = Literal["samples", "rollup_1h"]
 
@@ -74,6 +84,61 @@ def samples_key(site: str, day: dt.date) -> str:
 
 def rollup_key(site: str, day: dt.date) -> str:
     return day_key(site, day, "rollup_1h")
+
+
+def _year(year: int) -> int:
+    if isinstance(year, bool) or not isinstance(year, int) or not 1970 <= year <= 9999:
+        raise ColdKeyError(f"year must be an int in 1970..9999, got {year!r}")
+    return year
+
+
+def rollup_year_site_prefix(site: str) -> str:
+    """Prefix of every compacted hourly-rollup object of one site, ending in '/'."""
+    return f"{ROLLUP_1H_YEAR_PREFIX}/site={_site(site)}/"
+
+
+def rollup_year_prefix(site: str, year: int) -> str:
+    """Prefix of every object of one site-year's compacted hourly rollups, ending in '/'."""
+    return f"{rollup_year_site_prefix(site)}year={_year(year):04d}/"
+
+
+def year_of_index_key(key: str) -> int | None:
+    """The year a compacted-rollup index key names, or None for any other key."""
+    m = re.fullmatch(r"rollups/1h-year/site=[^/]+/year=(\d{4})/index\.json", key)
+    return int(m[1]) if m else None
+
+
+def rollup_year_index_key(site: str, year: int) -> str:
+    return rollup_year_prefix(site, year) + YEAR_INDEX_NAME
+
+
+def validate_generation(generation: str) -> str:
+    if not isinstance(generation, str) or not _GENERATION.fullmatch(generation):
+        raise ColdKeyError(f"not a compaction generation: {generation!r}")
+    return generation
+
+
+def generation_time(generation: str) -> dt.datetime:
+    """UTC creation time encoded in a generation name."""
+    ts = _GENERATION.fullmatch(validate_generation(generation))
+    assert ts is not None
+    return dt.datetime.strptime(ts["ts"], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+
+
+def rollup_year_generation_prefix(site: str, year: int, generation: str) -> str:
+    return f"{rollup_year_prefix(site, year)}gen={validate_generation(generation)}/"
+
+
+def rollup_year_part_key(site: str, year: int, generation: str, part: int) -> str:
+    if isinstance(part, bool) or not isinstance(part, int) or not 0 <= part <= 9999:
+        raise ColdKeyError(f"part number must be an int in 0..9999, got {part!r}")
+    return f"{rollup_year_generation_prefix(site, year, generation)}part-{part:04d}.parquet"
+
+
+def generation_of_part_key(key: str) -> str | None:
+    """The generation a compacted-rollup part key belongs to, or None for any other key."""
+    m = re.fullmatch(r"rollups/1h-year/site=[^/]+/year=\d{4}/gen=([^/]+)/part-\d{4}\.parquet", key)
+    return m[1] if m and _GENERATION.fullmatch(m[1]) else None
 
 
 def parse_key(key: str) -> ParsedKey:

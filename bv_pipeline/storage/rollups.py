@@ -8,6 +8,10 @@ hour only. Non-numeric samples (``value_text``), nulls, NaN and +/-inf are not a
 would poison every statistic of the hour; ``samples`` counts every row of the hour so a reader can still see that
 data (e.g. an enum point) exists. An hour with samples but no finite value has ``count`` 0 and null
 ``sum``/``avg``/``min``/``max``.
+
+Besides the ``bv.*`` keys of every cold object, a rollup records ``bv.source_checksum``: the content checksum of
+the raw day object it was computed from (the manifest's checksum). Compaction into the yearly object
+(``rollup_year``) uses it to prove a daily rollup is current, i.e. not left over from before a re-archival.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from bv_pipeline.storage.parquet_layout import (
     _metadata,
     _parquet_file,
     _table_checksum,
+    read_footer,
 )
 from bv_pipeline.storage.samples import day_bounds_ms
 
@@ -89,10 +94,16 @@ def rollup_checksum(rollup: pa.Table) -> str:
     return _table_checksum(rollup.select(ROLLUP_SCHEMA.names), b"bv-rollup-1h-v1\0")
 
 
+SOURCE_CHECKSUM_KEY = "bv.source_checksum"
+
+
 def encode_rollup_day(
-    site: str, day: dt.date, rollup: pa.Table, *, source: str = "hot"
+    site: str, day: dt.date, rollup: pa.Table, *, source: str = "hot", source_checksum: str | None = None
 ) -> tuple[bytes, DayFileInfo]:
-    """Encode one site-day of hourly rollups (ROLLUP_SCHEMA). Raises ValueError for hours outside the day."""
+    """Encode one site-day of hourly rollups (ROLLUP_SCHEMA). Raises ValueError for hours outside the day.
+
+    ``source_checksum`` is the content checksum of the raw day object the rollup was computed from.
+    """
     validate_site_name(site)
     table = rollup.select(ROLLUP_SCHEMA.names).cast(ROLLUP_SCHEMA)
     start_ms, end_ms = day_bounds_ms(day)
@@ -121,8 +132,11 @@ def encode_rollup_day(
         kind=KIND_ROLLUP_1H,
     )
     sink = io.BytesIO()
+    metadata = _metadata(info)
+    if source_checksum is not None:
+        metadata[SOURCE_CHECKSUM_KEY] = source_checksum
     pq.write_table(
-        table.replace_schema_metadata(_metadata(info)),
+        table.replace_schema_metadata(metadata),
         sink,
         compression="zstd",
         compression_level=ZSTD_LEVEL,
@@ -141,3 +155,10 @@ def decode_rollup(data: bytes) -> pa.Table:
     """Read a rollup object back to ROLLUP_SCHEMA, sorted by (point, hour_ms)."""
     table = _parquet_file(data).read(columns=ROLLUP_SCHEMA.names)
     return table.cast(ROLLUP_SCHEMA).replace_schema_metadata(None)
+
+
+def rollup_source_checksum(data_or_tail: bytes) -> str | None:
+    """``bv.source_checksum`` of a rollup object (whole, or a tail holding the footer); None when not recorded."""
+    kv = read_footer(data_or_tail).metadata or {}
+    value = kv.get(SOURCE_CHECKSUM_KEY.encode())
+    return value.decode() if value else None
