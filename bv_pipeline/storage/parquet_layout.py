@@ -205,29 +205,41 @@ def _prepare_day(day: dt.date, samples: pa.Table) -> tuple[pa.Table, int]:
     rank[name_order] = np.arange(len(names), dtype=np.int64)
     point_id = rank[enc.indices.to_numpy()]
     key = (point_id << _TS_OFFSET_BITS) | (ts - start_ms)
-    # polars' multi-threaded radix arg_sort is ~2.5x faster than numpy's on 6.5 M int64 keys.
-    order = pl.Series(key).arg_sort().to_numpy().astype(np.int64, copy=False)
-    sorted_key = key[order]
-    dup = np.flatnonzero(sorted_key[1:] == sorted_key[:-1])
-    if len(dup):
-        i = int(order[dup[0]])
-        raise ValueError(
-            f"{len(dup)} duplicate (point, ts_ms) rows, e.g. ({table['point'][i].as_py()!r}, {int(ts[i])}): "
-            "de-duplicate before encoding"
-        )
-    sorted_names = names.take(pa.array(name_order))
+    if len(key) < 2 or bool(np.all(key[1:] > key[:-1])):
+        # Already sorted by (point, ts) and unique, as whole-day hot reads and ACE fetches arrive: skip the
+        # argsort and the gathers (about a second of a 6.5 M-row archival).
+        order: np.ndarray | None = None
+        sorted_key = key
+    else:
+        # polars' multi-threaded radix arg_sort is ~2.5x faster than numpy's on 6.5 M int64 keys.
+        order = pl.Series(key).arg_sort().to_numpy().astype(np.int64, copy=False)
+        sorted_key = key[order]
+        dup = np.flatnonzero(sorted_key[1:] == sorted_key[:-1])
+        if len(dup):
+            i = int(order[dup[0]])
+            raise ValueError(
+                f"{len(dup)} duplicate (point, ts_ms) rows, e.g. ({table['point'][i].as_py()!r}, {int(ts[i])}): "
+                "de-duplicate before encoding"
+            )
     sorted_pid = (sorted_key >> _TS_OFFSET_BITS).astype(np.int32)
-    take = pa.array(order)
+    if order is None:
+        point, value, value_text = (table[c].combine_chunks() for c in ("point", "value", "value_text"))
+        ts_sorted = pa.array(ts, type=pa.int64())
+    else:
+        take = pa.array(order)
+        # Plain (non-dictionary) Arrow strings on purpose: from an Arrow dictionary the writer would store the
+        # whole day's dictionary (4,583 names) in every row group; from strings it builds a dictionary of just
+        # the ~45 names each 64k-row group holds.
+        point = names.take(pa.array(name_order)).take(pa.array(sorted_pid))
+        value, value_text = table["value"].take(take), table["value_text"].take(take)
+        ts_sorted = pa.array((sorted_key & ((1 << _TS_OFFSET_BITS) - 1)) + start_ms, type=pa.int64())
     out = pa.table(
         {
             "point_id": pa.array(sorted_pid, type=pa.int32()),
-            # Plain (non-dictionary) Arrow strings on purpose: from an Arrow dictionary the writer would store
-            # the whole day's dictionary (4,583 names) in every row group; from strings it builds a dictionary
-            # of just the ~45 names each 64k-row group holds.
-            "point": sorted_names.take(pa.array(sorted_pid)),
-            "ts_ms": pa.array((sorted_key & ((1 << _TS_OFFSET_BITS) - 1)) + start_ms, type=pa.int64()),
-            "value": table["value"].take(take),
-            "value_text": table["value_text"].take(take),
+            "point": point,
+            "ts_ms": ts_sorted,
+            "value": value,
+            "value_text": value_text,
         },
         schema=FILE_SCHEMA,
     )

@@ -326,3 +326,15 @@ def test_read_points_on_a_small_file_with_a_large_footer_guess() -> None:
     got = read_points(fetch, len(data), ["enum"], START, END)
     assert got.to_pylist() == expected_rows(samples, ["enum"], START, END)
     assert fetch.calls == [(0, len(data))]  # the speculative tail read held the whole file: no second GET
+
+
+def test_sorted_input_fast_path_writes_the_same_bytes_as_unsorted_input() -> None:
+    samples = grid_samples(30, minutes=120)  # time-major: the sorting path
+    presorted = sort_samples(samples)  # (point, ts) order: the fast path
+    a, info_a = encode_day("demo", DAY, samples, source="hot")
+    b, info_b = encode_day("demo", DAY, presorted, source="hot")
+    assert a == b and info_a == info_b
+    # The fast path still rejects duplicates (a repeated row is not strictly increasing).
+    dup = pa.concat_tables([presorted.slice(0, 2), presorted.slice(1)])
+    with pytest.raises(ValueError, match="duplicate"):
+        encode_day("demo", DAY, dup, source="hot")
