@@ -173,6 +173,9 @@ class TimeseriesReader:
         # One task per cold day: a GET waits on the network, then decoding releases the GIL, so the pool is sized
         # for requests in flight rather than for cores.
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="bv-cold")
+        # The hot-tier read of a query runs here while the calling thread fetches its cold days, so a split query
+        # costs about max(hot, cold) rather than their sum. Its own pool: a hot read never waits behind GETs.
+        self._hot_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bv-hot")
         # Off: whole-day rollups always come from the daily objects (the compacted path's reference answer).
         self.compacted = (
             CompactedRollups(cold, self._pool, self.footer_cache, index_ttl_s=catalogue_ttl_s)
@@ -186,6 +189,7 @@ class TimeseriesReader:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._hot_pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- discovery ----------------------------------------------------------------------------------------
 
@@ -304,12 +308,20 @@ class TimeseriesReader:
         cold_set = set(cold_days)
         hot_days = [d for d in days if d not in cold_set]
 
-        hot = self._read_hot(site, pts, hot_days, start_ms, end_ms)
-        tasks = self._cold_tasks(pts, days, hot_days, cold_days, manifest, hot, start_ms, end_ms, interval)
+        hot_read = (
+            self._hot_pool.submit(self._read_hot, site, pts, hot_days, start_ms, end_ms) if hot_days else None
+        )
         counter = _Counter()
-        compacted, rest = self._read_compacted(site, tasks, manifest, counter)
-        cold_raw, cold_rollups = self._run_cold(site, rest, counter)
-        cold_rollups = compacted + cold_rollups
+        # Days archived and pruned from hot are read meanwhile; they do not depend on what hot holds.
+        tasks = self._cold_tasks({d: pts for d in cold_days}, manifest, start_ms, end_ms, interval)
+        cold_raw, cold_rollups = self._read_cold(site, tasks, manifest, counter)
+        hot = hot_read.result() if hot_read is not None else _empty_raw()
+        # A verified day that hot no longer fully holds (pruned before the manifest said so) falls back to cold.
+        gaps = self._hot_gaps(pts, hot_days, manifest, hot)
+        if gaps:
+            gap_tasks = self._cold_tasks(gaps, manifest, start_ms, end_ms, interval)
+            gap_raw, gap_rollups = self._read_cold(site, gap_tasks, manifest, counter)
+            tasks, cold_raw, cold_rollups = tasks + gap_tasks, cold_raw + gap_raw, cold_rollups + gap_rollups
 
         if interval is None:
             frame, n_hot, n_cold = self._merge_raw(hot, cold_raw)
@@ -360,32 +372,35 @@ class TimeseriesReader:
         # Each run is sorted by (point, ts); several runs (hot days around cold ones) need one global sort.
         return frames[0] if len(frames) == 1 else pl.concat(frames).sort("point", "ts_ms")
 
+    @staticmethod
+    def _hot_gaps(
+        points: list[str], hot_days: list[dt.date], manifest: dict[dt.date, ManifestEntry], hot: pl.DataFrame
+    ) -> dict[dt.date, list[str]]:
+        """Points of verified (archived) hot days that hot does not hold: they are read from cold."""
+        verified_hot_days = [d for d in hot_days if d in manifest]
+        if not verified_hot_days:
+            return {}
+        present: dict[dt.date, set[str]] = {}
+        if hot.height:
+            pairs = hot.select("point", (pl.col("ts_ms") // MS_PER_DAY).alias("day")).unique()
+            epoch = dt.date(1970, 1, 1)
+            for point, day_no in pairs.iter_rows():
+                present.setdefault(epoch + dt.timedelta(days=day_no), set()).add(point)
+        gaps: dict[dt.date, list[str]] = {}
+        for d in verified_hot_days:
+            missing = [p for p in points if p not in present.get(d, set())]
+            if missing:
+                gaps[d] = missing
+        return gaps
+
+    @staticmethod
     def _cold_tasks(
-        self,
-        points: list[str],
-        days: list[dt.date],
-        hot_days: list[dt.date],
-        cold_days: list[dt.date],
+        wanted: dict[dt.date, list[str]],
         manifest: dict[dt.date, ManifestEntry],
-        hot: pl.DataFrame,
         start_ms: int,
         end_ms: int,
         interval: str | None,
     ) -> list[_ColdTask]:
-        wanted: dict[dt.date, list[str]] = {d: points for d in cold_days}
-        verified_hot_days = [d for d in hot_days if d in manifest]
-        if verified_hot_days:
-            # Which (point, day) pairs hot actually holds; a verified day missing a point falls back to cold.
-            present: dict[dt.date, set[str]] = {}
-            if hot.height:
-                pairs = hot.select("point", (pl.col("ts_ms") // MS_PER_DAY).alias("day")).unique()
-                epoch = dt.date(1970, 1, 1)
-                for point, day_no in pairs.iter_rows():
-                    present.setdefault(epoch + dt.timedelta(days=day_no), set()).add(point)
-            for d in verified_hot_days:
-                missing = [p for p in points if p not in present.get(d, set())]
-                if missing:
-                    wanted[d] = missing
         tasks: list[_ColdTask] = []
         for d in sorted(wanted):
             lo, hi = day_bounds_ms(d)
@@ -403,6 +418,15 @@ class TimeseriesReader:
                 )
             )
         return tasks
+
+    def _read_cold(
+        self, site: str, tasks: list[_ColdTask], manifest: dict[dt.date, ManifestEntry], counter: _Counter
+    ) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
+        """(raw frames, rollup frames) of the tasks: whole-day rollups from the compacted yearly objects where
+        current, everything else from the daily objects."""
+        compacted, rest = self._read_compacted(site, tasks, manifest, counter)
+        raw, rolled = self._run_cold(site, rest, counter)
+        return raw, compacted + rolled
 
     def _read_compacted(
         self, site: str, tasks: list[_ColdTask], manifest: dict[dt.date, ManifestEntry], counter: _Counter
