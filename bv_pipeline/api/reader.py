@@ -144,7 +144,8 @@ def _runs(days: Sequence[dt.date]) -> list[tuple[dt.date, dt.date]]:
 def _to_frame(table: pa.Table) -> pl.DataFrame:
     df = pl.from_arrow(table)
     assert isinstance(df, pl.DataFrame)
-    return df.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA)  # type: ignore[arg-type]
+    df = df.select(list(RAW_SCHEMA))
+    return df if df.schema == RAW_SCHEMA else df.cast(RAW_SCHEMA)  # type: ignore[arg-type]
 
 
 def _empty_raw() -> pl.DataFrame:

@@ -40,6 +40,7 @@ from pydantic import PrivateAttr
 
 from bv_pipeline.storage import hot_sql as q
 from bv_pipeline.storage import sqlite_export
+from bv_pipeline.storage.gc_pause import gc_paused
 from bv_pipeline.storage.interfaces import HotStore, ManifestEntry, PointMeta, UpsertStats, WindowStats
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA, dedupe_samples, empty_samples
 
@@ -283,7 +284,11 @@ class SqliteHotStore:
                 raise
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._retry(lambda: self._reader().execute(sql, params).fetchall())
+        def fetch() -> list[tuple[Any, ...]]:
+            with gc_paused():  # rows of plain values: collector passes over them are pure overhead
+                return self._reader().execute(sql, params).fetchall()
+
+        return self._retry(fetch)
 
     # -- HotStore ---------------------------------------------------------------------------------------------
 
