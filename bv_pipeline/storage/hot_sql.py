@@ -402,7 +402,7 @@ def bulk_read_sql(*, name_from: bool, name_to: bool) -> str:
     ``read_samples_sql(filtered=False)``: SQLite walks the (site, name) index, so ORDER BY costs no sort.
 
     Arrow drivers infer column types from the first rows they see, and a column of NULLs infers wrongly. So no
-    column is ever NULL: nullable values come as a placeholder plus an ``IS NULL`` flag. ``value`` has REAL
+    column is ever NULL: a nullable value comes as a stand-in plus an ``IS NULL`` flag. ``value`` has REAL
     affinity, so it reads back REAL even where SQLite stored an integral value as an INTEGER on disk."""
     names = (" AND p.name >= ?4" if name_from else "") + (
         f" AND p.name < ?{4 + name_from}" if name_to else ""
