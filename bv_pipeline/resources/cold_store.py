@@ -48,6 +48,10 @@ class LocalObjectStore:
             raise ColdKeyError(f"object key {key!r} escapes the store root")
         return path
 
+    def local_path(self, key: str) -> Path:
+        """The file holding ``key`` (validated like every other access), for readers that scan files in place."""
+        return self._path(key)
+
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -98,8 +98,8 @@ class _FailingStore:
 def test_concurrent_reads_equal_serial_reads_and_the_truth(data: _Data, points: list[str]) -> None:
     lo = day_bounds_ms(DAYS[0])[0] + 5 * 3_600_000  # partial first and last days
     hi = day_bounds_ms(DAYS[-1])[0] + 7 * 3_600_000 + 1
-    serial = TimeseriesReader(data.hot, data.cold, max_workers=1, cache_bytes=0)
-    concurrent = TimeseriesReader(data.hot, data.cold, max_workers=16)
+    serial = TimeseriesReader(data.hot, data.cold, max_workers=1, cache_bytes=0, scan_local_files=False)
+    concurrent = TimeseriesReader(data.hot, data.cold, max_workers=16, scan_local_files=False)
     try:
         a = serial.query(SITE, points, lo, hi)
         b = concurrent.query(SITE, points, lo, hi)
@@ -114,9 +114,32 @@ def test_concurrent_reads_equal_serial_reads_and_the_truth(data: _Data, points: 
         assert b.frame.filter(pl.col("value_text") == "alarm").height > 0
 
 
+@pytest.mark.parametrize(
+    ("points", "first", "last", "cut_ms"),
+    [
+        ([NAMES[3]], 0, -1, 0),
+        ([NAMES[0], NAMES[17], NAMES[-1], "no-such-point"], 0, -1, 0),
+        ([NAMES[5], NAMES[6]], 1, 2, 7_200_000),  # partial first and last day
+    ],
+)
+def test_local_file_scan_equals_the_ranged_read_path(
+    data: _Data, points: list[str], first: int, last: int, cut_ms: int
+) -> None:
+    lo, hi = day_bounds_ms(DAYS[first])[0] + cut_ms, day_bounds_ms(DAYS[last])[1] - cut_ms
+    scanning = TimeseriesReader(data.hot, data.cold)
+    ranged = TimeseriesReader(data.hot, data.cold, scan_local_files=False)
+    try:
+        a, b = scanning.query(SITE, points, lo, hi), ranged.query(SITE, points, lo, hi)
+        assert a.frame.equals(b.frame) and a.frame.equals(_expected(data, points, lo, hi))
+        assert a.cold_bytes_fetched == 0 < b.cold_bytes_fetched  # files scanned in place vs ranged reads
+    finally:
+        scanning.close()
+        ranged.close()
+
+
 def test_cache_is_bounded_and_serves_repeat_queries(data: _Data) -> None:
     lo, hi = day_bounds_ms(DAYS[0])[0], day_bounds_ms(DAYS[-1])[1]
-    reader = TimeseriesReader(data.hot, data.cold, cache_bytes=2_000_000)
+    reader = TimeseriesReader(data.hot, data.cold, cache_bytes=2_000_000, scan_local_files=False)
     try:
         first = reader.query(SITE, [NAMES[3]], lo, hi)
         again = reader.query(SITE, [NAMES[3]], lo, hi)
@@ -133,7 +156,7 @@ def test_cache_is_not_stale_after_a_day_is_re_archived(tmp_path: Path) -> None:
     data = _Data(tmp_path)
     day = DAYS[1]
     lo, hi = day_bounds_ms(day)
-    reader = TimeseriesReader(data.hot, data.cold)
+    reader = TimeseriesReader(data.hot, data.cold, scan_local_files=False)
     try:
         before = reader.query(SITE, [NAMES[10]], lo, hi)
         assert before.frame.equals(_expected(data, [NAMES[10]], lo, hi))
@@ -156,7 +179,7 @@ def test_object_changed_behind_the_manifest_is_an_error_not_stale_data(tmp_path:
     # Different content under the key without a manifest update (a re-archive caught half-way).
     other, _ = parquet_layout.encode_day(SITE, day, D._arrow(_day(day, offset=5.0)), source="ace")
     data.cold.put(key, other)
-    reader = TimeseriesReader(data.hot, data.cold)
+    reader = TimeseriesReader(data.hot, data.cold, scan_local_files=False)
     try:
         with pytest.raises(ColdReadError, match=key):
             reader.query(SITE, [NAMES[10]], lo, hi)
@@ -188,12 +211,13 @@ def test_a_missing_object_fails_the_query(tmp_path: Path) -> None:
     data = _Data(tmp_path)
     data.cold.delete(cold_keys.samples_key(SITE, DAYS[3]))
     lo, hi = day_bounds_ms(DAYS[0])[0], day_bounds_ms(DAYS[-1])[1]
-    reader = TimeseriesReader(data.hot, data.cold)
-    try:
-        with pytest.raises(ColdReadError, match="missing"):
-            reader.query(SITE, [NAMES[5]], lo, hi)
-    finally:
-        reader.close()
+    for scan in (True, False):  # the local scan leaves a missing file to the per-day path, which reports it
+        reader = TimeseriesReader(data.hot, data.cold, scan_local_files=scan)
+        try:
+            with pytest.raises(ColdReadError, match="missing"):
+                reader.query(SITE, [NAMES[5]], lo, hi)
+        finally:
+            reader.close()
 
 
 @pytest.fixture
