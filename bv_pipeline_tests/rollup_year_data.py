@@ -1,7 +1,7 @@
 """Cold days with verified manifest entries and current daily rollups, for the yearly-rollup tests.
 
-Each day is written the way the pipeline writes it: ``encode_day`` for the raw object, the manifest entry with its
-checksum, then ``build_rollup_day`` (the real logic, which records the raw checksum in the rollup).
+Each day is written the way the pipeline writes it: the raw object and its verified manifest entry
+(``put_cold_day``), then ``build_rollup_day`` (the real logic, which records the raw checksum in the rollup).
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ import datetime as dt
 import polars as pl
 
 from bv_pipeline.logic.archive import build_rollup_day
-from bv_pipeline.storage import cold_keys, parquet_layout
-from bv_pipeline.storage.interfaces import HotStore, ManifestEntry, ObjectStore
-from bv_pipeline.storage.samples import SAMPLE_SCHEMA, day_bounds_ms
-from bv_pipeline_tests.test_api._data import day_samples
+from bv_pipeline.storage.interfaces import HotStore, ObjectStore
+from bv_pipeline_tests.test_api._data import day_samples, put_cold_day
 
 SITE = "yr_site"
 POINTS = [
@@ -39,24 +37,7 @@ def put_day(
 ) -> pl.DataFrame:
     """Archive one day (raw object + manifest, and its daily rollup unless ``rollup`` is False)."""
     df = day_samples(day, points or POINTS, offset=offset)
-    data, info = parquet_layout.encode_day(site, day, df.to_arrow().cast(SAMPLE_SCHEMA), source="ace")
-    key = cold_keys.samples_key(site, day)
-    cold.put(key, data)
-    verified = day_bounds_ms(day)[1] + 3_600_000
-    hot.manifest_put(
-        ManifestEntry(
-            site=site,
-            day=day,
-            key=key,
-            rows=info.rows,
-            bytes=info.bytes,
-            checksum=info.checksum,
-            schema_version=info.schema_version,
-            verified_ms=verified,
-            source="ace",
-            hot_deleted_ms=verified + 1 if deleted else None,
-        )
-    )
+    put_cold_day(hot, cold, day, df, deleted=deleted, source="ace", site=site, rollup=False)
     if rollup:
         build_rollup_day(cold, site, day)
     return df

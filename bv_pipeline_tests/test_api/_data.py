@@ -26,7 +26,7 @@ import pyarrow as pa
 from bv_pipeline.resources.cold_store import LocalObjectStore
 from bv_pipeline.resources.hot_store import SqliteHotStore
 from bv_pipeline.storage import cold_keys, parquet_layout, rollups
-from bv_pipeline.storage.interfaces import ManifestEntry, PointMeta
+from bv_pipeline.storage.interfaces import HotStore, ManifestEntry, ObjectStore, PointMeta
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA, day_bounds_ms
 
 SITE = "test_site"
@@ -99,21 +99,26 @@ def _arrow(df: pl.DataFrame) -> pa.Table:
 
 
 def put_cold_day(
-    hot: SqliteHotStore,
-    cold: LocalObjectStore,
+    hot: HotStore,
+    cold: ObjectStore,
     day: dt.date,
     df: pl.DataFrame,
     *,
     deleted: bool,
     source: str,
     site: str = SITE,
+    rollup: bool = True,
 ) -> int:
-    """Write a day object and its rollup, then record the verified manifest entry. Returns the object size."""
+    """Write a day object and (unless ``rollup`` is False) its rollup, which records the object's checksum as the
+    pipeline's does, then record the verified manifest entry. Returns the object size."""
     data, info = parquet_layout.encode_day(site, day, _arrow(df), source=source)
     key = cold_keys.samples_key(site, day)
     cold.put(key, data)
-    rdata, _ = rollups.encode_rollup_day(site, day, rollups.hourly_rollup(_arrow(df)), source=source)
-    cold.put(cold_keys.rollup_key(site, day), rdata)
+    if rollup:
+        rdata, _ = rollups.encode_rollup_day(
+            site, day, rollups.hourly_rollup(_arrow(df)), source=source, source_checksum=info.checksum
+        )
+        cold.put(cold_keys.rollup_key(site, day), rdata)
     verified = day_bounds_ms(day)[1] + 3_600_000
     hot.manifest_put(
         ManifestEntry(
