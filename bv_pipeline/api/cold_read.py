@@ -44,6 +44,10 @@ class ColdReadError(Exception):
     """A cold object could not be read as the manifest describes it (failed GET, missing or changed object)."""
 
 
+class ColdObjectMissing(ColdReadError):
+    """A cold object the query relies on is not in the store."""
+
+
 @dataclass(frozen=True)
 class DayFooter:
     """A day object's parsed footer plus the per-row-group facts a selective read needs, extracted once."""

@@ -28,6 +28,7 @@ from bv_pipeline.config import ConfigError, validate_site_name
 SAMPLES_PREFIX = "timeseries"
 ROLLUP_1H_PREFIX = "rollups/1h"
 ROLLUP_1H_YEAR_PREFIX = "rollups/1h-year"
+SAMPLES_MONTH_PREFIX = "timeseries-month"
 PART_NAME = "part-0.parquet"
 YEAR_INDEX_NAME = "index.json"
 # A generation names one compaction's parts: UTC creation time (so stale ones can be aged out) + random suffix.
@@ -138,6 +139,47 @@ def rollup_year_part_key(site: str, year: int, generation: str, part: int) -> st
 def generation_of_part_key(key: str) -> str | None:
     """The generation a compacted-rollup part key belongs to, or None for any other key."""
     m = re.fullmatch(r"rollups/1h-year/site=[^/]+/year=\d{4}/gen=([^/]+)/part-\d{4}\.parquet", key)
+    return m[1] if m and _GENERATION.fullmatch(m[1]) else None
+
+
+def _month(month: dt.date) -> dt.date:
+    if not isinstance(month, dt.date) or isinstance(month, dt.datetime) or month.day != 1:
+        raise ColdKeyError(f"month must be the date of a month's first day, got {month!r}")
+    _year(month.year)
+    return month
+
+
+def samples_month_site_prefix(site: str) -> str:
+    """Prefix of every compacted raw-sample object of one site, ending in '/'."""
+    return f"{SAMPLES_MONTH_PREFIX}/site={_site(site)}/"
+
+
+def samples_month_prefix(site: str, month: dt.date) -> str:
+    """Prefix of every object of one site-month's compacted raw samples, ending in '/'."""
+    return f"{samples_month_site_prefix(site)}month={_month(month):%Y-%m}/"
+
+
+def samples_month_index_key(site: str, month: dt.date) -> str:
+    return samples_month_prefix(site, month) + YEAR_INDEX_NAME
+
+
+def month_of_index_key(key: str) -> dt.date | None:
+    """The month (its first day) a compacted-samples index key names, or None for any other key."""
+    m = re.fullmatch(r"timeseries-month/site=[^/]+/month=(\d{4})-(\d{2})/index\.json", key)
+    if not m or not 1 <= int(m[2]) <= 12:
+        return None
+    return dt.date(int(m[1]), int(m[2]), 1)
+
+
+def samples_month_part_key(site: str, month: dt.date, generation: str, part: int) -> str:
+    if isinstance(part, bool) or not isinstance(part, int) or not 0 <= part <= 9999:
+        raise ColdKeyError(f"part number must be an int in 0..9999, got {part!r}")
+    return f"{samples_month_prefix(site, month)}gen={validate_generation(generation)}/part-{part:04d}.parquet"
+
+
+def generation_of_month_part_key(key: str) -> str | None:
+    """The generation a compacted-samples part key belongs to, or None for any other key."""
+    m = re.fullmatch(r"timeseries-month/site=[^/]+/month=\d{4}-\d{2}/gen=([^/]+)/part-\d{4}\.parquet", key)
     return m[1] if m and _GENERATION.fullmatch(m[1]) else None
 
 

@@ -234,7 +234,7 @@ def drop_days(table: pa.Table, days: Iterable[dt.date]) -> pa.Table:
 # ---------------------------------------------------------------------------------------------- encode
 
 
-def _group_bounds(ranks: np.ndarray, min_group_rows: int) -> list[tuple[int, int]]:
+def group_bounds(ranks: np.ndarray, min_group_rows: int) -> list[tuple[int, int]]:
     """Row ranges [start, end) of row groups: whole points, each at least ``min_group_rows`` (but the last)."""
     if len(ranks) == 0:
         return []
@@ -298,7 +298,7 @@ def encode_year_parts(
         if lo.as_py() < start or hi.as_py() >= end:
             raise ValueError(f"rollup rows fall outside the year {year}")
     ranks = table["point"].combine_chunks().indices.to_numpy() if table.num_rows else np.empty(0, np.int64)
-    groups = _group_bounds(ranks, min_group_rows)
+    groups = group_bounds(ranks, min_group_rows)
     part = 0
     i = 0
     while i < len(groups):

@@ -1,0 +1,185 @@
+"""Read side of the compacted monthly raw samples (``storage.raw_month``) for ``TimeseriesReader``.
+
+For the raw cold days of a query, per month: read the site-month's ``index.json`` (cached for a few seconds),
+keep the days whose recorded checksum equals the archive manifest's current checksum, pick the parts and row
+groups holding the wanted points (footers cached by part key: parts are immutable), fetch just those row groups
+with concurrent ranged GETs, decode, and keep the rows inside each covered day's window. Every day not served
+here (month not compacted, day re-archived since, a part gone) is left to the day objects, so the answer is the
+same either way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from bv_pipeline.api.cache import ByteLRU
+from bv_pipeline.api.cold_read import ColdObjectMissing, ColdReadError
+from bv_pipeline.storage import cold_keys, raw_month, rollup_year
+from bv_pipeline.storage.interfaces import ObjectStore
+from bv_pipeline.storage.parquet_layout import ColdVerificationError, read_footer
+from bv_pipeline.storage.raw_month import MonthIndex
+from bv_pipeline.storage.rollup_year import PartFooter, PartInfo, RangeFile
+from bv_pipeline.storage.samples import MS_PER_DAY
+
+Fetcher = Callable[[str, int], Callable[[int, int], bytes]]  # (key, size) -> fetch_range(start, end)
+_EPOCH = dt.date(1970, 1, 1)
+
+
+@dataclass
+class CompactedSamplesRead:
+    tables: list[pa.Table]  # SAMPLE_SCHEMA, sorted by (point, ts_ms) within each table
+    days: set[dt.date]  # days these tables answer completely for the wanted points
+    parts_read: int = 0
+
+
+class CompactedSamples:
+    """Index cache + selective part reads. Thread-safe; one per ``TimeseriesReader``."""
+
+    def __init__(
+        self,
+        cold: ObjectStore,
+        pool: ThreadPoolExecutor,
+        footer_cache: ByteLRU,
+        *,
+        index_ttl_s: float = 30.0,
+        max_gap: int = 16 * 1024,
+    ) -> None:
+        self.cold = cold
+        self._pool = pool
+        self._footers = footer_cache
+        self._ttl = index_ttl_s
+        self._max_gap = max_gap
+        self._indexes: dict[tuple[str, dt.date], tuple[float, MonthIndex | None]] = {}
+        self._lock = threading.Lock()
+
+    def index(self, site: str, month: dt.date) -> MonthIndex | None:
+        """The published index (None: none, or unreadable), re-read at most every ``index_ttl_s`` seconds.
+
+        A stale cached index is safe: a day is only used while its checksum matches the manifest, and a part
+        that vanished makes the query fall back to the day objects for that month.
+        """
+        now = time.monotonic()
+        with self._lock:
+            hit = self._indexes.get((site, month))
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        try:
+            index: MonthIndex | None = MonthIndex.from_json(
+                self.cold.get(cold_keys.samples_month_index_key(site, month))
+            )
+        except (KeyError, ColdVerificationError):
+            index = None
+        with self._lock:
+            self._indexes[(site, month)] = (now, index)
+        return index
+
+    def forget(self, site: str, month: dt.date) -> None:
+        with self._lock:
+            self._indexes.pop((site, month), None)
+
+    def read(
+        self,
+        site: str,
+        points: Sequence[str],
+        windows: Mapping[dt.date, tuple[int, int]],
+        checksums: Mapping[dt.date, str],
+        fetcher: Fetcher,
+    ) -> CompactedSamplesRead:
+        """Rows of ``points`` in each day's [start, end) window (``windows``) from the compacted objects, for the
+        days whose compacted copy is current. Months are read concurrently."""
+        out = CompactedSamplesRead(tables=[], days=set())
+        months: dict[dt.date, list[dt.date]] = {}
+        for day in windows:
+            months.setdefault(raw_month.month_of(day), []).append(day)
+        wanted = sorted(set(points))
+        plans: list[tuple[dt.date, MonthIndex, dict[dt.date, tuple[int, int]], list[PartInfo]]] = []
+        for month, days in sorted(months.items()):
+            index = self.index(site, month)
+            if index is None:
+                continue
+            covered = [d for d in days if d in checksums and index.days.get(d) == checksums[d]]
+            if covered:
+                plans.append((month, index, {d: windows[d] for d in covered}, index.parts_for(wanted)))
+        if not plans:
+            return out
+        try:
+            tables = self._read_parts(wanted, [(w, parts) for _, _, w, parts in plans], fetcher)
+        except ColdObjectMissing:
+            # A part was garbage-collected under a stale cached index: re-read the indexes next time and let the
+            # day objects answer now.
+            for month, *_ in plans:
+                self.forget(site, month)
+            return out
+        for (_, _, w, parts), table in zip(plans, tables, strict=True):
+            out.days.update(w)
+            out.parts_read += len(parts)
+            if table is not None and table.num_rows:
+                out.tables.append(table)
+        return out
+
+    def _footer(self, part: PartInfo, fetcher: Fetcher) -> tuple[PartFooter, tuple[int, bytes] | None]:
+        ck = ("month-footer", part.key)
+        footer = self._footers.get(ck)
+        if footer is not None:
+            return footer, None
+        start, tail = rollup_year.fetch_footer_tail(fetcher(part.key, part.bytes), part.bytes)
+        meta = read_footer(tail)
+        kv = {k.decode(): v.decode() for k, v in (meta.metadata or {}).items()}
+        if kv.get("bv.checksum") != part.checksum or kv.get("bv.rows") != str(part.rows):
+            raise ColdReadError(f"{part.key}: footer does not match the monthly index")
+        footer = PartFooter.parse(meta)
+        self._footers.put(ck, footer)
+        return footer, (start, tail)
+
+    def _read_parts(
+        self,
+        points: list[str],
+        months: list[tuple[Mapping[dt.date, tuple[int, int]], list[PartInfo]]],
+        fetcher: Fetcher,
+    ) -> list[pa.Table | None]:
+        """Per month, its rows of ``points`` clipped to its day windows. Two rounds of concurrent GETs for all
+        months together (uncached footers, then row groups), so a year costs two round trips, not 24."""
+        parts = [p for _, ps in months for p in ps]
+        footers = list(self._pool.map(lambda p: self._footer(p, fetcher), parts))
+        jobs: list[tuple[int, int, int]] = []  # (index into `parts`, start, end)
+        plans: list[tuple[RangeFile, PartFooter, list[int]]] = []
+        for i, (part, (footer, tail)) in enumerate(zip(parts, footers, strict=True)):
+            groups = footer.select(points)
+            source = RangeFile(part.bytes, fetcher(part.key, part.bytes))
+            if tail is not None:
+                source.add(*tail)
+            plans.append((source, footer, groups))
+            jobs += [(i, s, e) for s, e in footer.ranges(groups, raw_month.SAMPLE_COLUMNS, self._max_gap)]
+        fetched = self._pool.map(lambda j: (j, fetcher(parts[j[0]].key, parts[j[0]].bytes)(j[1], j[2])), jobs)
+        for (i, s, _e), data in fetched:
+            plans[i][0].add(s, data)
+        out: list[pa.Table | None] = []
+        i = 0
+        for windows, ps in months:
+            tables = [raw_month.read_groups(*plans[j], points) for j in range(i, i + len(ps)) if plans[j][2]]
+            i += len(ps)
+            tables = [t for t in tables if t.num_rows]
+            out.append(_clip(pa.concat_tables(tables), windows) if tables else None)
+        return out
+
+
+def _clip(table: pa.Table, windows: Mapping[dt.date, tuple[int, int]]) -> pa.Table:
+    """Rows whose UTC day is a key of ``windows`` and whose ts_ms lies in that day's [start, end)."""
+    ts = table["ts_ms"].combine_chunks().to_numpy()
+    day_numbers = np.array(sorted((d - _EPOCH).days for d in windows), dtype=np.int64)
+    lo = np.array([windows[_EPOCH + dt.timedelta(days=int(n))][0] for n in day_numbers], dtype=np.int64)
+    hi = np.array([windows[_EPOCH + dt.timedelta(days=int(n))][1] for n in day_numbers], dtype=np.int64)
+    row_day = ts // MS_PER_DAY
+    pos = np.clip(np.searchsorted(day_numbers, row_day), 0, len(day_numbers) - 1)
+    keep = (day_numbers[pos] == row_day) & (ts >= lo[pos]) & (ts < hi[pos])
+    if keep.all():
+        return table
+    return table.filter(pa.array(keep))
