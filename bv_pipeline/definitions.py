@@ -10,6 +10,7 @@ import dagster as dg
 
 from bv_pipeline.assets.cold import build_cold_assets
 from bv_pipeline.assets.hot import build_hot_assets
+from bv_pipeline.assets.raw_month import build_raw_month_assets
 from bv_pipeline.assets.rollup_year import build_rollup_year_assets
 from bv_pipeline.assets.source import build_ace_timeseries
 from bv_pipeline.config import Settings
@@ -29,6 +30,7 @@ def build_definitions(settings: Settings, resources: dict[str, object] | None = 
             *build_hot_assets(site_days),
             *build_cold_assets(site_days),
             *build_rollup_year_assets(),
+            *build_raw_month_assets(),
         ],
         jobs=jobs.all(),
         sensors=[build_ace_sync_sensor(settings.sites, jobs.hot_sync)],

@@ -8,6 +8,7 @@ import dagster as dg
 
 from bv_pipeline.assets.cold import COLD_ROLLUPS, COLD_TIMESERIES, HOT_RETENTION
 from bv_pipeline.assets.hot import HOT_TIMESERIES
+from bv_pipeline.assets.raw_month import COLD_SAMPLES_MONTHLY
 from bv_pipeline.assets.rollup_year import COLD_ROLLUPS_YEARLY
 
 HOT_SYNC_JOB = "hot_sync_job"
@@ -37,10 +38,13 @@ def build_jobs() -> Jobs:
             selection=dg.AssetSelection.assets(COLD_TIMESERIES, COLD_ROLLUPS, HOT_RETENTION),
             description="Archive a site-day to cold storage, build its rollup, then apply hot-tier retention.",
         ),
-        # Its own job: a job holds assets of one partitions definition, and this asset is partitioned by site.
+        # Its own job: a job holds assets of one partitions definition, and these assets are partitioned by site.
         rollup_compaction=dg.define_asset_job(
             ROLLUP_COMPACTION_JOB,
-            selection=dg.AssetSelection.assets(COLD_ROLLUPS_YEARLY),
-            description="Compact a site's daily hourly rollups into its yearly objects (new and re-archived days).",
+            selection=dg.AssetSelection.assets(COLD_ROLLUPS_YEARLY, COLD_SAMPLES_MONTHLY),
+            description=(
+                "Compact a site's cold tier for reads: daily hourly rollups into yearly objects, raw day objects "
+                "of closed months into monthly objects (new and re-archived days)."
+            ),
         ),
     )

@@ -1,5 +1,5 @@
 """Nightly automation (UTC): archival at 02:00 (yesterday's cold object, rollup and hot retention for every
-registered site), then rollup compaction at 03:30 (each site's yearly hourly-rollup objects)."""
+registered site), then compaction at 03:30 (each site's yearly hourly-rollup objects and monthly raw-sample objects)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,10 @@ def build_rollup_compaction_schedule(job: dg.UnresolvedAssetJobDefinition) -> dg
         execution_timezone="UTC",
         job=job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="03:30 UTC: compact each site's new and re-archived daily rollups into its yearly objects.",
+        description=(
+            "03:30 UTC: compact each site's new and re-archived daily rollups into its yearly objects and its "
+            "closed months' raw day objects into monthly objects."
+        ),
     )
     def rollup_compaction_schedule(
         context: dg.ScheduleEvaluationContext,

@@ -23,6 +23,7 @@ def test_default_definitions_load_and_validate(monkeypatch: pytest.MonkeyPatch, 
         "cold_rollups",
         "hot_retention",
         "cold_rollups_yearly",
+        "cold_samples_monthly",
     }
     assert {j.name for j in loaded.jobs or []} == {
         "hot_sync_job",
