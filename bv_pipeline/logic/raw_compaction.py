@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-POINTS_PER_CHUNK = 512
+POINTS_PER_CHUNK = 256
 _READ_COLUMNS = ["point", "ts_ms", "value", "value_text"]
 
 
@@ -228,14 +228,13 @@ def compact_samples_month(
         verify_seconds = 0.0
         for lo, hi in _chunk_bounds(loaded, points_per_chunk):
             tables = [r for d in loaded if (r := _chunk_rows(d, lo, hi)) is not None]
-            table, ranks = raw_month.merge_days(month, tables)
+            merged = raw_month.merge_days(month, tables)
             del tables
             for data, info in raw_month.encode_month_parts(
                 site,
                 month,
                 generation,
-                table,
-                ranks,
+                merged,
                 days,
                 first_part=len(parts),
                 part_target_bytes=part_target_bytes,

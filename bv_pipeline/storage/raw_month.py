@@ -30,24 +30,20 @@ import dataclasses
 import datetime as dt
 import hashlib
 import io
+import itertools
 import json
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bv_pipeline.config import validate_site_name
-from bv_pipeline.storage import cold_keys
-from bv_pipeline.storage.parquet_layout import (
-    ZSTD_LEVEL,
-    ColdVerificationError,
-    content_checksum,
-    read_footer,
-)
+from bv_pipeline.storage import cold_keys, parquet_layout
+from bv_pipeline.storage.parquet_layout import ZSTD_LEVEL, ColdVerificationError, read_footer
 from bv_pipeline.storage.rollup_year import PartFooter, PartInfo, RangeFile, group_bounds
 from bv_pipeline.storage.samples import MS_PER_DAY, SAMPLE_SCHEMA
 
@@ -56,7 +52,6 @@ MONTH_SCHEMA_VERSION = 1
 MIN_GROUP_ROWS = 32_768
 PART_TARGET_BYTES = 8 * 1024 * 1024
 SAMPLE_COLUMNS = SAMPLE_SCHEMA.names
-_MONTH_OFFSET_BITS = 32  # a month is < 2.7e9 ms < 2**32, so (rank, ts - month start) packs into one int64 key
 
 
 def month_of(day: dt.date) -> dt.date:
@@ -157,53 +152,159 @@ def combined_checksum(parts: Iterable[PartInfo]) -> str:
     return "blake2b:" + h.hexdigest()
 
 
+# ---------------------------------------------------------------------------------------------- checksum
+
+
+def _runs(names: pa.Array, indices: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Run-length form of a point column given as dictionary ``names`` and per-row ``indices``."""
+    if len(indices) == 0:
+        return [], np.empty(0, np.int64)
+    starts = np.concatenate([[0], np.flatnonzero(indices[1:] != indices[:-1]) + 1])
+    lengths = np.diff(np.concatenate([starts, [len(indices)]])).astype(np.int64)
+    return names.take(pa.array(indices[starts])).cast(pa.string()).to_pylist(), lengths
+
+
+def part_checksum(
+    run_names: Sequence[str], run_lengths: np.ndarray, ts: np.ndarray, value: pa.Array, value_text: pa.Array
+) -> str:
+    """Content checksum of a part: its points as runs (name, row count), then ts_ms, value and value_text.
+
+    Encoding-independent like ``parquet_layout.content_checksum``, but the point column (one name repeated per
+    row, ~35 B) is hashed as runs: hashing it row by row was most of the cost of compacting a month.
+    """
+    h = hashlib.blake2b(digest_size=20)
+    h.update(b"bv-samples-month-part-v1\0")
+    h.update(struct.pack("<qq", len(ts), len(run_names)))
+    h.update("\0".join(run_names).encode() + b"\0")
+    h.update(np.asarray(run_lengths, dtype="<i8").tobytes())
+    h.update(np.ascontiguousarray(ts, dtype="<i8").tobytes())
+    parquet_layout._hash_numbers(h, value)
+    parquet_layout._hash_strings(h, value_text)
+    return "blake2b:" + h.hexdigest()
+
+
+def _check_order(run_names: Sequence[str], run_lengths: np.ndarray, ts: np.ndarray) -> None:
+    """Runs name each point once, in sorted order, and ts_ms strictly increases within every run."""
+    if any(a >= b for a, b in itertools.pairwise(run_names)):
+        raise ColdVerificationError("points are not sorted, or one is split into several runs")
+    if len(ts) > 1:
+        step = np.diff(ts) > 0
+        boundaries = np.cumsum(run_lengths)[:-1] - 1  # the last row of every run but the last
+        step[boundaries] = True
+        if not step.all():
+            raise ColdVerificationError("ts_ms does not strictly increase within a point")
+
+
 # ---------------------------------------------------------------------------------------------- merge
 
 
-def merge_days(month: dt.date, days: Sequence[pa.Table]) -> tuple[pa.Table, np.ndarray]:
-    """Day tables (SAMPLE_SCHEMA columns; ``point`` string or dictionary; each day's rows inside the month) into
-    one table sorted by (point, ts_ms) with ``point`` as plain strings, plus each row's point rank (int64).
+@dataclass
+class MergedRows:
+    """A chunk of a month's points, rows sorted by (point, ts_ms), the point column kept as ranks into ``names``
+    (materialising ~35 B of name per row cost more than writing the rows)."""
 
-    Raises ValueError when a row lies outside the month or a (point, ts_ms) pair repeats.
+    names: pa.Array  # sorted distinct names
+    ranks: np.ndarray  # int64 per row, non-decreasing
+    ts: np.ndarray  # int64 per row
+    value: pa.Array  # float64
+    value_text: pa.Array  # string
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.ts)
+
+    def table(self, start: int, end: int) -> pa.Table:
+        """Rows [start, end) as a SAMPLE_SCHEMA table with plain string names."""
+        return pa.table(
+            {
+                "point": self.names.take(pa.array(self.ranks[start:end])),
+                "ts_ms": pa.array(self.ts[start:end], pa.int64()),
+                "value": self.value.slice(start, end - start),
+                "value_text": self.value_text.slice(start, end - start),
+            },
+            schema=SAMPLE_SCHEMA,
+        )
+
+    def checksum(self, start: int, end: int) -> str:
+        names, lengths = _runs(self.names, self.ranks[start:end])
+        return part_checksum(
+            names,
+            lengths,
+            self.ts[start:end],
+            self.value.slice(start, end - start),
+            self.value_text.slice(start, end - start),
+        )
+
+
+def merge_days(month: dt.date, days: Sequence[pa.Table]) -> MergedRows:
+    """Day tables (SAMPLE_SCHEMA columns; ``point`` string or dictionary; each day sorted by (point, ts_ms) and
+    inside the month) merged into (point, ts_ms) order.
+
+    No sort: with the days in time order, a point's rows in the month are its day runs one after another, so
+    every row's destination follows from per-day point counts (O(rows), vectorised). The result is then checked
+    to be strictly ordered, so an unsorted input, a repeated (point, ts_ms) or days out of order raise
+    ValueError rather than produce a wrong object; so do rows outside the month.
     """
     days = [d for d in days if d.num_rows]
     if not days:
-        return SAMPLE_SCHEMA.empty_table(), np.empty(0, np.int64)
+        return MergedRows(
+            pa.array([], pa.string()),
+            *(np.empty(0, np.int64),) * 2,
+            pa.array([], pa.float64()),
+            pa.array([], pa.string()),
+        )
     start, end = month_bounds_ms(month)
-    chunks = []
+    per_day_chunks = []
     for t in days:
-        for c in t["point"].chunks:
-            chunks.append(c if pa.types.is_dictionary(c.type) else pc.dictionary_encode(c))
+        per_day_chunks.append(
+            [c if pa.types.is_dictionary(c.type) else pc.dictionary_encode(c) for c in t["point"].chunks]
+        )
     names = pa.array(
-        sorted({n for c in chunks for n in c.dictionary.cast(pa.string()).to_pylist()}), pa.string()
+        sorted({n for cs in per_day_chunks for c in cs for n in c.dictionary.cast(pa.string()).to_pylist()}),
+        pa.string(),
     )
-    # Each chunk's dictionary maps onto the sorted names once; rows only gather integers.
-    ranks = np.concatenate(
-        [
-            pc.index_in(c.dictionary.cast(pa.string()), value_set=names)
-            .to_numpy()
-            .astype(np.int64)[c.indices.to_numpy(zero_copy_only=False)]
-            for c in chunks
-        ]
-    )
-    ts = np.concatenate([t["ts_ms"].combine_chunks().to_numpy() for t in days])
-    if len(ts) and (ts.min() < start or ts.max() >= end):
+    n_names = len(names)
+    day_ranks = [
+        np.concatenate(
+            [
+                pc.index_in(c.dictionary.cast(pa.string()), value_set=names)
+                .to_numpy()
+                .astype(np.int64)[c.indices.to_numpy(zero_copy_only=False)]
+                for c in cs
+            ]
+        )
+        for cs in per_day_chunks
+    ]
+    counts = np.stack([np.bincount(r, minlength=n_names) for r in day_ranks])  # (days, names)
+    point_start = np.concatenate([[0], np.cumsum(counts.sum(axis=0))[:-1]])  # first output row of each point
+    before = np.cumsum(counts, axis=0) - counts  # rows of each point in earlier days
+    total = int(counts.sum())
+    order = np.empty(total, np.int64)  # order[dest] = source row (days concatenated)
+    offset = 0
+    for k, r in enumerate(day_ranks):
+        run_start = np.concatenate([[0], np.cumsum(counts[k])[:-1]])  # the day's first row of each point
+        dest = (point_start + before[k] - run_start)[r] + np.arange(len(r), dtype=np.int64)
+        order[dest] = np.arange(offset, offset + len(r), dtype=np.int64)
+        offset += len(r)
+    ranks = np.repeat(np.arange(n_names, dtype=np.int64), counts.sum(axis=0))
+    ts_all = np.concatenate([t["ts_ms"].combine_chunks().to_numpy() for t in days])
+    ts = ts_all[order]
+    if total and (ts.min() < start or ts.max() >= end):
         raise ValueError(f"samples fall outside the month {month:%Y-%m}")
-    key = (ranks << _MONTH_OFFSET_BITS) | (ts - start)
-    order = pl.Series(key).arg_sort().to_numpy().astype(np.int64, copy=False)
-    sorted_key = key[order]
-    if len(sorted_key) > 1 and not bool(np.all(sorted_key[1:] > sorted_key[:-1])):
-        raise ValueError("samples repeat a (point, ts_ms) pair across the month's days")
+    if total > 1:
+        same_point = ranks[1:] == ranks[:-1]
+        if not bool(np.all(ts[1:][same_point] > ts[:-1][same_point])):
+            raise ValueError(
+                "day rows are not strictly ordered by (point, ts_ms): unsorted input or a repeat"
+            )
     take = pa.array(order)
-    sorted_ranks = sorted_key >> _MONTH_OFFSET_BITS
-    columns = {
-        "point": names.take(pa.array(sorted_ranks)),
-        "ts_ms": pa.array((sorted_key & ((1 << _MONTH_OFFSET_BITS) - 1)) + start, pa.int64()),
-    }
-    for name in ("value", "value_text"):
-        arr = pa.chunked_array([c for t in days for c in t[name].cast(SAMPLE_SCHEMA.field(name).type).chunks])
-        columns[name] = arr.combine_chunks().take(take)
-    return pa.table(columns, schema=SAMPLE_SCHEMA), sorted_ranks
+    value, value_text = (
+        pa.chunked_array([c for t in days for c in t[name].cast(SAMPLE_SCHEMA.field(name).type).chunks])
+        .combine_chunks()
+        .take(take)
+        for name in ("value", "value_text")
+    )
+    return MergedRows(names, ranks, ts, value, value_text)
 
 
 # ---------------------------------------------------------------------------------------------- encode
@@ -235,18 +336,17 @@ def encode_month_parts(
     site: str,
     month: dt.date,
     generation: str,
-    table: pa.Table,
-    ranks: np.ndarray,
+    rows: MergedRows,
     days: dict[dt.date, str],
     *,
     first_part: int = 0,
     part_target_bytes: int = PART_TARGET_BYTES,
     min_group_rows: int = MIN_GROUP_ROWS,
 ) -> Iterable[tuple[bytes, PartInfo]]:
-    """Encode a ``merge_days`` table into parts numbered from ``first_part``, yielding each as soon as it is
+    """Encode ``merge_days`` rows into parts numbered from ``first_part``, yielding each as soon as it is
     complete. Row groups never split a point; a part is closed once it reaches ``part_target_bytes``."""
     validate_site_name(site)
-    groups = group_bounds(ranks, min_group_rows)
+    groups = group_bounds(rows.ranks, min_group_rows)
     part = first_part
     i = 0
     while i < len(groups):
@@ -264,26 +364,25 @@ def encode_month_parts(
         ) as writer:
             while i < len(groups):
                 g0, g1 = groups[i]
-                writer.write_table(table.slice(g0, g1 - g0), row_group_size=g1 - g0)
+                writer.write_table(rows.table(g0, g1), row_group_size=g1 - g0)
                 i += 1
                 if sink.tell() >= part_target_bytes:
                     break
             part_end = groups[i - 1][1]
-            rows = table.slice(part_start, part_end - part_start)
-            checksum = content_checksum(rows)
+            checksum = rows.checksum(part_start, part_end)
             writer.add_key_value_metadata(
-                _part_metadata(site, month, generation, part, rows.num_rows, checksum, days)
+                _part_metadata(site, month, generation, part, part_end - part_start, checksum, days)
             )
         data = sink.getvalue()
         yield (
             data,
             PartInfo(
                 key=cold_keys.samples_month_part_key(site, month, generation, part),
-                rows=rows.num_rows,
+                rows=part_end - part_start,
                 bytes=len(data),
                 checksum=checksum,
-                first_point=str(rows["point"][0].as_py()),
-                last_point=str(rows["point"][rows.num_rows - 1].as_py()),
+                first_point=str(rows.names[int(rows.ranks[part_start])].as_py()),
+                last_point=str(rows.names[int(rows.ranks[part_end - 1])].as_py()),
             ),
         )
         part += 1
@@ -298,17 +397,22 @@ def part_metadata(data_or_tail: bytes) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in kv.items() if k.startswith(b"bv.")}
 
 
-def decode_part(data: bytes) -> pa.Table:
+def _read_part(data: bytes) -> pa.Table:
     try:
-        pf = pq.ParquetFile(pa.BufferReader(data))
-        return pf.read(columns=SAMPLE_COLUMNS, use_threads=True).cast(SAMPLE_SCHEMA)
+        pf = pq.ParquetFile(pa.BufferReader(data), read_dictionary=["point"])
+        return pf.read(columns=SAMPLE_COLUMNS, use_threads=True)
     except (pa.ArrowException, OSError) as exc:
         raise ColdVerificationError(f"unreadable monthly samples part: {exc}") from exc
 
 
+def decode_part(data: bytes) -> pa.Table:
+    """A part's rows as SAMPLE_SCHEMA (plain string names), sorted by (point, ts_ms)."""
+    return _read_part(data).cast(SAMPLE_SCHEMA)
+
+
 def verify_part(data: bytes, expected: PartInfo, days: dict[dt.date, str]) -> int:
-    """Prove a part holds what its PartInfo says: size, metadata, and the content checksum recomputed from the
-    decoded rows. Returns the row count. Raises ColdVerificationError."""
+    """Prove a part holds what its PartInfo says: size, metadata, (point, ts_ms) order, and the content checksum
+    recomputed from the decoded rows. Returns the row count. Raises ColdVerificationError."""
     if len(data) != expected.bytes:
         raise ColdVerificationError(f"{expected.key}: {len(data)} bytes, expected {expected.bytes}")
     meta = part_metadata(data)
@@ -317,8 +421,27 @@ def verify_part(data: bytes, expected: PartInfo, days: dict[dt.date, str]) -> in
     listed = {dt.date.fromisoformat(d): c for d, c in json.loads(meta.get("bv.days", "{}")).items()}
     if listed != days:
         raise ColdVerificationError(f"{expected.key}: day list does not match the index")
-    table = decode_part(data)
-    if table.num_rows != expected.rows or content_checksum(table) != expected.checksum:
+    table = _read_part(data)
+    run_names: list[str] = []
+    run_lengths: list[np.ndarray] = []
+    for chunk in table["point"].chunks:
+        names, lengths = _runs(chunk.dictionary, chunk.indices.to_numpy(zero_copy_only=False))
+        if run_names and names and run_names[-1] == names[0]:  # a run continuing across chunks
+            run_lengths[-1] = np.concatenate([run_lengths[-1][:-1], [run_lengths[-1][-1] + lengths[0]]])
+            names, lengths = names[1:], lengths[1:]
+        run_names += names
+        run_lengths.append(lengths)
+    lengths_all = np.concatenate(run_lengths) if run_lengths else np.empty(0, np.int64)
+    ts = table["ts_ms"].combine_chunks().to_numpy()
+    _check_order(run_names, lengths_all, ts)
+    checksum = part_checksum(
+        run_names,
+        lengths_all,
+        ts,
+        table["value"].combine_chunks(),
+        table["value_text"].combine_chunks().cast(pa.string()),
+    )
+    if table.num_rows != expected.rows or checksum != expected.checksum:
         raise ColdVerificationError(f"{expected.key}: content does not match its checksum")
     return table.num_rows
 
