@@ -17,13 +17,18 @@ What is built (and why, given a ~10-minute budget on 2 cores):
 - Compacted yearly rollups: built from those daily rollups by the real ``compact_rollups_year`` (one object per
   calendar year the cold days touch). Q4 is measured on both paths in the same run: compacted (the default
   reader) and daily rollups only (``use_compacted_rollups=False``, the before).
+- Compacted monthly raw samples: built from the day objects by the real ``compact_samples_month``, one month
+  per spawned process (``--compact-workers``), figures per month. Q3 is measured on both paths in the same run:
+  compacted (the default reader) and day objects only (``use_compacted_samples=False``, the before). Every
+  shifted day also gets a small per-day value offset, so a compacted point-month does not share one value
+  dictionary across identical days.
 - Hot tier: ``--hot-days`` days in SQLite for ``--hot-points`` points (default 200 of the 4,583, 1-minute
   cadence), the same simulated day shifted. A full-scale hot day costs about 25 s to insert, so 20 days would
   not fit; per-point reads of a WITHOUT ROWID (point, ts) B-tree depend on the rows of that point, not on how
   many other points the table holds, so the 1-point queries measure the same work.
 - DuckDB comparison: DuckDB's httpfs extension cannot be fetched offline, so DuckDB reads the *same objects
   downloaded to local files* (page cache warm), while our reader fetches them from the S3 server. That favours
-  DuckDB.
+  DuckDB. DuckDB is also timed over the compacted monthly parts as local files.
 """
 
 from __future__ import annotations
@@ -134,6 +139,10 @@ def _write_day(day: dt.date) -> tuple[str, int, int, str]:
     shift = (day - st["base_day"]).days * MS_PER_DAY
     table = st["prepared"]
     table = table.set_column(table.schema.get_field_index("ts_ms"), "ts_ms", pc.add(table["ts_ms"], shift))
+    # A per-day offset on the values: days differ as real days do, so a compacted month of one point does not
+    # share one value dictionary across its days (which would compress unrealistically well).
+    offset = (day.toordinal() % 97) * 0.01
+    table = table.set_column(table.schema.get_field_index("value"), "value", pc.add(table["value"], offset))
     info = parquet_layout.DayFileInfo(
         site=SITE,
         day=day,
@@ -153,6 +162,35 @@ def _write_day(day: dt.date) -> tuple[str, int, int, str]:
     rdata, _ = rollups.encode_rollup_day(SITE, day, roll, source="ace", source_checksum=info.checksum)
     store.put(cold_keys.rollup_key(SITE, day), rdata)
     return key, table.num_rows, len(data), info.checksum
+
+
+def _compact_month(job: tuple[str, str, dt.date, int]) -> dict[str, Any]:
+    """Compact one site-month with the real ``compact_samples_month`` (in a spawned process: its own GIL)."""
+    from bv_pipeline.logic.raw_compaction import compact_samples_month
+    from bv_pipeline.resources.cold_store import S3ObjectStore
+    from bv_pipeline.resources.hot_store import SqliteHotStore
+
+    endpoint, hot_path, month, now_ms = job
+    t = time.perf_counter()
+    r = compact_samples_month(
+        SqliteHotStore(Path(hot_path)),
+        S3ObjectStore(_s3_client(endpoint), BUCKET),
+        SITE,
+        month,
+        now_ms=now_ms,
+    )
+    return {
+        "month": f"{month:%Y-%m}",
+        "days": r.days_total,
+        "skipped": len(r.days_skipped),
+        "rows": r.rows,
+        "mb": round(r.bytes / 1e6, 1),
+        "source_mb": round(r.source_bytes / 1e6, 1),
+        "parts": r.parts,
+        "seconds": round(time.perf_counter() - t, 1),
+        "phases": {k: round(v, 1) for k, v in r.phase_seconds.items()},
+        "peak_rss_mib": round(peak_rss_mib(), 0),
+    }
 
 
 def _timed(fn: Callable[[], Any], reps: int) -> tuple[list[float], Any]:
@@ -179,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hot-points", type=int, default=200)
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--workers", type=int, default=2, help="threads encoding and uploading cold days")
+    parser.add_argument("--compact-workers", type=int, default=2, help="processes compacting months")
     args = parser.parse_args([] if argv is None else argv)
 
     import duckdb
@@ -274,6 +313,21 @@ def main(argv: list[str] | None = None) -> int:
             }
             for c in compactions
         ]
+        # ---- compacted monthly raw samples, through the real compaction logic, two months at a time ------------
+        import multiprocessing
+
+        t = time.perf_counter()
+        months = sorted({d.replace(day=1) for d in cold_days})
+        jobs = [(endpoint, str(tmp / "hot.sqlite3"), m, day_bounds_ms(today)[0]) for m in months]
+        with multiprocessing.get_context("spawn").Pool(args.compact_workers) as procs:
+            figures["compacted_months"] = procs.map(_compact_month, jobs, chunksize=1)
+        figures["month_compaction_s"] = round(time.perf_counter() - t, 1)
+        month_rows = sum(m["rows"] for m in figures["compacted_months"])
+        figures["month_compaction_rows_per_s"] = round(month_rows / figures["month_compaction_s"])
+        figures["compacted_months_total_gb"] = round(
+            sum(m["mb"] for m in figures["compacted_months"]) / 1e3, 2
+        )
+
         figures["daily_rollups_mb"] = round(
             sum(cold.size(cold_keys.rollup_key(SITE, d)) or 0 for d in cold_days) / 1e6, 1
         )
@@ -298,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         for day in cold_days:
             for key in (cold_keys.samples_key(SITE, day), cold_keys.rollup_key(SITE, day)):
                 local.put(key, cold.get(key))
-        for key in cold.list(cold_keys.rollup_year_site_prefix(SITE)):
-            local.put(key, cold.get(key))
+        for prefix in (cold_keys.rollup_year_site_prefix(SITE), cold_keys.samples_month_site_prefix(SITE)):
+            for key in cold.list(prefix):
+                local.put(key, cold.get(key))
         figures["download_to_local_s"] = round(time.perf_counter() - t, 1)
 
         # moto's cost per ranged GET (it copies the whole object per request and serialises on its GIL).
@@ -337,29 +392,40 @@ def main(argv: list[str] | None = None) -> int:
                 "hot_samples": res.hot_samples,
                 "cold_samples": res.cold_samples,
             }
-            # Q3: 1 point x 365 days raw from cold, with a reader whose caches start empty. The first run fetches
-            # footers and row groups; then a new random point per run (footers cached, row groups not: the
-            # cache-cold figure the target is judged on); then the same point again (row groups cached: warm).
-            r3 = TimeseriesReader(hot, store, max_workers=16, cache_bytes=1024 * 1024 * 1024)
-            q3_points = rng.sample(names, reps_long + 1)
-            t = time.perf_counter()
-            first = r3.query(SITE, [q3_points[0]], year_lo, year_hi)
-            first_ms = (time.perf_counter() - t) * 1000
-            it3 = iter(q3_points[1:])
-            times, res = _timed(lambda r=r3, it=it3: r.query(SITE, [next(it)], year_lo, year_hi), reps_long)
-            warm, wres = _timed(lambda r=r3, p=q3_points[-1]: r.query(SITE, [p], year_lo, year_hi), reps_long)
-            figures[f"q3_cold_1pt_365d_{backend}"] = {
-                **_stats(times),
-                "what": "p50/p95: a new point per run, footers cached, row-group bytes not (cache-cold)",
-                "first_run_empty_caches_ms": round(first_ms, 1),
-                "first_run_bytes_fetched_mb": round(first.cold_bytes_fetched / 1e6, 1),
-                "bytes_fetched_mb_per_query": round(res.cold_bytes_fetched / 1e6, 1),
-                "warm_same_point_p50_ms": _stats(warm)["p50_ms"],
-                "warm_bytes_fetched_mb": round(wres.cold_bytes_fetched / 1e6, 1),
-                "samples": res.frame.height,
-                "source": res.source,
-            }
-            r3.close()
+            # Q3: 1 point x 365 days raw from cold, with a reader whose caches start empty, on both paths: the
+            # compacted monthly objects (the default reader) and the day objects only (the before). The first run
+            # fetches indexes, footers and row groups; then a new random point per run (footers of parts and days
+            # already touched stay cached, row-group bytes do not: the cache-cold figure the target is judged
+            # on); then the same point again (row groups cached: warm).
+            q3_answers = {}
+            for path, flags in (("", {}), ("_daily_objects", {"use_compacted_samples": False})):
+                r3 = TimeseriesReader(hot, store, max_workers=16, cache_bytes=1024 * 1024 * 1024, **flags)
+                q3_points = rng.sample(names, reps_long + 1)
+                t = time.perf_counter()
+                first = r3.query(SITE, [q3_points[0]], year_lo, year_hi)
+                first_ms = (time.perf_counter() - t) * 1000
+                it3 = iter(q3_points[1:])
+                times, res = _timed(
+                    lambda r=r3, it=it3: r.query(SITE, [next(it)], year_lo, year_hi), reps_long
+                )
+                warm, wres = _timed(
+                    lambda r=r3, p=q3_points[-1]: r.query(SITE, [p], year_lo, year_hi), reps_long
+                )
+                figures[f"q3_cold_1pt_365d_{backend}{path}"] = {
+                    **_stats(times),
+                    "what": "p50/p95: a new point per run, footers cached, row-group bytes not (cache-cold)",
+                    "first_run_empty_caches_ms": round(first_ms, 1),
+                    "first_run_bytes_fetched_mb": round(first.cold_bytes_fetched / 1e6, 1),
+                    "bytes_fetched_mb_per_query": round(res.cold_bytes_fetched / 1e6, 1),
+                    "objects_per_query": res.cold_objects_read,
+                    "warm_same_point_p50_ms": _stats(warm)["p50_ms"],
+                    "warm_bytes_fetched_mb": round(wres.cold_bytes_fetched / 1e6, 1),
+                    "samples": res.frame.height,
+                    "source": res.source,
+                }
+                q3_answers[path] = r3.query(SITE, [q3_points[0]], year_lo, year_hi).frame
+                r3.close()
+            figures[f"q3_paths_identical_{backend}"] = q3_answers[""].equals(q3_answers["_daily_objects"])
             # Q4: 50 random points x 365 days at 1 h from the hourly rollups of the cold days, on the compacted
             # yearly objects (new reader: first run fetches the index and part footers) and, as the before, on
             # the daily rollups only (first run fetches them). A new random point set per run.
@@ -402,23 +468,41 @@ def main(argv: list[str] | None = None) -> int:
             "SELECT point, ts_ms, value, value_text FROM read_parquet($paths) "
             "WHERE point = $p AND ts_ms >= $lo AND ts_ms < $hi ORDER BY ts_ms"
         )
-        dk_points = iter(rng.sample(names, reps_long + 1))
+        dk_points = iter(rng.sample(names, 2 * reps_long + 1))
         con.execute(
             sql, {"paths": paths, "p": next(dk_points), "lo": year_lo, "hi": year_hi}
         ).fetchall()  # warm-up
 
-        def duck() -> int:
-            params = {"paths": paths, "p": next(dk_points), "lo": year_lo, "hi": year_hi}
+        def duck_on(files: list[str]) -> int:
+            params = {"paths": files, "p": next(dk_points), "lo": year_lo, "hi": year_hi}
             return len(con.execute(sql, params).fetchnumpy()["ts_ms"])
+
+        def duck() -> int:
+            return duck_on(paths)
 
         dtimes, drows = _timed(duck, reps_long)
         figures["q3_duckdb_local_files"] = {**_stats(dtimes), "rows": drows}
+        # DuckDB over the compacted monthly parts as local files, for comparison (same predicate).
+        month_paths = [
+            str(local.root / k)
+            for k in local.list(cold_keys.samples_month_site_prefix(SITE))
+            if k.endswith(".parquet")
+        ]
+        mtimes, mrows = _timed(lambda: duck_on(month_paths), reps_long)
+        figures["q3_duckdb_local_month_parts"] = {**_stats(mtimes), "rows": mrows}
         figures["q3_speedup_vs_duckdb_p50_local"] = round(
             percentile(dtimes, 50) / figures["q3_cold_1pt_365d_local"]["p50_ms"], 2
         )
         figures["q3_speedup_vs_duckdb_p50_s3"] = round(
             percentile(dtimes, 50) / figures["q3_cold_1pt_365d_s3"]["p50_ms"], 2
         )
+        for b in ("local", "s3"):
+            figures[f"q3_speedup_vs_duckdb_month_parts_p50_{b}"] = round(
+                percentile(mtimes, 50) / figures[f"q3_cold_1pt_365d_{b}"]["p50_ms"], 2
+            )
+            figures[f"q3_speedup_vs_duckdb_p50_{b}_daily_objects"] = round(
+                percentile(dtimes, 50) / figures[f"q3_cold_1pt_365d_{b}_daily_objects"]["p50_ms"], 2
+            )
         for b in ("local", "s3"):
             figures[f"q3_speedup_vs_duckdb_warm_cache_{b}"] = round(
                 percentile(dtimes, 50) / figures[f"q3_cold_1pt_365d_{b}"]["warm_same_point_p50_ms"], 2

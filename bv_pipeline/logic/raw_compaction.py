@@ -230,6 +230,7 @@ def compact_samples_month(
             tables = [r for d in loaded if (r := _chunk_rows(d, lo, hi)) is not None]
             merged = raw_month.merge_days(month, tables)
             del tables
+            part_first_row = 0
             for data, info in raw_month.encode_month_parts(
                 site,
                 month,
@@ -243,7 +244,13 @@ def compact_samples_month(
                 cold.put(info.key, data)
                 v = time.perf_counter()
                 # Read back before it counts: the index may only name parts proven to hold what it says.
-                written_rows += raw_month.verify_part(cold.get(info.key), info, days)
+                written_rows += raw_month.verify_part(
+                    cold.get(info.key),
+                    info,
+                    days,
+                    source=(merged, part_first_row, part_first_row + info.rows),
+                )
+                part_first_row += info.rows
                 verify_seconds += time.perf_counter() - v
                 parts.append(info)
         expected_rows = sum(day_rows.values())
