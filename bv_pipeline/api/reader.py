@@ -17,7 +17,8 @@ manifest (no HEAD per day); footers and row-group byte ranges are cached in byte
 the cold tier's hourly rollups for whole cold days and raw samples elsewhere, combined by sum and count so
 averages are exact. Whole-day rollups come from the compacted yearly objects (``rollup_year_read``) for the days
 they hold with the manifest's current checksum, and from the daily rollup objects for the rest, so both paths
-give the same answer.
+give the same answer. Raw cold days likewise come from the compacted monthly objects (``raw_month_read``) where
+current, so a year of one point costs ~24 ranged GETs instead of 365, and from the day objects otherwise.
 """
 
 from __future__ import annotations
