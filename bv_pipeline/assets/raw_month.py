@@ -31,7 +31,10 @@ def _parse_month(text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(f"{text}-01")
     except ValueError:
-        raise dg.Failure(f"months: {text!r} is not a month in the form YYYY-MM") from None
+        # A configuration error: retrying (COLD_RETRY backs off for minutes) cannot make it succeed.
+        raise dg.Failure(
+            f"months: {text!r} is not a month in the form YYYY-MM", allow_retries=False
+        ) from None
 
 
 def _days(days: list[dt.date]) -> str:

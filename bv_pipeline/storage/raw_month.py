@@ -125,7 +125,8 @@ class MonthIndex:
                 created_ms=int(doc["created_ms"]),
                 schema_version=int(doc["schema_version"]),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        # AttributeError: valid JSON of the wrong shape (e.g. a list where an object belongs).
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ColdVerificationError(f"unreadable monthly samples index: {exc!r}") from exc
         if index.schema_version != MONTH_SCHEMA_VERSION:
             raise ColdVerificationError(f"monthly samples index schema version {index.schema_version}")
