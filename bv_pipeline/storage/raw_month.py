@@ -37,6 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -238,13 +239,14 @@ class MergedRows:
 
 
 def merge_days(month: dt.date, days: Sequence[pa.Table]) -> MergedRows:
-    """Day tables (SAMPLE_SCHEMA columns; ``point`` string or dictionary; each day sorted by (point, ts_ms) and
-    inside the month) merged into (point, ts_ms) order.
+    """Day tables (SAMPLE_SCHEMA columns; ``point`` string or dictionary; rows inside the month), one per day,
+    merged into (point, ts_ms) order.
 
-    No sort: with the days in time order, a point's rows in the month are its day runs one after another, so
-    every row's destination follows from per-day point counts (O(rows), vectorised). The result is then checked
-    to be strictly ordered, so an unsorted input, a repeated (point, ts_ms) or days out of order raise
-    ValueError rather than produce a wrong object; so do rows outside the month.
+    No global sort: with the days in time order and each sorted by (point, ts_ms), as day objects are, a point's
+    rows in the month are its day runs one after another, so every row's destination follows from per-day point
+    counts (O(rows), vectorised). Tables are put in time order first, and a table not sorted by point is sorted
+    on its own. The result is then checked to be strictly ordered, so a repeated (point, ts_ms) or days whose
+    times interleave raise ValueError rather than produce a wrong object; so do rows outside the month.
     """
     days = [d for d in days if d.num_rows]
     if not days:
@@ -255,6 +257,11 @@ def merge_days(month: dt.date, days: Sequence[pa.Table]) -> MergedRows:
             pa.array([], pa.string()),
         )
     start, end = month_bounds_ms(month)
+    ts_days = [t["ts_ms"].combine_chunks().to_numpy() for t in days]
+    if any(ts.min() < start or ts.max() >= end for ts in ts_days):
+        raise ValueError(f"samples fall outside the month {month:%Y-%m}")
+    by_time = sorted(range(len(days)), key=lambda k: int(ts_days[k].min()))
+    days, ts_days = [days[k] for k in by_time], [ts_days[k] for k in by_time]
     per_day_chunks = []
     for t in days:
         per_day_chunks.append(
@@ -276,6 +283,15 @@ def merge_days(month: dt.date, days: Sequence[pa.Table]) -> MergedRows:
         )
         for cs in per_day_chunks
     ]
+    # The destination formula needs each day's rows grouped by point in rank order: sort a day that is not.
+    perms: list[np.ndarray | None] = []
+    for k, (r, ts) in enumerate(zip(day_ranks, ts_days, strict=True)):
+        if len(r) > 1 and not bool(np.all(r[1:] >= r[:-1])):
+            perm = pl.Series((r << 32) | (ts - start)).arg_sort().to_numpy().astype(np.int64, copy=False)
+            day_ranks[k] = r[perm]
+            perms.append(perm)
+        else:
+            perms.append(None)
     counts = np.stack([np.bincount(r, minlength=n_names) for r in day_ranks])  # (days, names)
     point_start = np.concatenate([[0], np.cumsum(counts.sum(axis=0))[:-1]])  # first output row of each point
     before = np.cumsum(counts, axis=0) - counts  # rows of each point in earlier days
@@ -285,13 +301,11 @@ def merge_days(month: dt.date, days: Sequence[pa.Table]) -> MergedRows:
     for k, r in enumerate(day_ranks):
         run_start = np.concatenate([[0], np.cumsum(counts[k])[:-1]])  # the day's first row of each point
         dest = (point_start + before[k] - run_start)[r] + np.arange(len(r), dtype=np.int64)
-        order[dest] = np.arange(offset, offset + len(r), dtype=np.int64)
+        perm = perms[k]
+        order[dest] = offset + (perm if perm is not None else np.arange(len(r), dtype=np.int64))
         offset += len(r)
     ranks = np.repeat(np.arange(n_names, dtype=np.int64), counts.sum(axis=0))
-    ts_all = np.concatenate([t["ts_ms"].combine_chunks().to_numpy() for t in days])
-    ts = ts_all[order]
-    if total and (ts.min() < start or ts.max() >= end):
-        raise ValueError(f"samples fall outside the month {month:%Y-%m}")
+    ts = np.concatenate(ts_days)[order]
     if total > 1:
         same_point = ranks[1:] == ranks[:-1]
         if not bool(np.all(ts[1:][same_point] > ts[:-1][same_point])):
@@ -466,7 +480,10 @@ def verify_part(
     table = _read_part(data)
     if table.num_rows != expected.rows:
         raise ColdVerificationError(f"{expected.key}: {table.num_rows} rows, expected {expected.rows}")
-    run_names, run_lengths = _decoded_runs(table)
+    try:
+        run_names, run_lengths = _decoded_runs(table)
+    except (UnicodeDecodeError, pa.ArrowException) as exc:  # e.g. a damaged name that is not UTF-8
+        raise ColdVerificationError(f"{expected.key}: unreadable point names: {exc}") from exc
     ts = table["ts_ms"].combine_chunks().to_numpy()
     _check_order(run_names, run_lengths, ts)
     value = table["value"].combine_chunks()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -37,16 +38,33 @@ def truth() -> pl.DataFrame:
     return pl.concat([raw_day(d) for d in DAYS]).sort("point", "ts_ms")
 
 
+def merge(tables: list[pa.Table]) -> tuple[pa.Table, np.ndarray]:
+    """merge_days as (table with string names, per-row ranks)."""
+    rows = raw_month.merge_days(MONTH, tables)
+    return rows.table(0, rows.num_rows), rows.ranks
+
+
 @pytest.fixture(scope="module")
-def merged() -> tuple[pa.Table, np.ndarray]:
+def merged_rows() -> raw_month.MergedRows:
     tables = [arrow(raw_day(d)) for d in DAYS]
     random.Random(1).shuffle(tables)  # input order must not matter
     return raw_month.merge_days(MONTH, tables)
 
 
-def encode(merged: tuple[pa.Table, np.ndarray], **kw: int) -> list[tuple[bytes, PartInfo]]:
-    table, ranks = merged
-    return list(raw_month.encode_month_parts("site-a", MONTH, GEN, table, ranks, CHECKSUMS, **kw))
+@pytest.fixture(scope="module")
+def merged(merged_rows: raw_month.MergedRows) -> tuple[pa.Table, np.ndarray]:
+    return merged_rows.table(0, merged_rows.num_rows), merged_rows.ranks
+
+
+Encode = Callable[..., list[tuple[bytes, PartInfo]]]
+
+
+@pytest.fixture
+def encode(merged_rows: raw_month.MergedRows) -> Encode:
+    def run(**kw: int) -> list[tuple[bytes, PartInfo]]:
+        return list(raw_month.encode_month_parts("site-a", MONTH, GEN, merged_rows, CHECKSUMS, **kw))
+
+    return run
 
 
 # ---------------------------------------------------------------------------------------------- keys
@@ -155,7 +173,7 @@ def test_merge_days_accepts_dictionary_points(truth: pl.DataFrame) -> None:
     # Two chunks whose dictionaries order the names differently.
     reversed_day = arrow(raw_day(DAYS[2]).sort("point", descending=True))
     tables[2] = reversed_day.set_column(0, "point", pc.dictionary_encode(reversed_day["point"]))
-    table, _ = raw_month.merge_days(MONTH, tables)
+    table, _ = merge(tables)
     assert frame(table).equals(truth)
 
 
@@ -170,16 +188,18 @@ def test_merge_days_rejects_repeats_and_rows_outside_the_month() -> None:
         raw_month.merge_days(MONTH, [day, arrow(raw_day(dt.date(2025, 3, 1), points=DENSE[:1]))])
     with pytest.raises(ValueError, match="outside the month"):
         raw_month.merge_days(MONTH, [arrow(raw_day(dt.date(2025, 1, 31), points=DENSE[:1])), day])
-    empty, ranks = raw_month.merge_days(MONTH, [day.slice(0, 0)])
+    empty, ranks = merge([day.slice(0, 0)])
     assert empty.num_rows == 0 and len(ranks) == 0
 
 
 # ---------------------------------------------------------------------------------------------- encode / verify
 
 
-def test_parts_round_trip_with_point_aligned_row_groups(merged: tuple[pa.Table, np.ndarray]) -> None:
+def test_parts_round_trip_with_point_aligned_row_groups(
+    merged: tuple[pa.Table, np.ndarray], encode: Encode
+) -> None:
     table, _ = merged
-    parts = encode(merged, **SMALL)
+    parts = encode(**SMALL)
     assert len(parts) > 2
     assert [info.key for _, info in parts] == [
         cold_keys.samples_month_part_key("site-a", MONTH, GEN, i) for i in range(len(parts))
@@ -222,9 +242,9 @@ def test_parts_round_trip_with_point_aligned_row_groups(merged: tuple[pa.Table, 
 
 
 def test_default_sizes_give_one_part_and_one_point_per_dense_group(
-    merged: tuple[pa.Table, np.ndarray],
+    merged: tuple[pa.Table, np.ndarray], encode: Encode
 ) -> None:
-    [(data, info)] = encode(merged, min_group_rows=500)
+    [(data, info)] = encode(min_group_rows=500)
     footer = PartFooter.parse(read_footer(data))
     dense_groups = [f for f, last in zip(footer.first, footer.last, strict=True) if f == last]
     assert sorted(dense_groups) == sorted(DENSE)
@@ -232,12 +252,13 @@ def test_default_sizes_give_one_part_and_one_point_per_dense_group(
 
 
 def test_encoding_of_nothing_yields_no_parts() -> None:
-    empty, ranks = raw_month.merge_days(MONTH, [])
-    assert list(raw_month.encode_month_parts("site-a", MONTH, GEN, empty, ranks, {})) == []
+    empty = raw_month.merge_days(MONTH, [])
+    assert empty.num_rows == 0
+    assert list(raw_month.encode_month_parts("site-a", MONTH, GEN, empty, {})) == []
 
 
-def test_verification_catches_tampering(merged: tuple[pa.Table, np.ndarray]) -> None:
-    parts = encode(merged, **SMALL)
+def test_verification_catches_tampering(merged: tuple[pa.Table, np.ndarray], encode: Encode) -> None:
+    parts = encode(**SMALL)
     data, info = parts[0]
     with pytest.raises(ColdVerificationError, match="bytes"):
         raw_month.verify_part(data[:-10], info, CHECKSUMS)
@@ -291,8 +312,8 @@ def month_index(parts: list[PartInfo], rows: int) -> MonthIndex:
     )
 
 
-def test_index_json_round_trip(merged: tuple[pa.Table, np.ndarray]) -> None:
-    parts = [info for _, info in encode(merged, **SMALL)]
+def test_index_json_round_trip(merged: tuple[pa.Table, np.ndarray], encode: Encode) -> None:
+    parts = [info for _, info in encode(**SMALL)]
     index = month_index(parts, merged[0].num_rows)
     assert MonthIndex.from_json(index.to_json()) == index
     doc = json.loads(index.to_json())
@@ -356,8 +377,10 @@ def _edited(index: MonthIndex, edit: str) -> bytes:
         "days shape",
     ],
 )
-def test_corrupt_or_inconsistent_index_is_rejected(merged: tuple[pa.Table, np.ndarray], edit: str) -> None:
-    index = month_index([info for _, info in encode(merged, **SMALL)], merged[0].num_rows)
+def test_corrupt_or_inconsistent_index_is_rejected(
+    merged: tuple[pa.Table, np.ndarray], edit: str, encode: Encode
+) -> None:
+    index = month_index([info for _, info in encode(**SMALL)], merged[0].num_rows)
     with pytest.raises(ColdVerificationError):
         MonthIndex.from_json(_edited(index, edit))
 
@@ -389,9 +412,9 @@ def selective_read(data: bytes, info: PartInfo, wanted: list[str]) -> tuple[pa.T
 
 
 def test_selective_read_returns_exactly_the_points_rows(
-    merged: tuple[pa.Table, np.ndarray], truth: pl.DataFrame
+    merged: tuple[pa.Table, np.ndarray], truth: pl.DataFrame, encode: Encode
 ) -> None:
-    [(data, info)] = encode(merged, min_group_rows=200)
+    [(data, info)] = encode(min_group_rows=200)
     footer = PartFooter.parse(read_footer(data))
     shared = next(g for g, (f, last) in enumerate(zip(footer.first, footer.last, strict=True)) if f != last)
     sparse = footer.first[shared]
