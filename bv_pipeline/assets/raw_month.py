@@ -29,7 +29,10 @@ class MonthlyCompactionConfig(dg.Config):
 
 def _parse_month(text: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(f"{text}-01")
+        month = dt.date.fromisoformat(f"{text}-01")
+        if not 1970 <= month.year <= 9999:
+            raise ValueError(text)
+        return month
     except ValueError:
         # A configuration error: retrying (COLD_RETRY backs off for minutes) cannot make it succeed.
         raise dg.Failure(

@@ -73,6 +73,11 @@ def read_month_index(cold: ObjectStore, site: str, month: dt.date) -> MonthIndex
     return index
 
 
+def _entry_version(entry: ManifestEntry) -> str:
+    """One archival of a day: its checksum alone would not change when identical content is archived again."""
+    return f"{entry.checksum}@{entry.verified_ms}"
+
+
 def _index_bytes(cold: ObjectStore, site: str, month: dt.date) -> bytes | None:
     try:
         return cold.get(cold_keys.samples_month_index_key(site, month))
@@ -204,7 +209,14 @@ def compact_samples_month(
     )
     wanted = {d: e.checksum for d, e in manifest.items()}
     wanted_rows = {d: e.rows for d, e in manifest.items()}
-    up_to_date = old is not None and old.days == wanted and old.day_rows == wanted_rows
+    # Days skipped last time count as handled while the manifest still names the same object: a day object that
+    # does not match its manifest entry is reported, not re-read and re-written with its month every night.
+    up_to_date = (
+        old is not None
+        and set(old.days) | set(old.skipped) == set(manifest)
+        and all(old.days[d] == wanted[d] and old.day_rows[d] == wanted_rows[d] for d in old.days)
+        and all(old.skipped[d] == _entry_version(manifest[d]) for d in old.skipped)
+    )
     phases["plan"] = time.perf_counter() - t
 
     if not up_to_date and (manifest or old is not None):
@@ -272,6 +284,10 @@ def compact_samples_month(
             rows=written_rows,
             checksum=raw_month.combined_checksum(parts),
             created_ms=now_ms,
+            skipped={
+                dt.date.fromisoformat(d): _entry_version(manifest[dt.date.fromisoformat(d)])
+                for d in result.days_skipped
+            },
         )
         if _index_bytes(cold, site, month) != start_bytes:
             raise CompactionConflict(
@@ -288,6 +304,10 @@ def compact_samples_month(
     elif old is not None:
         result.rows, result.bytes, result.parts = old.rows, sum(p.bytes for p in old.parts), len(old.parts)
         result.days_total = len(old.days)
+        result.days_skipped = {
+            d.isoformat(): "skipped when the month was compacted; the manifest still names the same object"
+            for d in old.skipped
+        }
 
     t = time.perf_counter()
     keep = {g for g in (result.generation, old.generation if old else None) if g}

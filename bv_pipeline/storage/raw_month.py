@@ -77,7 +77,10 @@ def month_bounds_ms(month: dt.date) -> tuple[int, int]:
 @dataclass(frozen=True)
 class MonthIndex:
     """What one published generation of a site-month holds. ``days`` maps each included day to the checksum of
-    the day object it was read from; a reader uses a day only while the manifest still names that checksum."""
+    the day object it was read from; a reader uses a day only while the manifest still names that checksum.
+    ``skipped`` maps each day left out (its object did not match the manifest) to the manifest entry's version
+    (checksum and verification time) then, so the month is not rebuilt every night for the same bad day, only
+    once the day is archived again."""
 
     site: str
     month: dt.date
@@ -88,11 +91,13 @@ class MonthIndex:
     rows: int
     checksum: str
     created_ms: int
+    skipped: dict[dt.date, str] = dataclasses.field(default_factory=dict)
     schema_version: int = MONTH_SCHEMA_VERSION
 
     def to_json(self) -> bytes:
         doc = {
             "kind": KIND_SAMPLES_MONTH,
+            "skipped": {d.isoformat(): c for d, c in sorted(self.skipped.items())},
             "schema_version": self.schema_version,
             "site": self.site,
             "month": f"{self.month:%Y-%m}",
@@ -124,6 +129,7 @@ class MonthIndex:
                 rows=int(doc["rows"]),
                 checksum=str(doc["checksum"]),
                 created_ms=int(doc["created_ms"]),
+                skipped={dt.date.fromisoformat(d): str(c) for d, c in doc.get("skipped", {}).items()},
                 schema_version=int(doc["schema_version"]),
             )
         # AttributeError: valid JSON of the wrong shape (e.g. a list where an object belongs).
@@ -133,6 +139,14 @@ class MonthIndex:
             raise ColdVerificationError(f"monthly samples index schema version {index.schema_version}")
         if index.rows != sum(index.day_rows.values()) or index.rows != sum(p.rows for p in index.parts):
             raise ColdVerificationError("monthly samples index: day, part and total row counts disagree")
+        # Readers GET what the index names: only this generation's parts, never another object of the bucket.
+        prefix = f"{cold_keys.samples_month_prefix(index.site, index.month)}gen={index.generation}/"
+        for p in index.parts:
+            if (
+                not p.key.startswith(prefix)
+                or cold_keys.generation_of_month_part_key(p.key) != index.generation
+            ):
+                raise ColdVerificationError(f"monthly samples index names a foreign part key {p.key!r}")
         return index
 
     def parts_for(self, points: Sequence[str]) -> list[PartInfo]:

@@ -122,14 +122,15 @@ def test_months_can_be_chosen_and_skipped_days_warn(stack: Stack, instance: dg.D
     assert read_month_index(stack.cold, SITE, FEB) is None
 
 
-def test_invalid_month_fails_clearly(stack: Stack, instance: dg.DagsterInstance) -> None:
+@pytest.mark.parametrize("month", ["2025-13", "1969-12"])
+def test_invalid_month_fails_clearly(stack: Stack, instance: dg.DagsterInstance, month: str) -> None:
     archive(stack, DAYS[:1])
-    result = compact(stack, instance, months=["2025-13"], raise_on_error=False)
+    result = compact(stack, instance, months=[month], raise_on_error=False)
     assert not result.success
     failure = result.failure_data_for_node("cold_samples_monthly")
     assert failure is not None
     text = " ".join(
         str(x) for x in (failure.error.message if failure.error else "", failure.user_failure_data) if x
     )
-    assert "2025-13" in text and "YYYY-MM" in text
+    assert month in text and "YYYY-MM" in text
     assert stack.cold.list(cold_keys.SAMPLES_MONTH_PREFIX + "/") == []

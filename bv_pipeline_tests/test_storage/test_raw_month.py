@@ -357,6 +357,12 @@ def _edited(index: MonthIndex, edit: str) -> bytes:
         doc["days"][first_day] = "blake2b:x"
     elif edit == "days shape":
         doc["days"] = [first_day]
+    elif edit == "foreign part key":
+        doc["parts"][0]["key"] = "timeseries/site=site-b/date=2025-02-26/part-0.parquet"
+    elif edit == "part key of another generation":
+        doc["parts"][0]["key"] = cold_keys.samples_month_part_key(
+            "site-a", MONTH, "20250101T000000Z-00000000", 0
+        )
     return json.dumps(doc).encode()
 
 
@@ -375,6 +381,8 @@ def _edited(index: MonthIndex, edit: str) -> bytes:
         "part field",
         "day checksum shape",
         "days shape",
+        "foreign part key",
+        "part key of another generation",
     ],
 )
 def test_corrupt_or_inconsistent_index_is_rejected(
