@@ -11,9 +11,7 @@ same either way.
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -21,15 +19,15 @@ import numpy as np
 import pyarrow as pa
 
 from bv_pipeline.api.cache import ByteLRU
-from bv_pipeline.api.cold_read import ColdObjectMissing, ColdReadError
-from bv_pipeline.storage import cold_keys, raw_month, rollup_year
+from bv_pipeline.api.cold_read import ColdObjectMissing
+from bv_pipeline.api.compacted_read import Fetcher, IndexCache, fetch_groups
+from bv_pipeline.storage import cold_keys, raw_month
 from bv_pipeline.storage.interfaces import ObjectStore
-from bv_pipeline.storage.parquet_layout import ColdVerificationError, read_footer
+from bv_pipeline.storage.parquet_layout import ColdVerificationError
 from bv_pipeline.storage.raw_month import MonthIndex
-from bv_pipeline.storage.rollup_year import PartFooter, PartInfo, RangeFile
+from bv_pipeline.storage.rollup_year import PartInfo
 from bv_pipeline.storage.samples import MS_PER_DAY
 
-Fetcher = Callable[[str, int], Callable[[int, int], bytes]]  # (key, size) -> fetch_range(start, end)
 _EPOCH = dt.date(1970, 1, 1)
 
 
@@ -55,35 +53,22 @@ class CompactedSamples:
         self.cold = cold
         self._pool = pool
         self._footers = footer_cache
-        self._ttl = index_ttl_s
         self._max_gap = max_gap
-        self._indexes: dict[tuple[str, dt.date], tuple[float, MonthIndex | None]] = {}
-        self._lock = threading.Lock()
+        self._indexes: IndexCache[MonthIndex] = IndexCache(index_ttl_s)
 
     def index(self, site: str, month: dt.date) -> MonthIndex | None:
-        """The published index (None: none, or unreadable), re-read at most every ``index_ttl_s`` seconds.
+        """The published index (None: none, or unreadable), re-read at most every ``index_ttl_s`` seconds."""
 
-        A stale cached index is safe: a day is only used while its checksum matches the manifest, and a part
-        that vanished makes the query fall back to the day objects for that month.
-        """
-        now = time.monotonic()
-        with self._lock:
-            hit = self._indexes.get((site, month))
-        if hit is not None and now - hit[0] < self._ttl:
-            return hit[1]
-        try:
-            index: MonthIndex | None = MonthIndex.from_json(
-                self.cold.get(cold_keys.samples_month_index_key(site, month))
-            )
-        except (KeyError, ColdVerificationError):
-            index = None
-        with self._lock:
-            self._indexes[(site, month)] = (now, index)
-        return index
+        def load() -> MonthIndex | None:
+            try:
+                return MonthIndex.from_json(self.cold.get(cold_keys.samples_month_index_key(site, month)))
+            except (KeyError, ColdVerificationError):
+                return None
+
+        return self._indexes.get((site, month), load)
 
     def forget(self, site: str, month: dt.date) -> None:
-        with self._lock:
-            self._indexes.pop((site, month), None)
+        self._indexes.forget((site, month))
 
     def read(
         self,
@@ -125,20 +110,6 @@ class CompactedSamples:
                 out.tables.append(table)
         return out
 
-    def _footer(self, part: PartInfo, fetcher: Fetcher) -> tuple[PartFooter, tuple[int, bytes] | None]:
-        ck = ("month-footer", part.key)
-        footer = self._footers.get(ck)
-        if footer is not None:
-            return footer, None
-        start, tail = rollup_year.fetch_footer_tail(fetcher(part.key, part.bytes), part.bytes)
-        meta = read_footer(tail)
-        kv = {k.decode(): v.decode() for k, v in (meta.metadata or {}).items()}
-        if kv.get("bv.checksum") != part.checksum or kv.get("bv.rows") != str(part.rows):
-            raise ColdReadError(f"{part.key}: footer does not match the monthly index")
-        footer = PartFooter.parse(meta)
-        self._footers.put(ck, footer)
-        return footer, (start, tail)
-
     def _read_parts(
         self,
         points: list[str],
@@ -148,19 +119,16 @@ class CompactedSamples:
         """Per month, its rows of ``points`` clipped to its day windows. Two rounds of concurrent GETs for all
         months together (uncached footers, then row groups), so a year costs two round trips, not 24."""
         parts = [p for _, ps in months for p in ps]
-        footers = list(self._pool.map(lambda p: self._footer(p, fetcher), parts))
-        jobs: list[tuple[int, int, int]] = []  # (index into `parts`, start, end)
-        plans: list[tuple[RangeFile, PartFooter, list[int]]] = []
-        for i, (part, (footer, tail)) in enumerate(zip(parts, footers, strict=True)):
-            groups = footer.select(points)
-            source = RangeFile(part.bytes, fetcher(part.key, part.bytes))
-            if tail is not None:
-                source.add(*tail)
-            plans.append((source, footer, groups))
-            jobs += [(i, s, e) for s, e in footer.ranges(groups, raw_month.SAMPLE_COLUMNS, self._max_gap)]
-        fetched = self._pool.map(lambda j: (j, fetcher(parts[j[0]].key, parts[j[0]].bytes)(j[1], j[2])), jobs)
-        for (i, s, _e), data in fetched:
-            plans[i][0].add(s, data)
+        plans = fetch_groups(
+            self._pool,
+            parts,
+            points,
+            raw_month.SAMPLE_COLUMNS,
+            fetcher,
+            self._footers,
+            "month-footer",
+            self._max_gap,
+        )
         out: list[pa.Table | None] = []
         i = 0
         for windows, ps in months:

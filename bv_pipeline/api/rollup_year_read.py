@@ -11,9 +11,7 @@ either way.
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -22,12 +20,13 @@ import polars as pl
 import pyarrow as pa
 
 from bv_pipeline.api.cache import ByteLRU
+from bv_pipeline.api.cold_read import ColdObjectMissing
+from bv_pipeline.api.compacted_read import Fetcher, IndexCache, fetch_groups
 from bv_pipeline.storage import cold_keys, rollup_year
 from bv_pipeline.storage.interfaces import ObjectStore
-from bv_pipeline.storage.parquet_layout import ColdVerificationError, read_footer
-from bv_pipeline.storage.rollup_year import PartFooter, PartInfo, RangeFile, YearIndex
+from bv_pipeline.storage.parquet_layout import ColdVerificationError
+from bv_pipeline.storage.rollup_year import YearIndex
 
-Fetcher = Callable[[str, int], Callable[[int, int], bytes]]  # (key, size) -> fetch_range(start, end)
 _EPOCH = dt.date(1970, 1, 1)
 
 
@@ -53,35 +52,22 @@ class CompactedRollups:
         self.cold = cold
         self._pool = pool
         self._footers = footer_cache
-        self._ttl = index_ttl_s
         self._max_gap = max_gap
-        self._indexes: dict[tuple[str, int], tuple[float, YearIndex | None]] = {}
-        self._lock = threading.Lock()
+        self._indexes: IndexCache[YearIndex] = IndexCache(index_ttl_s)
 
     def index(self, site: str, year: int) -> YearIndex | None:
-        """The published index (None: none, or unreadable), re-read at most every ``index_ttl_s`` seconds.
+        """The published index (None: none, or unreadable), re-read at most every ``index_ttl_s`` seconds."""
 
-        A stale cached index is safe: a day is only used while its checksum matches the manifest, and a part
-        that vanished makes the query fall back for that year.
-        """
-        now = time.monotonic()
-        with self._lock:
-            hit = self._indexes.get((site, year))
-        if hit is not None and now - hit[0] < self._ttl:
-            return hit[1]
-        try:
-            index: YearIndex | None = YearIndex.from_json(
-                self.cold.get(cold_keys.rollup_year_index_key(site, year))
-            )
-        except (KeyError, ColdVerificationError):
-            index = None
-        with self._lock:
-            self._indexes[(site, year)] = (now, index)
-        return index
+        def load() -> YearIndex | None:
+            try:
+                return YearIndex.from_json(self.cold.get(cold_keys.rollup_year_index_key(site, year)))
+            except (KeyError, ColdVerificationError):
+                return None
+
+        return self._indexes.get((site, year), load)
 
     def forget(self, site: str, year: int) -> None:
-        with self._lock:
-            self._indexes.pop((site, year), None)
+        self._indexes.forget((site, year))
 
     def read(
         self,
@@ -104,7 +90,7 @@ class CompactedRollups:
                 continue
             try:
                 frame, parts = self._read_year(index, {d: wanted[d] for d in covered}, fetcher)
-            except KeyError:
+            except (KeyError, ColdObjectMissing):
                 # A part was garbage-collected under a stale cached index: re-read the index next time and let
                 # the daily rollups answer now.
                 self.forget(site, year)
@@ -115,16 +101,6 @@ class CompactedRollups:
                 out.frames.append(frame)
         return out
 
-    def _footer(self, part: PartInfo, fetcher: Fetcher) -> tuple[PartFooter, tuple[int, bytes] | None]:
-        ck = ("year-footer", part.key)
-        footer = self._footers.get(ck)
-        if footer is not None:
-            return footer, None
-        start, tail = rollup_year.fetch_footer_tail(fetcher(part.key, part.bytes), part.bytes)
-        footer = PartFooter.parse(read_footer(tail))
-        self._footers.put(ck, footer)
-        return footer, (start, tail)
-
     def _read_year(
         self, index: YearIndex, wanted: Mapping[dt.date, Sequence[str]], fetcher: Fetcher
     ) -> tuple[pl.DataFrame, int]:
@@ -133,20 +109,16 @@ class CompactedRollups:
         parts = index.parts_for(points)
         if not parts:
             return pl.DataFrame(), 0
-        footers = list(self._pool.map(lambda p: self._footer(p, fetcher), parts))
-        jobs: list[tuple[int, int, int]] = []  # (part number in `parts`, start, end)
-        plans: list[tuple[RangeFile, PartFooter, list[int]]] = []
-        for i, (part, (footer, tail)) in enumerate(zip(parts, footers, strict=True)):
-            groups = footer.select(points)
-            source = RangeFile(part.bytes, fetcher(part.key, part.bytes))
-            if tail is not None:
-                source.add(*tail)
-            plans.append((source, footer, groups))
-            jobs += [(i, s, e) for s, e in footer.ranges(groups, rollup_year.QUERY_COLUMNS, self._max_gap)]
-        # One GET per coalesced range, all in flight together (bounded by the reader's pool).
-        fetched = self._pool.map(lambda j: (j, fetcher(parts[j[0]].key, parts[j[0]].bytes)(j[1], j[2])), jobs)
-        for (i, s, _e), data in fetched:
-            plans[i][0].add(s, data)
+        plans = fetch_groups(
+            self._pool,
+            parts,
+            points,
+            rollup_year.QUERY_COLUMNS,
+            fetcher,
+            self._footers,
+            "year-footer",
+            self._max_gap,
+        )
         tables = [rollup_year.read_groups(src, f, g, points) for src, f, g in plans if g]
         tables = [t for t in tables if t.num_rows]
         if not tables:

@@ -31,8 +31,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bv_pipeline.logic.rollup_compaction import GC_GRACE_MS, CompactionConflict, new_generation
-from bv_pipeline.storage import cold_keys, parquet_layout, raw_month, rollup_year
+from bv_pipeline.logic.generations import (
+    GC_GRACE_MS,
+    check_parts,
+    generations_to_keep,
+    new_generation,
+    publish_index,
+    stored_bytes,
+)
+from bv_pipeline.logic.generations import collect_garbage as _collect_garbage
+from bv_pipeline.storage import cold_keys, parquet_layout, raw_month
+from bv_pipeline.storage.compacted_parts import PartInfo
 from bv_pipeline.storage.parquet_layout import ColdVerificationError
 from bv_pipeline.storage.raw_month import MonthIndex
 
@@ -79,10 +88,7 @@ def _entry_version(entry: ManifestEntry) -> str:
 
 
 def _index_bytes(cold: ObjectStore, site: str, month: dt.date) -> bytes | None:
-    try:
-        return cold.get(cold_keys.samples_month_index_key(site, month))
-    except KeyError:
-        return None
+    return stored_bytes(cold, cold_keys.samples_month_index_key(site, month))
 
 
 @dataclass
@@ -166,18 +172,14 @@ def collect_garbage(
     cold: ObjectStore, site: str, month: dt.date, *, keep: set[str], now_ms: int, grace_ms: int = GC_GRACE_MS
 ) -> list[str]:
     """Delete parts of generations not in ``keep`` that are older than ``grace_ms``. Returns the generations."""
-    by_gen: dict[str, list[str]] = {}
-    for key in cold.list(cold_keys.samples_month_prefix(site, month)):
-        gen = cold_keys.generation_of_month_part_key(key)
-        if gen is not None and gen not in keep:
-            by_gen.setdefault(gen, []).append(key)
-    deleted = []
-    for gen, keys in sorted(by_gen.items()):
-        if now_ms - cold_keys.generation_time(gen).timestamp() * 1000 >= grace_ms:
-            for key in keys:
-                cold.delete(key)
-            deleted.append(gen)
-    return deleted
+    return _collect_garbage(
+        cold,
+        cold_keys.samples_month_prefix(site, month),
+        cold_keys.generation_of_month_part_key,
+        keep=keep,
+        now_ms=now_ms,
+        grace_ms=grace_ms,
+    )
 
 
 def compact_samples_month(
@@ -235,7 +237,7 @@ def compact_samples_month(
 
         t = time.perf_counter()
         generation = new_generation(now_ms)
-        parts: list[rollup_year.PartInfo] = []
+        parts: list[PartInfo] = []
         written_rows = 0
         verify_seconds = 0.0
         for lo, hi in _chunk_bounds(loaded, points_per_chunk):
@@ -289,14 +291,14 @@ def compact_samples_month(
                 for d in result.days_skipped
             },
         )
-        if _index_bytes(cold, site, month) != start_bytes:
-            raise CompactionConflict(
-                f"{site} {month:%Y-%m}: the monthly samples index changed during compaction"
-            )
-        index_key = cold_keys.samples_month_index_key(site, month)
-        cold.put(index_key, index.to_json())
-        if MonthIndex.from_json(cold.get(index_key)) != index:
-            raise ColdVerificationError(f"{index_key} failed verification after upload")
+        publish_index(
+            cold,
+            cold_keys.samples_month_index_key(site, month),
+            index.to_json(),
+            expected_previous=start_bytes,
+            read_back=MonthIndex.from_json,
+            expected=index,
+        )
         phases["publish"] = time.perf_counter() - t
         result.status, result.generation = "published", generation
         result.rows, result.bytes, result.parts = written_rows, sum(p.bytes for p in parts), len(parts)
@@ -310,9 +312,7 @@ def compact_samples_month(
         }
 
     t = time.perf_counter()
-    keep = {g for g in (result.generation, old.generation if old else None) if g}
-    if result.status == "unchanged":
-        keep = {result.generation} if result.generation else set()
+    keep = generations_to_keep(result.status, result.generation, old.generation if old else None)
     result.generations_deleted = collect_garbage(
         cold, site, month, keep=keep, now_ms=now_ms, grace_ms=gc_grace_ms
     )
@@ -367,22 +367,8 @@ def check_month(hot: HotStore, cold: ObjectStore, site: str, month: dt.date) -> 
         result.missing_days = sorted(manifest)
         return result
     result.published = True
-    for p in index.parts:
-        size = cold.size(p.key)
-        if size != p.bytes:
-            result.readable = False
-            result.problems.append(f"{p.key}: size {size}, index says {p.bytes}")
-            continue
-        try:
-            _, tail = rollup_year.fetch_footer_tail(lambda a, b, key=p.key: cold.get_range(key, a, b), size)
-            meta = raw_month.part_metadata(tail)
-        except ColdVerificationError as exc:
-            result.readable = False
-            result.problems.append(f"{p.key}: {exc}")
-            continue
-        if meta.get("bv.checksum") != p.checksum or meta.get("bv.rows") != str(p.rows):
-            result.readable = False
-            result.problems.append(f"{p.key}: footer metadata does not match the index")
+    result.problems = check_parts(cold, index.parts)
+    result.readable = not result.problems
     result.stale_days = sorted(d for d, c in index.days.items() if manifest.get(d) != c)
     result.missing_days = sorted(d for d in manifest if d not in index.days)
     return result

@@ -20,13 +20,22 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from bv_pipeline.logic.generations import (
+    GC_GRACE_MS,
+    CompactionConflict,
+    check_parts,
+    generations_to_keep,
+    new_generation,
+    publish_index,
+    stored_bytes,
+)
+from bv_pipeline.logic.generations import collect_garbage as _collect_garbage
 from bv_pipeline.storage import cold_keys, rollup_year, rollups
 from bv_pipeline.storage.parquet_layout import ColdVerificationError
 from bv_pipeline.storage.rollup_year import YearIndex
@@ -35,14 +44,7 @@ if TYPE_CHECKING:
     from bv_pipeline.storage.interfaces import HotStore, ManifestEntry, ObjectStore
 
 log = logging.getLogger(__name__)
-
-# A generation that is no longer published is deleted once it is this old and is not the one just replaced, so
-# a reader holding a recently cached index, or a query in flight, never loses its parts.
-GC_GRACE_MS = 6 * 3_600_000
-
-
-class CompactionConflict(RuntimeError):
-    """The index changed while this run was compacting: another writer published first. Retry."""
+__all__ = ["GC_GRACE_MS", "CompactionConflict", "compact_rollups_year", "new_generation"]
 
 
 @dataclass
@@ -81,10 +83,7 @@ def read_index(cold: ObjectStore, site: str, year: int) -> YearIndex | None:
 
 
 def _index_bytes(cold: ObjectStore, site: str, year: int) -> bytes | None:
-    try:
-        return cold.get(cold_keys.rollup_year_index_key(site, year))
-    except KeyError:
-        return None
+    return stored_bytes(cold, cold_keys.rollup_year_index_key(site, year))
 
 
 def _load_daily(cold: ObjectStore, site: str, entry: ManifestEntry) -> pa.Table | str:
@@ -144,11 +143,6 @@ def _read_kept(cold: ObjectStore, old: YearIndex, keep: list[dt.date]) -> list[p
     ]
 
 
-def new_generation(now_ms: int) -> str:
-    stamp = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return cold_keys.validate_generation(f"{stamp}-{secrets.token_hex(4)}")
-
-
 def collect_garbage(
     cold: ObjectStore,
     site: str,
@@ -159,19 +153,14 @@ def collect_garbage(
     grace_ms: int = GC_GRACE_MS,
 ) -> list[str]:
     """Delete parts of generations not in ``keep`` that are older than ``grace_ms``. Returns the generations."""
-    by_gen: dict[str, list[str]] = {}
-    for key in cold.list(cold_keys.rollup_year_prefix(site, year)):
-        gen = cold_keys.generation_of_part_key(key)
-        if gen is not None and gen not in keep:
-            by_gen.setdefault(gen, []).append(key)
-    deleted = []
-    for gen, keys in sorted(by_gen.items()):
-        age_ms = now_ms - cold_keys.generation_time(gen).timestamp() * 1000
-        if age_ms >= grace_ms:
-            for key in keys:
-                cold.delete(key)
-            deleted.append(gen)
-    return deleted
+    return _collect_garbage(
+        cold,
+        cold_keys.rollup_year_prefix(site, year),
+        cold_keys.generation_of_part_key,
+        keep=keep,
+        now_ms=now_ms,
+        grace_ms=grace_ms,
+    )
 
 
 def compact_rollups_year(
@@ -250,12 +239,14 @@ def compact_rollups_year(
         phases["write_verify"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        if _index_bytes(cold, site, year) != start_bytes:
-            raise CompactionConflict(f"{site} {year}: the yearly rollup index changed during compaction")
-        index_key = cold_keys.rollup_year_index_key(site, year)
-        cold.put(index_key, index.to_json())
-        if YearIndex.from_json(cold.get(index_key)) != index:
-            raise ColdVerificationError(f"{index_key} failed verification after upload")
+        publish_index(
+            cold,
+            cold_keys.rollup_year_index_key(site, year),
+            index.to_json(),
+            expected_previous=start_bytes,
+            read_back=YearIndex.from_json,
+            expected=index,
+        )
         phases["publish"] = time.perf_counter() - t
         result.status, result.generation = "published", generation
         result.days_added, result.days_refreshed = sorted(plan.added), sorted(plan.refreshed)
@@ -269,9 +260,7 @@ def compact_rollups_year(
     result.days_kept = len(plan.keep)
     result.days_skipped = {d.isoformat(): why for d, why in plan.skipped.items()}
     t = time.perf_counter()
-    keep = {g for g in (result.generation, old.generation if old else None) if g}
-    if result.status == "unchanged":
-        keep = {result.generation} if result.generation else set()
+    keep = generations_to_keep(result.status, result.generation, old.generation if old else None)
     result.generations_deleted = collect_garbage(
         cold, site, year, keep=keep, now_ms=now_ms, grace_ms=gc_grace_ms
     )
@@ -318,22 +307,8 @@ def check_year(hot: HotStore, cold: ObjectStore, site: str, year: int) -> YearCh
         result.missing_days = sorted(manifest)
         return result
     result.published = True
-    for p in index.parts:
-        size = cold.size(p.key)
-        if size != p.bytes:
-            result.readable = False
-            result.problems.append(f"{p.key}: size {size}, index says {p.bytes}")
-            continue
-        try:
-            tail = rollup_year.fetch_footer_tail(lambda a, b, key=p.key: cold.get_range(key, a, b), size)
-            meta = rollup_year.part_metadata(tail[1])
-        except ColdVerificationError as exc:
-            result.readable = False
-            result.problems.append(f"{p.key}: {exc}")
-            continue
-        if meta.get("bv.checksum") != p.checksum or meta.get("bv.rows") != str(p.rows):
-            result.readable = False
-            result.problems.append(f"{p.key}: footer metadata does not match the index")
+    result.problems = check_parts(cold, index.parts)
+    result.readable = not result.problems
     result.stale_days = sorted(d for d, c in index.days.items() if manifest.get(d) != c)
     result.missing_days = sorted(d for d in manifest if d not in index.days)
     return result

@@ -25,7 +25,6 @@ Layout (keys in ``cold_keys``), the same scheme as the yearly rollups (``storage
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import datetime as dt
 import hashlib
@@ -44,8 +43,16 @@ import pyarrow.parquet as pq
 
 from bv_pipeline.config import validate_site_name
 from bv_pipeline.storage import cold_keys, parquet_layout
-from bv_pipeline.storage.parquet_layout import ZSTD_LEVEL, ColdVerificationError, read_footer
-from bv_pipeline.storage.rollup_year import PartFooter, PartInfo, RangeFile, group_bounds
+from bv_pipeline.storage.compacted_parts import (
+    PartFooter,
+    PartInfo,
+    RangeFile,
+    group_bounds,
+    part_metadata,
+    parts_for,
+)
+from bv_pipeline.storage.compacted_parts import combined_checksum as _combined_checksum
+from bv_pipeline.storage.parquet_layout import ZSTD_LEVEL, ColdVerificationError
 from bv_pipeline.storage.samples import MS_PER_DAY, SAMPLE_SCHEMA
 
 KIND_SAMPLES_MONTH = "samples_month"
@@ -151,21 +158,12 @@ class MonthIndex:
 
     def parts_for(self, points: Sequence[str]) -> list[PartInfo]:
         """Parts whose point range can hold one of the sorted ``points``."""
-        out = []
-        for p in self.parts:
-            i = bisect.bisect_left(points, p.first_point)
-            if i < len(points) and points[i] <= p.last_point:
-                out.append(p)
-        return out
+        return parts_for(self.parts, points)
 
 
 def combined_checksum(parts: Iterable[PartInfo]) -> str:
     """Checksum of a generation's content: over its part checksums in order (each covers its rows)."""
-    h = hashlib.blake2b(digest_size=20)
-    h.update(b"bv-samples-month-v1\0")
-    for p in parts:
-        h.update(p.checksum.encode() + b"\0")
-    return "blake2b:" + h.hexdigest()
+    return _combined_checksum(parts, b"bv-samples-month-v1\0")
 
 
 # ---------------------------------------------------------------------------------------------- checksum
@@ -422,12 +420,6 @@ def encode_month_parts(
 
 
 # ---------------------------------------------------------------------------------------------- decode / verify
-
-
-def part_metadata(data_or_tail: bytes) -> dict[str, str]:
-    """The ``bv.*`` key-value metadata of a part (whole object or a tail holding its footer)."""
-    kv = read_footer(data_or_tail).metadata or {}
-    return {k.decode(): v.decode() for k, v in kv.items() if k.startswith(b"bv.")}
 
 
 def _read_part(data: bytes) -> pa.Table:

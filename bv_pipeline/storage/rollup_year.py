@@ -30,14 +30,11 @@ Measured choices (4,583 points x 365 days, 40 M rows; figures in the README):
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import datetime as dt
-import hashlib
 import io
 import json
-import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,12 +46,19 @@ import pyarrow.parquet as pq
 
 from bv_pipeline.config import validate_site_name
 from bv_pipeline.storage import cold_keys
+from bv_pipeline.storage.compacted_parts import (
+    PartFooter,
+    PartInfo,
+    RangeFile,
+    fetch_footer_tail,
+    group_bounds,
+    part_metadata,
+    parts_for,
+)
+from bv_pipeline.storage.compacted_parts import combined_checksum as _combined_checksum
 from bv_pipeline.storage.parquet_layout import (
     ZSTD_LEVEL,
     ColdVerificationError,
-    coalesce_ranges,
-    read_footer,
-    row_group_span,
 )
 from bv_pipeline.storage.rollups import MS_PER_HOUR, ROLLUP_SCHEMA, rollup_checksum
 
@@ -65,8 +69,6 @@ PART_TARGET_BYTES = 8 * 1024 * 1024
 ROLLUP_COLUMNS = ROLLUP_SCHEMA.names
 # What a 1h/1d aggregate needs: ``samples`` and ``avg`` are never fetched by the read API.
 QUERY_COLUMNS = ["point", "hour_ms", "count", "sum", "min", "max"]
-# One tail GET usually holds a part's footer (~620 B per row group plus the ~20 KB day list).
-_TAIL_GUESS = 128 * 1024
 
 # Parts are written with plain string names: from an Arrow dictionary the Parquet writer would store the whole
 # site's dictionary (4,583 names) in every row group.
@@ -83,16 +85,6 @@ PART_SCHEMA = pa.schema(
 
 
 # ---------------------------------------------------------------------------------------------- index
-
-
-@dataclass(frozen=True)
-class PartInfo:
-    key: str
-    rows: int
-    bytes: int
-    checksum: str  # rollup_checksum of the part's rows
-    first_point: str
-    last_point: str
 
 
 @dataclass(frozen=True)
@@ -150,21 +142,15 @@ class YearIndex:
 
     def parts_for(self, points: Sequence[str]) -> list[PartInfo]:
         """Parts whose point range can hold one of the sorted ``points``."""
-        out = []
-        for p in self.parts:
-            i = bisect.bisect_left(points, p.first_point)
-            if i < len(points) and points[i] <= p.last_point:
-                out.append(p)
-        return out
+        return parts_for(self.parts, points)
 
 
 def combined_checksum(parts: Iterable[PartInfo]) -> str:
     """Checksum of a generation's content: over its part checksums in order (each covers its rows)."""
-    h = hashlib.blake2b(digest_size=20)
-    h.update(b"bv-rollup-1h-year-v1\0")
-    for p in parts:
-        h.update(p.checksum.encode() + b"\0")
-    return "blake2b:" + h.hexdigest()
+    return _combined_checksum(parts, b"bv-rollup-1h-year-v1\0")
+
+
+__all__ = ["PartFooter", "PartInfo", "RangeFile", "fetch_footer_tail", "group_bounds", "part_metadata"]
 
 
 # ---------------------------------------------------------------------------------------------- sorting
@@ -232,22 +218,6 @@ def drop_days(table: pa.Table, days: Iterable[dt.date]) -> pa.Table:
 
 
 # ---------------------------------------------------------------------------------------------- encode
-
-
-def group_bounds(ranks: np.ndarray, min_group_rows: int) -> list[tuple[int, int]]:
-    """Row ranges [start, end) of row groups: whole points, each at least ``min_group_rows`` (but the last)."""
-    if len(ranks) == 0:
-        return []
-    starts = np.concatenate([[0], np.flatnonzero(ranks[1:] != ranks[:-1]) + 1, [len(ranks)]])
-    bounds: list[tuple[int, int]] = []
-    begin = 0
-    for end in starts[1:]:
-        if end - begin >= min_group_rows:
-            bounds.append((begin, int(end)))
-            begin = int(end)
-    if begin < len(ranks):
-        bounds.append((begin, len(ranks)))
-    return bounds
 
 
 def _part_metadata(
@@ -348,28 +318,8 @@ def encode_year_parts(
 # ---------------------------------------------------------------------------------------------- decode / verify
 
 
-def part_metadata(data_or_tail: bytes) -> dict[str, str]:
-    """The ``bv.*`` key-value metadata of a part (whole object or a tail holding its footer)."""
-    kv = read_footer(data_or_tail).metadata or {}
-    return {k.decode(): v.decode() for k, v in kv.items() if k.startswith(b"bv.")}
-
-
 def part_days(meta: dict[str, str]) -> dict[dt.date, str]:
     return {dt.date.fromisoformat(d): c for d, c in json.loads(meta.get("bv.days", "{}")).items()}
-
-
-def fetch_footer_tail(fetch_range: Callable[[int, int], bytes], size: int) -> tuple[int, bytes]:
-    """(start, bytes) of a tail of an object of ``size`` bytes that holds its whole Parquet footer: one GET of
-    ``_TAIL_GUESS`` bytes, a second only when the footer is larger."""
-    start = max(0, size - _TAIL_GUESS)
-    tail = fetch_range(start, size)
-    if len(tail) < 8:
-        raise ColdVerificationError(f"object of {size} bytes is too short for a Parquet footer")
-    footer_len = struct.unpack("<I", tail[-8:-4])[0]
-    if footer_len + 8 > len(tail) and start > 0:
-        start = max(0, size - footer_len - 8)
-        tail = fetch_range(start, size)
-    return start, tail
 
 
 def decode_part(data: bytes) -> pa.Table:
@@ -404,101 +354,6 @@ def verify_part(data: bytes, expected: PartInfo, days: dict[dt.date, str]) -> pa
 
 
 # ---------------------------------------------------------------------------------------------- selective read
-
-
-@dataclass(frozen=True)
-class PartFooter:
-    """A part's parsed footer plus per-row-group point ranges and byte spans as plain Python values."""
-
-    meta: pq.FileMetaData
-    first: list[str]
-    last: list[str]
-    spans: list[tuple[int, int]]
-    nbytes: int  # for a byte-bounded cache
-
-    @classmethod
-    def parse(cls, meta: pq.FileMetaData) -> PartFooter:
-        col = meta.schema.to_arrow_schema().get_field_index("point")
-        first, last, spans = [], [], []
-        for g in range(meta.num_row_groups):
-            rg = meta.row_group(g)
-            stats = rg.column(col).statistics
-            if rg.num_rows == 0 or stats is None or not stats.has_min_max:
-                raise ColdVerificationError("yearly rollup part lacks point statistics")
-            first.append(stats.min)
-            last.append(stats.max)
-            spans.append(row_group_span(rg))
-        return cls(meta, first, last, spans, meta.serialized_size * 4)
-
-    def select(self, points: Sequence[str]) -> list[int]:
-        """Row groups holding one of the sorted ``points``. Groups are sorted and disjoint by point."""
-        out: list[int] = []
-        for p in points:
-            g = bisect.bisect_right(self.first, p) - 1
-            if g >= 0 and p <= self.last[g] and (not out or out[-1] != g):
-                out.append(g)
-        return out
-
-    def ranges(self, groups: Sequence[int], columns: Sequence[str], max_gap: int) -> list[tuple[int, int]]:
-        """Byte ranges of just ``columns`` of ``groups``, coalesced across gaps up to ``max_gap``."""
-        names = self.meta.schema.to_arrow_schema().names
-        wanted = [names.index(c) for c in columns]
-        spans = []
-        for g in groups:
-            rg = self.meta.row_group(g)
-            for i in wanted:
-                c = rg.column(i)
-                first = c.data_page_offset
-                if c.has_dictionary_page and c.dictionary_page_offset is not None:
-                    first = min(first, c.dictionary_page_offset)
-                spans.append((first, first + c.total_compressed_size))
-        return coalesce_ranges(spans, max_gap)
-
-
-class RangeFile(io.RawIOBase):
-    """Read-only file of known size served from prefetched ranges; a read outside them is fetched."""
-
-    def __init__(self, size: int, fetch: Callable[[int, int], bytes]) -> None:
-        self._size, self._fetch, self._pos = size, fetch, 0
-        self._starts: list[int] = []
-        self._data: list[bytes] = []
-
-    def add(self, start: int, data: bytes) -> None:
-        i = bisect.bisect_left(self._starts, start)
-        self._starts.insert(i, start)
-        self._data.insert(i, data)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._pos = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence] + offset
-        return self._pos
-
-    def read(self, size: int = -1) -> bytes:
-        end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
-        if end <= self._pos:
-            return b""
-        start = self._pos
-        i = bisect.bisect_right(self._starts, start) - 1
-        if i >= 0 and self._starts[i] + len(self._data[i]) >= end:
-            out = self._data[i][start - self._starts[i] : end - self._starts[i]]
-        else:
-            out = self._fetch(start, end)
-            self.add(start, out)
-        self._pos = end
-        return out
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
 
 def read_groups(

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from bv_pipeline.logic import raw_compaction as rc
-from bv_pipeline.logic.rollup_compaction import CompactionConflict
+from bv_pipeline.logic.generations import CompactionConflict
 from bv_pipeline.resources.cold_store import LocalObjectStore
 from bv_pipeline.resources.hot_store import SqliteHotStore
 from bv_pipeline.storage import cold_keys, parquet_layout, raw_month
