@@ -134,10 +134,16 @@ class YearIndex:
                 created_ms=int(doc["created_ms"]),
                 schema_version=int(doc["schema_version"]),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        # AttributeError: valid JSON of the wrong shape (e.g. a list where an object belongs).
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ColdVerificationError(f"unreadable yearly rollup index: {exc!r}") from exc
         if index.schema_version != YEAR_SCHEMA_VERSION:
             raise ColdVerificationError(f"yearly rollup index schema version {index.schema_version}")
+        # Readers GET what the index names: only this generation's parts, never another object of the bucket.
+        prefix = cold_keys.rollup_year_generation_prefix(index.site, index.year, index.generation)
+        for p in index.parts:
+            if not p.key.startswith(prefix) or cold_keys.generation_of_part_key(p.key) != index.generation:
+                raise ColdVerificationError(f"yearly rollup index names a foreign part key {p.key!r}")
         return index
 
     def parts_for(self, points: Sequence[str]) -> list[PartInfo]:

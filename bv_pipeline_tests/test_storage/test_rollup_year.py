@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 
 import pyarrow as pa
@@ -124,6 +125,14 @@ def test_index_json_round_trip(year_table: pa.Table) -> None:
     assert index.parts_for([POINTS[0]]) == [p for p in parts if p.first_point <= POINTS[0] <= p.last_point]
     with pytest.raises(ColdVerificationError):
         YearIndex.from_json(b'{"kind": "something else"}')
+    # An index may only name parts of its own generation: a reader GETs whatever key it names.
+    doc = json.loads(index.to_json())
+    doc["parts"][0]["key"] = "timeseries/site=site-b/date=2025-01-01/part-0.parquet"
+    with pytest.raises(ColdVerificationError, match="foreign part key"):
+        YearIndex.from_json(json.dumps(doc).encode())
+    doc["days"] = []
+    with pytest.raises(ColdVerificationError):
+        YearIndex.from_json(json.dumps(doc).encode())
 
 
 def test_selective_read_fetches_only_the_wanted_points(year_table: pa.Table) -> None:
