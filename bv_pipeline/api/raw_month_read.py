@@ -86,8 +86,10 @@ class CompactedSamples:
             months.setdefault(raw_month.month_of(day), []).append(day)
         wanted = sorted(set(points))
         plans: list[tuple[dt.date, MonthIndex, dict[dt.date, tuple[int, int]], list[PartInfo]]] = []
-        for month, days in sorted(months.items()):
-            index = self.index(site, month)
+        ordered = sorted(months.items())
+        # Indexes of all months concurrently: a year is 13 small GETs, one round trip rather than 13.
+        indexes = list(self._pool.map(lambda m: self.index(site, m[0]), ordered))
+        for (month, days), index in zip(ordered, indexes, strict=True):
             if index is None:
                 continue
             covered = [d for d in days if d in checksums and index.days.get(d) == checksums[d]]
