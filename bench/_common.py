@@ -14,8 +14,18 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def peak_rss_mib() -> float:
-    """Peak resident set size of this process in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process in MiB.
+
+    The kernel's VmHWM belongs to the current address space. getrusage's ru_maxrss survives exec, so a spawned
+    child (a multiprocessing "spawn" worker) would report its parent's peak; it is only the fallback.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def median(values: list[float]) -> float:

@@ -189,17 +189,8 @@ def _compact_month(job: tuple[str, str, dt.date, int]) -> dict[str, Any]:
         "parts": r.parts,
         "seconds": round(time.perf_counter() - t, 1),
         "phases": {k: round(v, 1) for k, v in r.phase_seconds.items()},
-        "peak_rss_mib": _own_peak_rss_mib(),
+        "peak_rss_mib": round(peak_rss_mib(), 0),
     }
-
-
-def _own_peak_rss_mib() -> float:
-    """This process's own peak RSS: getrusage's ru_maxrss survives exec, so a spawned child would report its
-    parent's peak; the kernel's VmHWM belongs to the current address space."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 0)
-    return round(peak_rss_mib(), 0)
 
 
 def _timed(fn: Callable[[], Any], reps: int) -> tuple[list[float], Any]:

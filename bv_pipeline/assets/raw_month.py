@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from bv_pipeline.assets.cold import COLD_RETRY, COLD_TIMESERIES
-from bv_pipeline.assets.rollup_year import ROLLUP_COMPACTION_POOL
+from bv_pipeline.assets.rollup_year import ROLLUP_COMPACTION_POOL, format_days
 from bv_pipeline.config import validate_site_name
 from bv_pipeline.logic.raw_compaction import check_month, compact_samples_month, months_to_compact
 from bv_pipeline.partitions import sites_partitions
@@ -38,10 +38,6 @@ def _parse_month(text: str) -> dt.date:
         raise dg.Failure(
             f"months: {text!r} is not a month in the form YYYY-MM", allow_retries=False
         ) from None
-
-
-def _days(days: list[dt.date]) -> str:
-    return ", ".join(d.isoformat() for d in days) or "none"
 
 
 def build_raw_month_assets() -> list[dg.AssetsDefinition]:
@@ -90,7 +86,7 @@ def build_raw_month_assets() -> list[dg.AssetsDefinition]:
 
         checks = [check_month(hot, cold, site, m) for m in months]
         broken = [c for c in checks if not c.readable or c.stale_days]
-        missing = {f"{c.month:%Y-%m}": _days(c.missing_days) for c in checks if c.missing_days}
+        missing = {f"{c.month:%Y-%m}": format_days(c.missing_days) for c in checks if c.missing_days}
         check = dg.AssetCheckResult(
             check_name=CHECK_NAME,
             passed=not broken and not missing,
@@ -102,7 +98,7 @@ def build_raw_month_assets() -> list[dg.AssetsDefinition]:
                     {f"{c.month:%Y-%m}": c.problems for c in checks if c.problems}
                 ),
                 "stale_days": dg.MetadataValue.json(
-                    {f"{c.month:%Y-%m}": _days(c.stale_days) for c in checks if c.stale_days}
+                    {f"{c.month:%Y-%m}": format_days(c.stale_days) for c in checks if c.stale_days}
                 ),
                 "days_missing": dg.MetadataValue.json(missing),
             },

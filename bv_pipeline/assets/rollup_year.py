@@ -28,7 +28,8 @@ class CompactionConfig(dg.Config):
     years: list[int] = Field(default_factory=list)
 
 
-def _days(days: list[dt.date]) -> str:
+def format_days(days: list[dt.date]) -> str:
+    """Days for materialisation metadata: ISO dates joined by commas, or "none"."""
     return ", ".join(d.isoformat() for d in days) or "none"
 
 
@@ -75,7 +76,7 @@ def build_rollup_year_assets() -> list[dg.AssetsDefinition]:
 
         checks = [check_year(hot, cold, site, year) for year in years]
         broken = [c for c in checks if not c.readable or c.stale_days]
-        missing = {str(c.year): _days(c.missing_days) for c in checks if c.missing_days}
+        missing = {str(c.year): format_days(c.missing_days) for c in checks if c.missing_days}
         check = dg.AssetCheckResult(
             check_name=CHECK_NAME,
             passed=not broken and not missing,
@@ -85,7 +86,7 @@ def build_rollup_year_assets() -> list[dg.AssetsDefinition]:
                 "years": ", ".join(str(y) for y in years) or "none",
                 "problems": dg.MetadataValue.json({str(c.year): c.problems for c in checks if c.problems}),
                 "stale_days": dg.MetadataValue.json(
-                    {str(c.year): _days(c.stale_days) for c in checks if c.stale_days}
+                    {str(c.year): format_days(c.stale_days) for c in checks if c.stale_days}
                 ),
                 "days_missing": dg.MetadataValue.json(missing),
             },
@@ -108,9 +109,9 @@ def build_rollup_year_assets() -> list[dg.AssetsDefinition]:
                         str(r.year): {
                             "status": r.status,
                             "generation": r.generation,
-                            "added": _days(r.days_added),
-                            "refreshed": _days(r.days_refreshed),
-                            "dropped": _days(r.days_dropped),
+                            "added": format_days(r.days_added),
+                            "refreshed": format_days(r.days_refreshed),
+                            "dropped": format_days(r.days_dropped),
                             "skipped": r.days_skipped,
                             "rows": r.rows,
                             "bytes": r.bytes,

@@ -99,7 +99,7 @@ def _hash_validity(h: Any, arr: pa.Array) -> None:
         h.update(b"A")  # all valid
 
 
-def _hash_strings(h: Any, arr: pa.Array) -> None:
+def hash_strings(h: Any, arr: pa.Array) -> None:
     """Hash a string column through its dictionary form (distinct values in first-seen order + indices).
 
     Equal sequences give equal bytes whatever the input chunking, offsets or dictionary-ness, and hashing the
@@ -121,7 +121,7 @@ def _hash_strings(h: Any, arr: pa.Array) -> None:
     h.update(enc.indices.cast(pa.int32()).to_numpy(zero_copy_only=False).astype("<i4", copy=False).tobytes())
 
 
-def _hash_numbers(h: Any, arr: pa.Array) -> None:
+def hash_numbers(h: Any, arr: pa.Array) -> None:
     _hash_validity(h, arr)
     values = (pc.fill_null(arr, 0) if arr.null_count else arr).to_numpy(zero_copy_only=False)
     if values.dtype.kind == "f":
@@ -143,9 +143,9 @@ def _table_checksum(table: pa.Table, tag: bytes) -> str:
         h.update(field.name.encode() + b"\0")
         t = arr.type.value_type if pa.types.is_dictionary(arr.type) else arr.type
         if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-            _hash_strings(h, arr)
+            hash_strings(h, arr)
         else:
-            _hash_numbers(h, arr)
+            hash_numbers(h, arr)
     return "blake2b:" + h.hexdigest()
 
 

@@ -192,8 +192,8 @@ def part_checksum(
     h.update("\0".join(run_names).encode() + b"\0")
     h.update(np.asarray(run_lengths, dtype="<i8").tobytes())
     h.update(np.ascontiguousarray(ts, dtype="<i8").tobytes())
-    parquet_layout._hash_numbers(h, value)
-    parquet_layout._hash_strings(h, value_text)
+    parquet_layout.hash_numbers(h, value)
+    parquet_layout.hash_strings(h, value_text)
     return "blake2b:" + h.hexdigest()
 
 
@@ -222,6 +222,13 @@ class MergedRows:
     ts: np.ndarray  # int64 per row
     value: pa.Array  # float64
     value_text: pa.Array  # string
+
+    @classmethod
+    def empty(cls) -> MergedRows:
+        none = np.empty(0, np.int64)
+        return cls(
+            pa.array([], pa.string()), none, none, pa.array([], pa.float64()), pa.array([], pa.string())
+        )
 
     @property
     def num_rows(self) -> int:
@@ -262,12 +269,7 @@ def merge_days(month: dt.date, days: Sequence[pa.Table]) -> MergedRows:
     """
     days = [d for d in days if d.num_rows]
     if not days:
-        return MergedRows(
-            pa.array([], pa.string()),
-            *(np.empty(0, np.int64),) * 2,
-            pa.array([], pa.float64()),
-            pa.array([], pa.string()),
-        )
+        return MergedRows.empty()
     start, end = month_bounds_ms(month)
     ts_days = [t["ts_ms"].combine_chunks().to_numpy() for t in days]
     if any(ts.min() < start or ts.max() >= end for ts in ts_days):
