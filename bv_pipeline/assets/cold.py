@@ -127,17 +127,34 @@ def build_cold_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.Assets
         retry_policy=COLD_RETRY,
         description=(
             "Hourly avg/min/max/count/sum per point for one site-day at `rollups/1h/site=<site>/date=<day>/"
-            "part-0.parquet`, computed from the verified cold object, so year-long charts never read raw data."
+            "part-0.parquet`, computed from the verified cold object, so year-long charts never read raw data. "
+            "Archival already builds it with the raw object; this step rebuilds it only when the archive manifest "
+            "names no rollup of the current raw checksum."
         ),
     )
     def cold_rollups(
-        context: dg.AssetExecutionContext, cold_store: ColdStoreResource
+        context: dg.AssetExecutionContext,
+        hot_store: HotStoreResource,
+        cold_store: ColdStoreResource,
+        clock: ClockResource,
     ) -> dg.MaterializeResult:
         site_day = parse_site_day(context.partition_key)
-        r = build_rollup_day(cold_store.get_store(), site_day.site, site_day.day)
-        return dg.MaterializeResult(
-            metadata={"dagster/row_count": r.rows, "object_key": r.key, "bytes": r.bytes, "points": r.points}
+        r = build_rollup_day(
+            cold_store.get_store(),
+            site_day.site,
+            site_day.day,
+            hot=hot_store.get_store(),
+            now_ms=clock.now_ms(),
         )
+        metadata: dict[str, object] = {
+            "dagster/row_count": r.rows,
+            "object_key": r.key,
+            "bytes": r.bytes,
+            "rebuilt": r.rebuilt,
+        }
+        if r.points is not None:
+            metadata["points"] = r.points
+        return dg.MaterializeResult(metadata=metadata)
 
     @dg.asset(
         key=HOT_RETENTION,

@@ -6,6 +6,8 @@ endpoint, bucket and both keys are set, else the local directory.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import tempfile
 import threading
@@ -18,9 +20,10 @@ from botocore.exceptions import ClientError
 from dagster import ConfigurableResource
 
 from bv_pipeline.storage.cold_keys import ColdKeyError, validate_object_key, validate_prefix
-from bv_pipeline.storage.interfaces import ObjectStore
+from bv_pipeline.storage.interfaces import ObjectStore, PreconditionFailed, Versioned
 
 _TMP_PREFIX = ".tmp-"  # in-flight local writes; keys cannot start with '.', so these never list as objects
+_LOCK_PREFIX = ".lock-"  # per-key lock files of conditional local writes (hidden like temp files)
 CHECKSUM_ENV = {
     "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
     "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
@@ -32,11 +35,21 @@ def _check_range(start: int, end: int) -> None:
         raise ValueError(f"invalid byte range [{start}, {end})")
 
 
+def content_etag(data: bytes) -> str:
+    """The ETag S3 and R2 give a single-part upload (quoted MD5 hex), which the local store uses too."""
+    return f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
+
+
 class LocalObjectStore:
     """Objects as files under ``root`` with the same keys as R2 (``root/<key>``).
 
     Writes are atomic (temp file in the target directory, fsync, ``os.replace``), so a reader never sees half an
     object, and keys are validated so nothing resolves outside ``root``.
+
+    Conditional writes (``put_if``) compare and replace under an exclusive ``flock`` on a hidden per-key lock file
+    beside the object, so two writers (threads or processes) can never both pass the comparison; the replace is
+    still the atomic rename, so readers take no lock. A local directory is one machine's store: ``flock`` does not
+    order writers on different hosts sharing it over NFS (use R2 for that). ETags are the content MD5, as S3's.
     """
 
     def __init__(self, root: Path | str) -> None:
@@ -71,6 +84,29 @@ class LocalObjectStore:
             return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError):
             raise KeyError(key) from None
+
+    def get_versioned(self, key: str, if_none_match: str | None = None) -> Versioned | None:
+        data = self.get(key)
+        etag = content_etag(data)
+        return None if etag == if_none_match else Versioned(data, etag)
+
+    def put_if(self, key: str, data: bytes, *, if_match: str | None) -> str:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(path.parent / f"{_LOCK_PREFIX}{path.name}", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            try:
+                current: str | None = content_etag(path.read_bytes())
+            except FileNotFoundError:
+                current = None
+            if current != if_match:
+                want = "absent" if if_match is None else if_match
+                raise PreconditionFailed(f"{key}: expected {want}, found {current or 'absent'}")
+            self.put(key, data)
+        finally:
+            os.close(lock_fd)  # closing releases the flock
+        return content_etag(data)
 
     def get_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes [start, end), clamped to the object's end like an HTTP Range read."""
@@ -169,6 +205,34 @@ class S3ObjectStore:
 
     def put(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=validate_object_key(key), Body=data)
+
+    def get_versioned(self, key: str, if_none_match: str | None = None) -> Versioned | None:
+        extra = {"IfNoneMatch": if_none_match} if if_none_match else {}
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=validate_object_key(key), **extra)
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise KeyError(key) from None
+            if code in ("304", "NotModified"):
+                return None
+            raise
+        return Versioned(resp["Body"].read(), str(resp["ETag"]))
+
+    def put_if(self, key: str, data: bytes, *, if_match: str | None) -> str:
+        cond = {"IfNoneMatch": "*"} if if_match is None else {"IfMatch": if_match}
+        try:
+            resp = self.client.put_object(Bucket=self.bucket, Key=validate_object_key(key), Body=data, **cond)
+        except ClientError as exc:
+            # 412: the condition failed. 409 ConditionalRequestConflict: S3 saw a concurrent conditional write to
+            # the key; either way another writer won and the caller must re-read.
+            # If-Match on an absent key is a 404: also a lost race (someone deleted it).
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            lost = ("PreconditionFailed", "ConditionalRequestConflict", *(("NoSuchKey",) if if_match else ()))
+            if _error_code(exc) in lost or status in (409, 412) or (if_match and status == 404):
+                raise PreconditionFailed(f"{key}: conditional write lost ({_error_code(exc)})") from None
+            raise
+        return str(resp["ETag"])
 
     def get(self, key: str) -> bytes:
         try:
