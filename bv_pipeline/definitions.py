@@ -15,6 +15,7 @@ from bv_pipeline.assets.rollup_year import build_rollup_year_assets
 from bv_pipeline.assets.source import build_ace_timeseries
 from bv_pipeline.config import Settings
 from bv_pipeline.jobs import build_jobs
+from bv_pipeline.maintenance import rebuild_cache_job
 from bv_pipeline.partitions import build_site_days
 from bv_pipeline.resources.wiring import build_resources
 from bv_pipeline.schedules import build_nightly_archive_schedule, build_rollup_compaction_schedule
@@ -32,7 +33,7 @@ def build_definitions(settings: Settings, resources: dict[str, object] | None = 
             *build_rollup_year_assets(),
             *build_raw_month_assets(),
         ],
-        jobs=jobs.all(),
+        jobs=[*jobs.all(), rebuild_cache_job],
         sensors=[build_ace_sync_sensor(settings.sites, jobs.hot_sync)],
         schedules=[
             build_nightly_archive_schedule(jobs.nightly_archive),

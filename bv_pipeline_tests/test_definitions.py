@@ -29,6 +29,7 @@ def test_default_definitions_load_and_validate(monkeypatch: pytest.MonkeyPatch, 
         "hot_sync_job",
         "nightly_archive_job",
         "rollup_compaction_job",
+        "rebuild_cache_job",
     }
     assert {s.name for s in loaded.schedules or []} == {
         "nightly_archive_schedule",

@@ -179,24 +179,3 @@ class ManifestStore:
             self.mirror.manifest_put(entry)
         except Exception as exc:  # any backend failure: the cache is best-effort by design
             log.warning("hot manifest cache not updated for %s %s: %s", entry.site, entry.day, exc)
-
-
-@dataclass
-class CacheRebuild:
-    site: str
-    entries: int
-    months: int
-
-
-def rebuild_hot_cache(
-    hot: HotStore, manifest: ManifestStore, sites: list[str] | None = None
-) -> list[CacheRebuild]:
-    """Refill the hot tier's ``archive_manifest`` cache from the manifests in object storage (idempotent)."""
-    out = []
-    for site in sites if sites is not None else manifest.sites():
-        months = manifest.months(site)
-        entries = manifest.list_all(site)
-        for e in entries:
-            hot.manifest_put(e)
-        out.append(CacheRebuild(site=site, entries=len(entries), months=len(months)))
-    return out

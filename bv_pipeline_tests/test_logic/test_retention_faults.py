@@ -18,8 +18,8 @@ from bv_pipeline.logic.archive import apply_retention
 from bv_pipeline.logic.hot_sync import SyncMode, sync_site_day
 from bv_pipeline.resources.ace import AceClient
 from bv_pipeline.resources.cold_store import LocalObjectStore
-from bv_pipeline.resources.manifest_store import ManifestStore
 from bv_pipeline.resources.hot_store import SqliteHotStore
+from bv_pipeline.resources.manifest_store import ManifestStore
 from bv_pipeline.simulator import AceSimulator, SimulatorConfig
 from bv_pipeline.storage import parquet_layout
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA, day_bounds_ms

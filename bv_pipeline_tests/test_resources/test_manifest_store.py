@@ -130,7 +130,9 @@ def _bump_days(args: tuple[str, str, list[int]]) -> int:
 
 
 @pytest.mark.parametrize("kind", ["local", "s3"])
-def test_concurrent_processes_lose_no_update(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_concurrent_processes_lose_no_update(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """Four processes add 28 days to one month document at once: every day survives, each exactly once."""
     if kind == "local":
         where = str(tmp_path / "cold")
