@@ -104,9 +104,14 @@ def archive_site_day(
     now_ms: int | None = None,
     manifest: ManifestStore | None = None,
     replace_existing: bool = False,
+    from_ace: pa.Table | None = None,
 ) -> ArchiveResult:
-    """Archive the day (see the module docstring). ``replace_existing`` (a correction) writes exactly what the
-    source serves now instead of merging it with the existing object."""
+    """Archive the day (see the module docstring).
+
+    ``from_ace``: samples the caller already fetched from ACE for the whole day (the settling pass), used as the
+    source instead of reading hot or ACE again. ``replace_existing`` (a correction): write exactly what the source
+    serves now instead of merging it with the existing object.
+    """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     manifest = manifest or manifest_for(hot, cold)
     start_ms, end_ms = day_bounds_ms(day)
@@ -116,10 +121,16 @@ def archive_site_day(
     t = time.perf_counter()
     entry = manifest.get(site, day)
     # "Any hot row?" as per-point index seeks (max_ts_between): a full COUNT walks all 6.5 M rows of a day.
-    in_hot = not (entry and entry.hot_deleted_ms) and hot.max_ts_between(site, start_ms, end_ms) is not None
+    in_hot = (
+        from_ace is None
+        and not (entry and entry.hot_deleted_ms)
+        and hot.max_ts_between(site, start_ms, end_ms) is not None
+    )
     ace_requests = 0
     duplicates = 0
-    if in_hot:
+    if from_ace is not None:
+        source, samples = "ace", from_ace
+    elif in_hot:
         source = "hot"
         samples = hot.read_samples(site, None, start_ms, end_ms)
     else:

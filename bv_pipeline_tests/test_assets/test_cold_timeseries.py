@@ -54,9 +54,11 @@ def test_archive_from_hot_verifies_and_matches_truth(
         "no_duplicate_samples": True,
         "schema_version_current": True,
         "object_readable": True,
+        "late_samples_within_threshold": True,
     }
     md = _mat_metadata(result, "cold_timeseries")
     assert md["source"] == "hot" and md["object_key"] == cold_keys.samples_key("demo", DAY)
+    assert md["settled_into"] == "hot" and md["late_samples"] == 0  # the settling pass found nothing missing
     assert 0 < md["bytes_per_sample"] < 24
     obj = stack.cold.get(cold_keys.samples_key("demo", DAY))
     assert_same_samples(parquet_layout.decode_day(obj), stack.truth("demo", START, END))
