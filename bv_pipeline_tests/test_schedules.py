@@ -73,3 +73,23 @@ def test_dagster_yaml_limits_compaction_runs_per_site() -> None:
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
     limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
     assert {"key": "bv/rollup-compaction", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+
+
+def test_settle_schedule_settles_each_day_once_after_the_delay(tmp_path: Path) -> None:
+    with dg.instance_for_test() as instance:
+        defs = Stack(tmp_path).defs()  # BV_SETTLE_DELAY_HOURS default: 26
+        schedule = defs.get_schedule_def("settle_schedule")
+        assert schedule.cron_schedule == "20 * * * *" and schedule.job_name == "settle_job"
+        instance.add_dynamic_partitions("sites", ["site-a"])
+        keys = []
+        for hour in range(48):  # two days of hourly ticks
+            tick = dt.datetime(2026, 3, 10, 0, 20, tzinfo=dt.UTC) + dt.timedelta(hours=hour)
+            ctx = dg.build_schedule_context(
+                instance=instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def()
+            )
+            keys += [(tick, r.partition_key) for r in schedule.evaluate_tick(ctx).run_requests or []]
+    # Day D ends at D+1 00:00; 26 h later is D+2 02:00, so the 02:20 ticks of 10 and 11 March settle 8 and 9 March.
+    assert keys == [
+        (dt.datetime(2026, 3, 10, 2, 20, tzinfo=dt.UTC), site_day_key("site-a", dt.date(2026, 3, 8))),
+        (dt.datetime(2026, 3, 11, 2, 20, tzinfo=dt.UTC), site_day_key("site-a", dt.date(2026, 3, 9))),
+    ]
