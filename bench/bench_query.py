@@ -52,6 +52,7 @@ import pyarrow.compute as pc
 
 from bench._common import peak_rss_mib, percentile, write_result
 from bv_pipeline.resources.manifest_store import ManifestStore
+from bv_pipeline.storage import manifest as manifest_format
 from bv_pipeline.storage.interfaces import RollupState
 from bv_pipeline.storage.samples import MS_PER_DAY, day_bounds_ms
 
@@ -359,10 +360,16 @@ def main(argv: list[str] | None = None) -> int:
         for day in cold_days:
             for key in (cold_keys.samples_key(SITE, day), cold_keys.rollup_key(SITE, day)):
                 local.put(key, cold.get(key))
-        for prefix in (cold_keys.rollup_year_site_prefix(SITE), cold_keys.samples_month_site_prefix(SITE)):
+        for prefix in (
+            cold_keys.rollup_year_site_prefix(SITE),
+            cold_keys.samples_month_site_prefix(SITE),
+            manifest_format.site_prefix(SITE),  # the archive manifest: without it nothing is archived
+        ):
             for key in cold.list(prefix):
                 local.put(key, cold.get(key))
         figures["download_to_local_s"] = round(time.perf_counter() - t, 1)
+        if len(ManifestStore(local).list_all(SITE)) != len(cold_days):
+            raise RuntimeError("the local copy's archive manifest does not list every cold day")
 
         # moto's cost per ranged GET (it copies the whole object per request and serialises on its GIL).
         key0 = cold_keys.samples_key(SITE, cold_days[0])
