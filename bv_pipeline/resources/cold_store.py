@@ -90,6 +90,9 @@ class LocalObjectStore:
         etag = content_etag(data)
         return None if etag == if_none_match else Versioned(data, etag)
 
+    def list_etags(self, prefix: str) -> dict[str, str]:
+        return {key: content_etag(self.get(key)) for key in self.list(prefix)}
+
     def put_if(self, key: str, data: bytes, *, if_match: str | None) -> str:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -326,13 +329,16 @@ class S3ObjectStore:
         self.client.delete_object(Bucket=self.bucket, Key=validate_object_key(key))
 
     def list(self, prefix: str) -> list[str]:
+        return sorted(self.list_etags(prefix))
+
+    def list_etags(self, prefix: str) -> dict[str, str]:
         validate_prefix(prefix)
-        keys: list[str] = []
+        out: dict[str, str] = {}
         for page in self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": self.page_size}
         ):
-            keys += [obj["Key"] for obj in page.get("Contents", [])]
-        return sorted(keys)
+            out.update((obj["Key"], str(obj["ETag"])) for obj in page.get("Contents", []))
+        return out
 
 
 def ensure_checksum_when_required() -> None:

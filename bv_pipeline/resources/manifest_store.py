@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+LIST_FROM_MONTHS = 3  # spans of this many months or more revalidate through one listing instead of GETs
 UpdateFn = Callable[[ManifestEntry | None], ManifestEntry | None]
 
 
@@ -109,13 +110,46 @@ class ManifestStore:
         return self.read_month(site, day)[0].days.get(day)
 
     def list(self, site: str, start: dt.date, end: dt.date) -> list[ManifestEntry]:
-        """Verified entries of days in [start, end] (inclusive), by day. Months are fetched concurrently."""
+        """Verified entries of days in [start, end] (inclusive), by day.
+
+        Up to ``LIST_FROM_MONTHS - 1`` months: one conditional GET each. Longer spans: one listing of the site's
+        manifests (it carries every ETag) and GETs only for months whose ETag changed, so a year-long query
+        costs one round trip when nothing changed. Both are strongly consistent on R2 and S3.
+        """
         months = _months(start, end)
-        if len(months) > 1 and self._pool is not None:
+        if len(months) >= LIST_FROM_MONTHS:
+            docs = self._read_months_by_listing(site, months)
+        elif len(months) > 1 and self._pool is not None:
             docs = list(self._pool.map(lambda m: self.read_month(site, m)[0], months))
         else:
             docs = [self.read_month(site, m)[0] for m in months]
         return [e for doc in docs for d, e in sorted(doc.days.items()) if start <= d <= end]
+
+    def _read_months_by_listing(self, site: str, months: list[dt.date]) -> list[ManifestMonth]:
+        etags = self.cold.list_etags(fmt.site_prefix(site))
+        now = time.monotonic()
+        out: dict[dt.date, ManifestMonth] = {}
+        stale: list[dt.date] = []
+        with self._lock:
+            for m in months:
+                etag = etags.get(fmt.manifest_key(site, m))
+                hit = self._cache.get((site, m))
+                if etag is None:
+                    out[m] = ManifestMonth(site, m, {})
+                    self._cache[(site, m)] = _Cached(now, None, out[m])
+                elif hit is not None and hit.etag == etag:
+                    out[m] = hit.month
+                    hit.checked = now
+                else:
+                    stale.append(m)
+        fetch = lambda m: self.read_month(site, m, fresh=True)[0]  # noqa: E731
+        got = (
+            list(self._pool.map(fetch, stale))
+            if self._pool is not None and len(stale) > 1
+            else map(fetch, stale)
+        )
+        out.update(zip(stale, got, strict=True))
+        return [out[m] for m in months]
 
     def months(self, site: str) -> list[dt.date]:
         """Months that have a manifest document, from one listing."""

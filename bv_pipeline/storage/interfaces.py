@@ -148,3 +148,4 @@ class ObjectStore(Protocol):
     def get_versioned(self, key: str, if_none_match: str | None = None) -> Versioned | None: ...
     # ^ raises KeyError when absent; None when the stored ETag equals ``if_none_match`` (HTTP 304)
     def put_if(self, key: str, data: bytes, *, if_match: str | None) -> str: ...  # returns the new ETag
+    def list_etags(self, prefix: str) -> dict[str, str]: ...  # key -> ETag of every object under prefix

@@ -224,3 +224,24 @@ def test_invalid_documents_are_rejected() -> None:
     assert fmt.parse_manifest_key(KEY) == (SITE, MONTH)
     assert fmt.parse_manifest_key("manifest/site=demo/month=2025-13/manifest.json") is None
     assert fmt.manifest_key(SITE, dt.date(2025, 3, 17)) == KEY
+
+
+def test_long_spans_revalidate_through_one_listing(store: ObjectStore) -> None:
+    """Spans of 3+ months revalidate by one listing (ETags) and fetch only changed months."""
+    writer, reader = ManifestStore(store), ManifestStore(store)
+    days = [dt.date(2025, m, 10) for m in (1, 2, 3, 4)]
+    for i, d in enumerate(days, 1):
+        writer.put(entry(d, i))
+    span = (dt.date(2025, 1, 1), dt.date(2025, 5, 31))  # May has no document
+    assert reader.list(SITE, *span) == [entry(d, i) for i, d in enumerate(days, 1)]
+    writer.put(entry(days[2], 9))
+    gets: list[str] = []
+    real = store.get_versioned
+
+    def counting(key: str, if_none_match: str | None = None) -> Any:
+        gets.append(key)
+        return real(key, if_none_match)
+
+    store.get_versioned = counting  # type: ignore[method-assign]
+    assert reader.list(SITE, *span)[2] == entry(days[2], 9)
+    assert gets == [fmt.manifest_key(SITE, days[2])]  # only the changed month was fetched
