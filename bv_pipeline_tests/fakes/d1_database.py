@@ -164,7 +164,8 @@ class Database:
                 conn.exec("COMMIT")
             except BaseException:
                 conn.set_deadline(None)
-                conn.exec("ROLLBACK")
+                if conn.in_transaction:  # SQLITE_FULL and some others already rolled it back
+                    conn.exec("ROLLBACK")
                 raise
             t = self.totals
             t.rows_read += out.rows_read

@@ -189,7 +189,8 @@ class FakeD1:
         try:
             reply = self._route(method, split.path, parse_qs(split.query), headers, body, rec)
         except D1Failure as f:
-            reply = _Reply(f.status, _envelope_error(f.code, f.message), {"cf-d1": f"err={f.code}"})
+            headers = {"cf-d1": f"err={f.code}"} if f.code == 7500 else {}  # D1's own (SQL) errors carry it
+            reply = _Reply(f.status, _envelope_error(f.code, f.message), headers)
         except Exception as exc:  # a bug in the fake: answer it visibly rather than dropping the connection
             reply = _Reply(500, _envelope_error(7500, f"fake D1 internal error: {type(exc).__name__}: {exc}"))
         payload = reply.payload if isinstance(reply.payload, bytes) else json.dumps(reply.payload).encode()

@@ -121,6 +121,7 @@ def _declare(lib: C.CDLL) -> C.CDLL:
         "sqlite3_bind_blob": ([p, i, s, i, p], i),
         "sqlite3_bind_null": ([p, i], i),
         "sqlite3_limit": ([p, i, i], i),
+        "sqlite3_get_autocommit": ([p], i),
         "sqlite3_progress_handler": ([p, i, p, p], None),
         "sqlite3_libversion": ([], s),
     }
@@ -160,6 +161,10 @@ class Connection:
         """Run trusted SQL (transaction control, pragmas) without results or counters."""
         if self._lib.sqlite3_exec(self._db, sql.encode(), None, None, None) != SQLITE_OK:
             raise self._error()
+
+    @property
+    def in_transaction(self) -> bool:
+        return not self._lib.sqlite3_get_autocommit(self._db)
 
     def scalar(self, sql: str) -> Any:
         (res,) = self.execute(sql)
