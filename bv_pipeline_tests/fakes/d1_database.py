@@ -85,6 +85,8 @@ def js_number(v: float) -> float | int | None:
 
 def js_value(v: Any) -> Any:
     t = type(v)
+    if t is str:
+        return v
     if t is int:
         return v if -_MAX_SAFE_INTEGER <= v <= _MAX_SAFE_INTEGER else js_number(float(v))
     if t is float:
@@ -182,12 +184,13 @@ class Database:
             raise D1Failure(400, 7400, "The request is malformed: sql must be a string, params a list")
         if len(sql.encode()) > self.limits.max_statement_bytes:
             raise D1Failure(400, 7500, "statement too long: SQLITE_TOOBIG")
-        if not sql.strip():
-            raise D1Failure(400, 7500, "No SQL statements detected.")
         try:
+            ran = len(out.results)
             with contextlib.closing(self.conn.statements(sql)) as prepared:
                 for i, stmt in enumerate(prepared):
                     self._run_prepared(stmt, i, params, raw, out)
+            if len(out.results) == ran:  # only comments
+                raise D1Failure(400, 7500, "No SQL statements detected.")
         except d1sql.SqliteError as exc:
             if exc.code == d1sql.SQLITE_FULL:
                 raise D1Failure(400, 7500, "Exceeded maximum DB size") from exc

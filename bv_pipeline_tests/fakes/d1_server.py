@@ -160,7 +160,12 @@ class FakeD1:
 
     def reset_totals(self, database_id: str | None = None) -> None:
         """Zero the counters of one database, or of every database when ``database_id`` is None."""
-        for db in [self.database(database_id)] if database_id else list(self._databases.values()):
+        if database_id:
+            dbs = [self.database(database_id)]
+        else:
+            with self._lock:
+                dbs = list(self._databases.values())
+        for db in dbs:
             with db.lock:
                 db.totals = D1Totals(size_bytes=db.totals.size_bytes)
 

@@ -242,11 +242,11 @@ class Connection:
         columns = [lib.sqlite3_column_name(stmt, i).decode() for i in range(ncol)]
         before = lib.sqlite3_total_changes64(db)
         rows: list[tuple[Any, ...]] = []
-        step, ctype, cols = lib.sqlite3_step, lib.sqlite3_column_type, range(ncol)
+        step, read_row = lib.sqlite3_step, self._row_reader(stmt, ncol)
         while True:
             rc = step(stmt)
             if rc == SQLITE_ROW:
-                rows.append(tuple(self._value(stmt, i, ctype(stmt, i)) for i in cols))
+                rows.append(read_row())
             elif rc == SQLITE_DONE:
                 break
             else:
@@ -261,20 +261,33 @@ class Connection:
             readonly=bool(lib.sqlite3_stmt_readonly(stmt)),
         )
 
-    def _value(self, stmt: C.c_void_p, i: int, t: int) -> Any:
-        lib = self._lib
-        if t == _INTEGER:
-            return lib.sqlite3_column_int64(stmt, i)
-        if t == _FLOAT:
-            return lib.sqlite3_column_double(stmt, i)
-        if t == _TEXT:
-            ptr = lib.sqlite3_column_text(stmt, i)
-            return C.string_at(ptr, lib.sqlite3_column_bytes(stmt, i)).decode("utf-8", "replace")
-        if t == _BLOB:
-            ptr = lib.sqlite3_column_blob(stmt, i)
-            n = lib.sqlite3_column_bytes(stmt, i)
-            return C.string_at(ptr, n) if n else b""
-        return None
+    def _row_reader(self, stmt: C.c_void_p, ncol: int) -> Any:
+        """A function reading the current row as Python values (hot path: everything bound locally)."""
+        lib, cols, string_at = self._lib, range(ncol), C.string_at
+        ctype, as_int, as_float = lib.sqlite3_column_type, lib.sqlite3_column_int64, lib.sqlite3_column_double
+        as_text, as_blob, nbytes = lib.sqlite3_column_text, lib.sqlite3_column_blob, lib.sqlite3_column_bytes
+
+        def read_row() -> tuple[Any, ...]:
+            row: list[Any] = []
+            append = row.append
+            for i in cols:
+                t = ctype(stmt, i)
+                if t == _INTEGER:
+                    append(as_int(stmt, i))
+                elif t == _FLOAT:
+                    append(as_float(stmt, i))
+                elif t == _TEXT:
+                    ptr = as_text(stmt, i)
+                    append(string_at(ptr, nbytes(stmt, i)).decode("utf-8", "replace"))
+                elif t == _BLOB:
+                    ptr = as_blob(stmt, i)
+                    n = nbytes(stmt, i)
+                    append(string_at(ptr, n) if n else b"")
+                else:
+                    append(None)
+            return tuple(row)
+
+        return read_row
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[StatementResult]:
         """Run every statement of ``sql`` (``params`` bind the single statement); one result per statement."""
