@@ -6,7 +6,9 @@ Routes (Cloudflare's v4 envelope, prefix ``/client/v4``):
   ``{"batch": [...]}``; the statements run in one transaction, rolled back entirely on any error.
 - ``GET /accounts/{acct}/d1/database?name=&page=&per_page=`` (paginated like Cloudflare, ``result_info``),
   ``POST /accounts/{acct}/d1/database`` ``{"name"}`` (a new database with a uuid; a taken name is HTTP 400, code
-  7502), ``GET`` and ``DELETE /accounts/{acct}/d1/database/{id}``. Each database is its own SQLite file.
+  7502), ``GET`` and ``DELETE /accounts/{acct}/d1/database/{id}``. Each database is its own SQLite file. The
+  list's ``name`` filter matches substrings (Cloudflare documents it only as "a database name to search for"),
+  so a client looking one database up must compare names exactly.
 
 Faithful where our code depends on it (see ``d1_database`` for execution and metering):
 
@@ -29,8 +31,9 @@ Counters for tests and benchmarks:
 - ``fake.requests``: one ``RequestRecord`` per HTTP request (status, statements, body bytes, largest params and
   SQL per statement, rows read/written, result bytes); ``reset_log()`` clears it.
 - ``fake.totals(database_id=None) -> D1Totals``: per database cumulative rows read/written, requests,
-  statements, largest statement result and current size; ``reset_totals(database_id=None)`` zeroes them
-  (all databases when None).
+  statements, largest statement result and current size; ``account_totals()`` sums every database;
+  ``reset_totals(database_id=None)`` zeroes them (all databases when None).
+- ``fake.create_database(name) -> uuid`` creates a database directly; ``fake.database_ids`` lists them.
 - ``fake.sql(sql, params, database_id=None)``: direct, unmetered access to a database for assertions.
 """
 
@@ -157,6 +160,22 @@ class FakeD1:
         db = self.database(database_id)
         with db.lock:
             return dataclasses.replace(db.totals)
+
+    def account_totals(self) -> D1Totals:
+        """Every database's counters summed (largest result: the maximum), as an account's bill sees them."""
+        with self._lock:
+            dbs = list(self._databases.values())
+        out = D1Totals()
+        for db in dbs:
+            with db.lock:
+                t = dataclasses.replace(db.totals)
+            out.rows_read += t.rows_read
+            out.rows_written += t.rows_written
+            out.requests += t.requests
+            out.statements += t.statements
+            out.size_bytes += t.size_bytes
+            out.max_result_bytes = max(out.max_result_bytes, t.max_result_bytes)
+        return out
 
     def reset_totals(self, database_id: str | None = None) -> None:
         """Zero the counters of one database, or of every database when ``database_id`` is None."""

@@ -72,6 +72,9 @@ def test_databases_are_separate_files_with_separate_totals(
     assert (fake.totals().requests, fake.totals(other).requests) == (1, 1)
     # CREATE TABLE writes two schema entries; then one row per insert.
     assert (fake.totals().rows_written, fake.totals(other).rows_written) == (2 + 3, 2 + 5)
+    both = fake.account_totals()
+    assert (both.rows_written, both.requests) == (12, 2)
+    assert both.size_bytes == fake.totals().size_bytes + fake.totals(other).size_bytes
     fake.reset_totals(other)
     assert fake.totals(other).rows_written == 0 and fake.totals().rows_written == 5
     assert {fake.database_id, other} == set(fake.database_ids)
