@@ -49,12 +49,12 @@ import threading
 import uuid as uuidlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from bv_pipeline_tests.fakes.d1_database import D1Failure, D1Limits, D1Totals, Database
+from bv_pipeline_tests.fakes.d1_http import Reply, envelope_error, envelope_ok, start_server
 
 __all__ = ["D1Failure", "D1Limits", "D1Totals", "FakeD1", "RequestRecord", "run_fake_d1"]
 
@@ -89,21 +89,6 @@ class _Injection:
     remaining: int
     when: str  # "before": fail without touching the DB; "after": apply the batch, then fail
     retry_after_ms: int
-
-
-def _envelope_error(code: int, message: str) -> dict[str, Any]:
-    return {"result": [], "success": False, "errors": [{"code": code, "message": message}], "messages": []}
-
-
-def _ok(result: Any, **extra: Any) -> dict[str, Any]:
-    return {"result": result, "success": True, "errors": [], "messages": [], **extra}
-
-
-@dataclass
-class _Reply:
-    status: int
-    payload: dict[str, Any] | bytes
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -214,9 +199,9 @@ class FakeD1:
             reply = self._route(method, split.path, parse_qs(split.query), headers, body, rec)
         except D1Failure as f:
             headers = {"cf-d1": f"err={f.code}"} if f.code == 7500 else {}  # D1's own (SQL) errors carry it
-            reply = _Reply(f.status, _envelope_error(f.code, f.message), headers)
+            reply = Reply(f.status, envelope_error(f.code, f.message), headers)
         except Exception as exc:  # a bug in the fake: answer it visibly rather than dropping the connection
-            reply = _Reply(500, _envelope_error(7500, f"fake D1 internal error: {type(exc).__name__}: {exc}"))
+            reply = Reply(500, envelope_error(7500, f"fake D1 internal error: {type(exc).__name__}: {exc}"))
         payload = reply.payload if isinstance(reply.payload, bytes) else json.dumps(reply.payload).encode()
         rec.status = reply.status
         with self._lock:
@@ -231,14 +216,14 @@ class FakeD1:
         headers: dict[str, str],
         body: bytes,
         rec: RequestRecord,
-    ) -> _Reply:
+    ) -> Reply:
         m = _ROUTE.match(path)
         if not m:
-            return _Reply(404, _envelope_error(7003, "Could not route to " + path))
+            return Reply(404, envelope_error(7003, "Could not route to " + path))
         if headers.get("authorization") != f"Bearer {self.token}":
-            return _Reply(403, _envelope_error(10000, "Authentication error"))
+            return Reply(403, envelope_error(10000, "Authentication error"))
         if m["acct"] != self.account_id:
-            return _Reply(403, _envelope_error(10000, "Authentication error"))
+            return Reply(403, envelope_error(10000, "Authentication error"))
         db_id, kind = m["db"], m["kind"]
         if db_id is None:
             if method == "GET":
@@ -247,13 +232,13 @@ class FakeD1:
                 return self._create(body)
         elif kind is None:
             if method == "GET":
-                return _Reply(200, _ok(self._lookup(db_id).info()))
+                return Reply(200, envelope_ok(self._lookup(db_id).info()))
             if method == "DELETE":
                 return self._delete(db_id)
         elif kind in ("query", "raw") and method == "POST":
             rec.database_id = db_id
             return self._query(self._lookup(db_id), kind == "raw", body, rec)
-        return _Reply(404, _envelope_error(7003, f"Could not route to {method} {path}"))
+        return Reply(404, envelope_error(7003, f"Could not route to {method} {path}"))
 
     def _lookup(self, db_id: str) -> Database:
         with self._lock:
@@ -262,7 +247,7 @@ class FakeD1:
             raise D1Failure(404, 7404, "The database could not be found")
         return db
 
-    def _list(self, query: dict[str, list[str]]) -> _Reply:
+    def _list(self, query: dict[str, list[str]]) -> Reply:
         try:
             page = int(query.get("page", ["1"])[0])
             per_page = int(query.get("per_page", ["1000"])[0])
@@ -275,9 +260,9 @@ class FakeD1:
             matching = [db for db in self._databases.values() if name in db.name]
         chunk = matching[(page - 1) * per_page : page * per_page]
         info = {"page": page, "per_page": per_page, "count": len(chunk), "total_count": len(matching)}
-        return _Reply(200, _ok([db.info(full=False) for db in chunk], result_info=info))
+        return Reply(200, envelope_ok([db.info(full=False) for db in chunk], result_info=info))
 
-    def _create(self, body: bytes) -> _Reply:
+    def _create(self, body: bytes) -> Reply:
         try:
             doc = json.loads(body)
         except ValueError:
@@ -285,9 +270,9 @@ class FakeD1:
         name = doc.get("name") if isinstance(doc, dict) else None
         if not isinstance(name, str) or not name.strip():
             raise D1Failure(400, 7400, "The request is malformed: a database name is required")
-        return _Reply(200, _ok(self._lookup(self.create_database(name)).info()))
+        return Reply(200, envelope_ok(self._lookup(self.create_database(name)).info()))
 
-    def _delete(self, db_id: str) -> _Reply:
+    def _delete(self, db_id: str) -> Reply:
         with self._lock:
             db = self._databases.pop(db_id, None)
         if db is None:
@@ -295,9 +280,9 @@ class FakeD1:
         db.close()
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db.path}{suffix}").unlink(missing_ok=True)
-        return _Reply(200, _ok(None))
+        return Reply(200, envelope_ok(None))
 
-    def _query(self, db: Database, raw: bool, body: bytes, rec: RequestRecord) -> _Reply:
+    def _query(self, db: Database, raw: bool, body: bytes, rec: RequestRecord) -> Reply:
         with db.lock:
             db.totals.requests += 1
         try:
@@ -315,7 +300,7 @@ class FakeD1:
         rec.max_params = max(len(s.get("params") or []) for s in statements)
         rec.max_sql_bytes = max(len(str(s.get("sql", "")).encode()) for s in statements)
         if self.max_body_bytes is not None and len(body) > self.max_body_bytes:
-            return _Reply(413, _envelope_error(7400, "Request body too large"))
+            return Reply(413, envelope_error(7400, "Request body too large"))
         inj = self._take_injection()
         if inj is not None and inj.when == "before":
             rec.injected = True
@@ -327,7 +312,7 @@ class FakeD1:
             rec.injected = True
             return self._injected(inj)
         body_out = '{"result":[' + ",".join(outcome.results) + '],"success":true,"errors":[],"messages":[]}'
-        return _Reply(200, body_out.encode())
+        return Reply(200, body_out.encode())
 
     def _take_injection(self) -> _Injection | None:
         with self._lock:
@@ -338,42 +323,12 @@ class FakeD1:
         return None
 
     @staticmethod
-    def _injected(inj: _Injection) -> _Reply:
+    def _injected(inj: _Injection) -> Reply:
         # retry-after-ms is what the SDK honours first; retry-after is what Cloudflare sends.
         headers = {"retry-after-ms": str(inj.retry_after_ms)}
         if inj.status == 429:
             headers["retry-after"] = "1"
-        return _Reply(inj.status, _envelope_error(7429, "injected failure"), headers)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes; with Nagle on, keep-alive requests stall ~40 ms on delayed ACKs.
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # silence per-request stderr lines
-        return
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(length)
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        status, extra, payload = self.server.fake.handle(self.command, self.path, headers, body)
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
-        for k, v in extra.items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = do_DELETE = _serve  # http.server naming
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeD1
+        return Reply(inj.status, envelope_error(7429, "injected failure"), headers)
 
 
 @contextlib.contextmanager
@@ -400,7 +355,7 @@ def run_fake_d1(
         first = Database(
             database_id, database_name, Path(db_path) if db_path else root / "start.sqlite3", lim
         )
-        server = _Server(("127.0.0.1", 0), _Handler)
+        server, thread = start_server(lambda *a: fake.handle(*a))
         fake = FakeD1(
             base_url=f"http://127.0.0.1:{server.server_address[1]}/client/v4",
             account_id=account_id,
@@ -411,9 +366,6 @@ def run_fake_d1(
             max_body_bytes=max_body_bytes,
             _databases={database_id: first},
         )
-        server.fake = fake
-        thread = threading.Thread(target=server.serve_forever, name="fake-d1", daemon=True)
-        thread.start()
         try:
             yield fake
         finally:
