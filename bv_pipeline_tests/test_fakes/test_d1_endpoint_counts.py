@@ -170,3 +170,21 @@ def test_totals_and_request_records_add_up(client: cloudflare.Cloudflare, fake: 
     assert fake.requests[1].result_bytes == totals.max_result_bytes > 50 * len('{"a":0,"v":1}')
     fake.reset_totals()
     assert fake.totals().rows_read == 0 and fake.totals().size_bytes == totals.size_bytes
+
+
+def test_injected_failures_after_commit_are_billed(client: cloudflare.Cloudflare, fake: FakeD1) -> None:
+    run(client, fake, "CREATE TABLE w (a INTEGER PRIMARY KEY, v REAL) WITHOUT ROWID")
+    fake.reset_totals()
+    fake.inject(503, count=1, when="after")
+    fake.inject(429, count=1, when="before")
+    sql = "INSERT INTO w SELECT value, 1.0 FROM json_each(?) WHERE true ON CONFLICT DO NOTHING"
+    for _ in range(2):
+        with pytest.raises(cloudflare.APIStatusError):
+            run(client, fake, sql, [json.dumps(list(range(10)))])
+    # The "after" failure committed (and is billed); the "before" one never reached the database.
+    assert [(r.status, r.injected, r.rows_written) for r in fake.requests[-2:]] == [
+        (503, True, 10),
+        (429, True, 0),
+    ]
+    assert (fake.totals().rows_written, fake.totals().requests) == (10, 2)
+    assert fake.sql("SELECT count(*) FROM w") == [(10,)]
