@@ -22,8 +22,9 @@ from typing import Any
 
 from bv_pipeline_tests.fakes.d1meter import sqlite as d1sql
 
-_TXN = re.compile(r"^\s*(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.IGNORECASE)
-_DDL = re.compile(r"^\s*(CREATE|DROP|ALTER)\b", re.IGNORECASE)
+_LEAD = r"^(?:\s|--[^\n]*(?:\n|$)|/\*.*?\*/)*"  # whitespace and comments before the first keyword
+_TXN = re.compile(_LEAD + r"(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.IGNORECASE | re.DOTALL)
+_DDL = re.compile(_LEAD + r"(CREATE|DROP|ALTER)\b", re.IGNORECASE | re.DOTALL)
 _MAX_SAFE_INTEGER = 2**53
 SERVED_BY = "bv-fake-d1"  # D1 names the backend version here (e.g. "v3-prod")
 
