@@ -243,7 +243,7 @@ class Database:
             "timings": {"sql_duration_ms": elapsed_ms},
             "duration": elapsed_ms,
             "changes": res.changes,
-            "last_row_id": res.last_row_id,
+            "last_row_id": 0 if res.readonly else res.last_row_id,  # a read reports 0, as in D1's docs
             "changed_db": changed,
             "size_after": self.conn.size_bytes(),
             "rows_read": res.rows_read,

@@ -113,9 +113,10 @@ def test_meta_fields_through_the_sdk(client: cloudflare.Cloudflare, fake: FakeD1
     assert insert.success and select.success
     assert insert.meta is not None and select.meta is not None
     assert (insert.meta.changes, insert.meta.last_row_id, insert.meta.changed_db) == (2, 42, True)
-    assert (select.meta.changes, select.meta.changed_db, select.results) == (
+    assert (select.meta.changes, select.meta.changed_db, select.meta.last_row_id, select.results) == (
         0,
         False,
+        0,
         [{"id": 41, "s": "x"}, {"id": 42, "s": "y"}],
     )
     page_count, page_size = fake.sql("PRAGMA page_count")[0][0], fake.sql("PRAGMA page_size")[0][0]
