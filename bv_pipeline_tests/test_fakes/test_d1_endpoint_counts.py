@@ -148,6 +148,19 @@ def test_values_come_back_as_d1_javascript_runtime_encodes_them(
     assert '"whole":21,' in resp.http_response.text
 
 
+def test_parameters_bind_as_d1_binds_json_values(client: cloudflare.Cloudflare, fake: FakeD1) -> None:
+    res = run(
+        client,
+        fake,
+        "SELECT typeof(?1) AS a, typeof(?2) AS b, typeof(?3) AS c, ?4 AS d, hex(?5) AS e, typeof(?6) AS f",
+        [21.0, 1.5, True, -0.0, [1, 2, 255], "7"],  # type: ignore[list-item]
+    )
+    # One JavaScript number type: 21.0 is an integer; booleans are integers; a byte array is a BLOB.
+    assert res.results == [{"a": "integer", "b": "real", "c": "integer", "d": 0, "e": "0102FF", "f": "text"}]
+    with pytest.raises(cloudflare.BadRequestError, match="D1_TYPE_ERROR"):
+        run(client, fake, "SELECT ?", [{"x": 1}])  # type: ignore[list-item]
+
+
 def test_totals_and_request_records_add_up(client: cloudflare.Cloudflare, fake: FakeD1) -> None:
     run(client, fake, "CREATE TABLE w (a INTEGER PRIMARY KEY, v REAL) WITHOUT ROWID")
     fake.reset_totals()
