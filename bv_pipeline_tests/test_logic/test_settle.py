@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -148,3 +149,55 @@ def test_correction_refuses_an_empty_answer(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match="no samples"):
         correct_site_day(w.hot, w.cold, w.ace, "demo", future, now_ms=w.now)
     assert ManifestStore(w.cold).get("demo", DAY) == before
+
+
+@pytest.mark.parametrize(
+    ("target", "method", "after"),
+    [
+        ("cold", "put", False),  # the corrected object's upload fails
+        ("cold", "put", True),  # crash after the upload, before verification and commit
+        ("cold", "put_if", False),  # crash before the manifest commit
+        ("cold", "put_if", True),  # crash after the commit, before the hot copy is replaced
+        ("hot", "delete_range", True),  # crash between deleting the hot day and writing the corrected one
+    ],
+)
+def test_a_crash_during_correction_leaves_old_or_new_and_a_rerun_finishes(
+    tmp_path: Path, target: str, method: str, after: bool
+) -> None:
+    from bv_pipeline.api.reader import TimeseriesReader
+    from bv_pipeline_tests.test_logic.test_retention_faults import Crash, Proxy
+
+    w = World(tmp_path, late_fraction=0.0, late_max_minutes=1)
+    w.now = END + 2 * HOUR
+    w.sync(SyncMode.FULL_DAY)
+    truth = w.truth()
+    w.hot.upsert_samples("demo", truth.slice(0, 4).set_column(0, "point", pa.array(["bogus/point"] * 4)))
+    archive_site_day(w.hot, w.cold, w.ace, "demo", DAY, now_ms=w.now)
+    old_rows = w.hot_day().num_rows
+    hot: Any = Proxy(w.hot, method, after=after) if target == "hot" else w.hot
+    cold: Any = Proxy(w.cold, method, after=after) if target == "cold" else w.cold
+    with pytest.raises(Crash):
+        correct_site_day(hot, cold, w.ace, "demo", DAY, now_ms=w.now + HOUR)
+
+    # Meanwhile a reader gets the old day or the corrected one, whole: never a mix, never an error.
+    reader = TimeseriesReader(w.hot, w.cold, max_workers=2)
+    try:
+        points = [*sorted(set(truth["point"].to_pylist())), "bogus/point"]
+        got = reader.query("demo", points, START, END).frame.height
+    finally:
+        reader.close()
+    assert got in (old_rows, truth.num_rows)
+
+    correct_site_day(w.hot, w.cold, w.ace, "demo", DAY, now_ms=w.now + 2 * HOUR)
+    assert_same_samples(w.cold_day(), truth)
+    # The hot copy is the corrected day, or (crash right after deleting it) empty: a verified day hot lacks is
+    # read from cold, so the answer is the corrected day either way.
+    if target == "hot":
+        assert w.hot_day().num_rows == 0
+    else:
+        assert_same_samples(w.hot_day(), truth)
+    reader = TimeseriesReader(w.hot, w.cold, max_workers=2)
+    try:
+        assert reader.query("demo", points, START, END).frame.height == truth.num_rows
+    finally:
+        reader.close()
