@@ -245,3 +245,33 @@ def test_long_spans_revalidate_through_one_listing(store: ObjectStore) -> None:
     store.get_versioned = counting  # type: ignore[method-assign]
     assert reader.list(SITE, *span)[2] == entry(days[2], 9)
     assert gets == [fmt.manifest_key(SITE, days[2])]  # only the changed month was fetched
+
+
+def test_racing_index_publishes_exactly_one_wins(store: ObjectStore) -> None:
+    """Compactions planned from the same published index race to replace it: one publishes, the rest conflict."""
+    from bv_pipeline.logic.generations import CompactionConflict, publish_index, stored_version
+
+    key = "rollups/1h-year/site=demo/year=2025/index.json"
+    store.put_if(key, b"generation 0", if_match=None)
+    start = stored_version(store, key)
+    assert start is not None
+    barrier = threading.Barrier(6)
+    outcomes: dict[int, str] = {}
+
+    def publish(i: int) -> None:
+        data = f"generation {i}".encode()
+        barrier.wait()
+        try:
+            publish_index(store, key, data, expected_etag=start.etag, read_back=bytes, expected=data)
+            outcomes[i] = "published"
+        except CompactionConflict:
+            outcomes[i] = "conflict"
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(1, 7)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [i for i, o in outcomes.items() if o == "published"]
+    assert len(winners) == 1 and len(outcomes) == 6
+    assert store.get(key) == f"generation {winners[0]}".encode()
