@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 HOUR_MS = 3_600_000
-_EMPTY = "{}"
+_EMPTY = "null"  # an empty grid slot; a null the source sent is "[]"
 _ALPHA_BYTES = np.frombuffer(ALPHABET.encode(), np.uint8)
 
 
@@ -228,11 +228,12 @@ def encode_prepared(
         dict_cost += sum(len(str(dictionary[t])) for t in texts) + 2 * len(nums)
         use_dict = dict_cost < sum(map(len, inline))
     elements = [_EMPTY] * n_slots
-    plain = not texts and n_slots == len(kinds)
+    plain = not texts
     text_iter = iter(inline)
     for slot, k, i in zip(slots.tolist(), kinds, range(len(kinds)), strict=True):
         if k == KIND_NULL:
-            elements[slot] = "null"
+            elements[slot] = "[]"
+            plain = False
         elif k == KIND_TEXT:
             t = sub.text[i]
             elements[slot] = str(dictionary[t]) if use_dict else next(text_iter)  # type: ignore[index]

@@ -41,13 +41,15 @@ def _decode_element(e: object, f32: bool, d: list | None) -> tuple[int, float, s
     """(kind, value, text) of one slow-path element; kind -1 is an empty slot."""
     te = type(e)
     if e is None:
-        return KIND_NULL, math.nan, None
+        return -1, math.nan, None
     if te is float or (te is int and d is None):
         return KIND_NUM, float(np.float32(e)) if f32 else float(e), None  # type: ignore[arg-type]
     if te is int and d is not None and 0 <= e < len(d):  # type: ignore[operator]
         return KIND_TEXT, math.nan, d[e]  # type: ignore[index]
     if te is str:
         return KIND_TEXT, math.nan, e  # type: ignore[return-value]
+    if te is list and not e:
+        return KIND_NULL, math.nan, None
     if te is list and len(e) == 1:  # type: ignore[arg-type]
         x = e[0]  # type: ignore[index]
         if type(x) in (int, float):
@@ -56,8 +58,6 @@ def _decode_element(e: object, f32: bool, d: list | None) -> tuple[int, float, s
             return KIND_NUM, float(x), None
         if type(x) is str and len(x) == 17 and x[0] == "n":
             return KIND_NUM, float(np.frombuffer(bytes.fromhex(x[1:]), ">u8").view(">f8")[0]), None
-    if te is dict and not e:
-        return -1, math.nan, None
     raise BlockFormatError(f"bad block element {e!r}")
 
 
@@ -122,7 +122,9 @@ def decode_objects(objs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.nda
         if f32.any():
             vals = np.where(f32, vals.astype(np.float32).astype(np.float64), vals)
         value[fpos] = vals
-        valid[fpos] = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        isvalid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        valid[fpos] = isvalid
+        present[fpos] = isvalid  # null in a plain block is an empty grid slot
     texts: list[str] = []
     for i in slow:
         o = objs[i]

@@ -33,8 +33,8 @@ def block_expand_sql(block: str, alias: str = "e") -> str:
 
 
 def block_filter_sql(alias: str = "e") -> str:
-    """The WHERE term that drops empty grid slots (``{}`` elements)."""
-    return f"{alias}.type <> 'object'"
+    """The WHERE term that drops empty grid slots (``null`` elements; a null the source sent is ``[]``)."""
+    return f"{alias}.type <> 'null'"
 
 
 def block_ts_sql(block: str, alias: str = "e", base_ts: str | None = None) -> str:
