@@ -200,10 +200,24 @@ def _summary(p: _Prepared) -> BlockSummary:
     return BlockSummary(len(p.ts), len(num), lo, hi, total, int(p.ts[0]), int(p.ts[-1]))
 
 
+def block_layout(p: _Prepared, lo: int, hi: int) -> tuple[int, int]:
+    """The (step, width) the encoder picks for samples [lo, hi) of ``p``."""
+    _, step, w, _, _ = _ts_layout(p.ts[lo:hi])
+    return step, w
+
+
 def encode_prepared(
-    p: _Prepared, lo: int, hi: int, extra_head: str = "", anchor_base: int = 0
+    p: _Prepared,
+    lo: int,
+    hi: int,
+    extra_head: str = "",
+    anchor_base: int = 0,
+    default_layout: tuple[int, int] | None = None,
 ) -> tuple[str, BlockSummary]:
-    """Encode samples [lo, hi) of ``p`` (one point, strictly increasing ts) as a block JSON object."""
+    """Encode samples [lo, hi) of ``p`` (one point, strictly increasing ts) as a block JSON object.
+
+    Staging rows put ``extra_head`` (the point reference) first, store ``a`` relative to ``anchor_base`` and omit
+    ``s``/``w`` when they equal ``default_layout`` (the row's defaults)."""
     sub = _Prepared(p.ts[lo:hi], p.kind[lo:hi], p.value[lo:hi], p.num64[lo:hi], p.num32[lo:hi], p.text[lo:hi])
     if hi <= lo:
         raise ValueError("a block needs at least one sample")
@@ -249,7 +263,8 @@ def encode_prepared(
             else:
                 elements[slot] = s64
             plain = plain and elements[slot][0] != "["
-    head = f'{{{extra_head}"a":{anchor - anchor_base},"s":{step},"w":{w},"t":"{_codes_text(codes, slots, n_slots, w)}"'
+    layout = "" if (step, w) == default_layout else f'"s":{step},"w":{w},'
+    head = f'{{{extra_head}"a":{anchor - anchor_base},{layout}"t":"{_codes_text(codes, slots, n_slots, w)}"'
     if use32:
         head += ',"f":1'
     if use_dict:

@@ -37,17 +37,24 @@ def block_filter_sql(alias: str = "e") -> str:
     return f"{alias}.type <> 'null'"
 
 
-def block_ts_sql(block: str, alias: str = "e", base_ts: str | None = None) -> str:
-    """Epoch ms of the slot: ``a + key*s + code(key)`` (plus ``base_ts`` for staging blocks)."""
-    w = _x(block, "$.w")
+def _layout(block: str, key: str, row: str | None) -> str:
+    """Block field ``s`` or ``w``; in a staging row a block without it takes the row's."""
+    own = _x(block, f"$.{key}")
+    return f"COALESCE({own}, {_x(row, f'$.{key}')})" if row else own
+
+
+def block_ts_sql(block: str, alias: str = "e", row: str | None = None) -> str:
+    """Epoch ms of the slot: ``a + key*s + code(key)``. For a block inside a staging row pass the row's JSON
+    expression as ``row``: its ``a`` is added and its ``s``/``w`` are the defaults."""
+    w = _layout(block, "w", row)
     t = _x(block, "$.t")
     digits = " + ".join(
         f"CASE WHEN {w} > {c} THEN (instr('{ALPHABET}', substr({t}, {alias}.key * {w} + {c + 1}, 1)) - 1)"
         f" * {64**c} ELSE 0 END"
         for c in range(MAX_WIDTH)
     )
-    base = f"{base_ts} + " if base_ts else ""
-    return f"({base}{_x(block, '$.a')} + {alias}.key * {_x(block, '$.s')} + {digits})"
+    base = f"{_x(row, '$.a')} + " if row else ""
+    return f"({base}{_x(block, '$.a')} + {alias}.key * {_layout(block, 's', row)} + {digits})"
 
 
 def block_value_sql(block: str, alias: str = "e") -> str:
@@ -69,10 +76,10 @@ def block_text_sql(block: str, alias: str = "e") -> str:
     )
 
 
-def block_columns_sql(block: str, alias: str = "e", base_ts: str | None = None) -> str:
+def block_columns_sql(block: str, alias: str = "e", row: str | None = None) -> str:
     """``ts_ms, value, value_text`` select-list items for rows from ``block_expand_sql(block, alias)``."""
     return (
-        f"{block_ts_sql(block, alias, base_ts)} AS ts_ms, {block_value_sql(block, alias)} AS value, "
+        f"{block_ts_sql(block, alias, row)} AS ts_ms, {block_value_sql(block, alias)} AS value, "
         f"{block_text_sql(block, alias)} AS value_text"
     )
 
@@ -84,14 +91,15 @@ def block_select_sql(
     *,
     alias: str = "e",
     where: str | None = None,
-    base_ts: str | None = None,
+    row: str | None = None,
 ) -> str:
     """``SELECT point, ts_ms, value, value_text FROM source, json_each(...) WHERE ...``: one row per sample.
 
     ``source`` is a FROM item (``hb_20260101 AS h``), ``point``/``block`` are expressions over it, ``where`` an
-    optional extra condition (put block-level filters here so only matching blocks are expanded)."""
+    optional extra condition (put block-level filters here so only matching blocks are expanded), ``row`` the
+    staging row's JSON expression when ``block`` is a block of a staging row (see ``hot_staging``)."""
     cond = block_filter_sql(alias) + (f" AND ({where})" if where else "")
     return (
-        f"SELECT {point} AS point, {block_columns_sql(block, alias, base_ts)} "
+        f"SELECT {point} AS point, {block_columns_sql(block, alias, row)} "
         f"FROM {source}, {block_expand_sql(block, alias)} WHERE {cond}"
     )

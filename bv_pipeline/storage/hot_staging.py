@@ -2,26 +2,31 @@
 
 Format (see ``docs/hot-blocks.md``)::
 
-    {"a":1767225600000,"b":[{"p":17,"a":137,"s":60000,"w":2,"t":"..","v":[..]}, {"p":18,...}]}
+    {"a":1767225600000,"s":60000,"w":2,"b":[{"p":17,"a":137,"t":"..","v":[..]}, {"p":18,"a":2210,...}]}
 
 ``b`` holds one block object per point (the ``hot_blocks`` format) with an extra ``"p"``: the point's integer id
 when ``encode_staging`` was given ``point_ids`` (compact: the hot tier's ``points.id``), else the point name as a
-JSON string. Each block's ``"a"`` is relative to the row's top-level ``"a"`` (the earliest sample time), which
-keeps per-point headers short. In SQL::
+JSON string. To keep the per-point headers short, each block's ``"a"`` is relative to the row's ``"a"`` (the
+earliest sample time) and a block without ``"s"``/``"w"`` uses the row's (the most common layout). In SQL::
 
-    SELECT json_extract(pb.value, '$.p') AS point_id, <block_columns_sql("pb.value", base_ts="json_extract(s.body, '$.a')")>
+    SELECT json_extract(pb.value, '$.p') AS point_id, <block_columns_sql("pb.value", row="s.body")>
     FROM staging AS s, json_each(s.body, '$.b') AS pb, <block_expand_sql("pb.value")>
     WHERE <block_filter_sql()>
+
+(``block_select_sql("staging AS s, json_each(s.body, '$.b') AS pb", "json_extract(pb.value, '$.p')",
+"pb.value", row="s.body")`` writes exactly that.)
 """
 
 from __future__ import annotations
 
+import itertools
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import orjson
 import pyarrow as pa
 
-from bv_pipeline.storage.hot_blocks import encode_prepared, prepare_table
+from bv_pipeline.storage.hot_blocks import block_layout, encode_prepared, prepare_table
 from bv_pipeline.storage.hot_blocks_decode import BlockFormatError, decode_objects, samples_table
 
 
@@ -30,16 +35,19 @@ def encode_staging(samples: pa.Table, point_ids: Mapping[str, int] | None = None
 
     With ``point_ids`` every point must be in it and blocks reference the integer id; without, the name."""
     if samples.num_rows == 0:
-        return '{"a":0,"b":[]}'
+        return '{"a":0,"s":0,"w":0,"b":[]}'
     points, p = prepare_table(samples)
+    bounds = [0]
+    for i in range(1, len(points)):
+        if points[i] != points[i - 1]:
+            bounds.append(i)
+    bounds.append(len(points))
+    runs = list(itertools.pairwise(bounds))
+    layouts = Counter(block_layout(p, lo, hi) for lo, hi in runs)
+    default = layouts.most_common(1)[0][0]
     base = int(p.ts.min())
     parts = []
-    lo = 0
-    n = len(points)
-    while lo < n:
-        hi = lo + 1
-        while hi < n and points[hi] == points[lo]:
-            hi += 1
+    for lo, hi in runs:
         name = points[lo]
         if point_ids is not None:
             if name not in point_ids:
@@ -47,26 +55,32 @@ def encode_staging(samples: pa.Table, point_ids: Mapping[str, int] | None = None
             ref = str(int(point_ids[name]))
         else:
             ref = orjson.dumps(name).decode()
-        block, _ = encode_prepared(p, lo, hi, extra_head=f'"p":{ref},', anchor_base=base)
+        block, _ = encode_prepared(p, lo, hi, f'"p":{ref},', base, default)
         parts.append(block)
-        lo = hi
-    return f'{{"a":{base},"b":[' + ",".join(parts) + "]}"
+    return f'{{"a":{base},"s":{default[0]},"w":{default[1]},"b":[' + ",".join(parts) + "]}"
 
 
 def staging_points(text: str | bytes) -> list[int | str]:
     """The point references (ids or names) of a staging row, in block order."""
-    return [o["p"] for o in _blocks(text)[1]]
+    return [o.get("p") for o in _blocks(text)]
 
 
-def _blocks(text: str | bytes) -> tuple[int, list[dict]]:
+def _blocks(text: str | bytes) -> list[dict]:
+    """The row's block objects with absolute ``a`` and the row's ``s``/``w`` filled in."""
     try:
         obj = orjson.loads(text)
-        base, blocks = obj["a"], obj["b"]
+        base, step, width, blocks = obj["a"], obj["s"], obj["w"], obj["b"]
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise BlockFormatError(f"not a staging row: {exc!r}") from None
-    if type(base) is not int or not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
-        raise BlockFormatError("not a staging row: a must be an integer and b a list of objects")
-    return base, blocks
+    if not all(type(x) is int for x in (base, step, width)) or not isinstance(blocks, list):
+        raise BlockFormatError("not a staging row: a, s, w must be integers and b a list")
+    for o in blocks:
+        if not isinstance(o, dict) or type(o.get("a")) is not int:
+            raise BlockFormatError("not a staging row: every block needs an integer a")
+        o["a"] += base
+        o.setdefault("s", step)
+        o.setdefault("w", width)
+    return blocks
 
 
 def decode_staging(
@@ -75,7 +89,7 @@ def decode_staging(
     """A staging row -> SAMPLE_SCHEMA table (blocks in row order, samples by time within each block).
 
     Rows that reference points by id need ``point_names`` (id -> name); rows with names need nothing."""
-    base, blocks = _blocks(text)
+    blocks = _blocks(text)
     names: list[str] = []
     for o in blocks:
         ref = o.get("p")
@@ -88,7 +102,5 @@ def decode_staging(
                 raise KeyError(f"staging row references unknown point id {ref}") from None
         else:
             raise BlockFormatError(f"staging block point reference {ref!r} cannot be resolved to a name")
-        if type(o.get("a")) is int:
-            o["a"] += base
     ts, value, valid, value_text, counts = decode_objects(blocks)
     return samples_table(names, counts, ts, value, valid, value_text)

@@ -358,7 +358,7 @@ def test_staging_round_trip_and_sql(by_id: bool) -> None:
         "staging AS s, json_each(s.body, '$.b') AS pb",
         "json_extract(pb.value, '$.p')",
         "pb.value",
-        base_ts="json_extract(s.body, '$.a')",
+        row="s.body",
     )
     rows = conn.execute(sql + " ORDER BY pb.key, e.key").fetchall()
     assert [r[1] for r in rows] == expected["ts_ms"].to_pylist()
