@@ -242,12 +242,13 @@ def encode_prepared(
         dict_cost += sum(len(str(dictionary[t])) for t in texts) + 2 * len(nums)
         use_dict = dict_cost < sum(map(len, inline))
     elements = [_EMPTY] * n_slots
-    plain = not texts
+    # "x" unless v holds only the block's bulk kind (numbers, or dictionary indexes) and empty-slot nulls.
+    mixed = bool(nums) if use_dict else bool(texts)
     text_iter = iter(inline)
     for slot, k, i in zip(slots.tolist(), kinds, range(len(kinds)), strict=True):
         if k == KIND_NULL:
             elements[slot] = "[]"
-            plain = False
+            mixed = True
         elif k == KIND_TEXT:
             t = sub.text[i]
             elements[slot] = str(dictionary[t]) if use_dict else next(text_iter)  # type: ignore[index]
@@ -262,14 +263,14 @@ def encode_prepared(
                 elements[slot] = "[" + s64 + "]"
             else:
                 elements[slot] = s64
-            plain = plain and elements[slot][0] != "["
+            mixed = mixed or elements[slot][0] == "["
     layout = "" if (step, w) == default_layout else f'"s":{step},"w":{w},'
     head = f'{{{extra_head}"a":{anchor - anchor_base},{layout}"t":"{_codes_text(codes, slots, n_slots, w)}"'
     if use32:
         head += ',"f":1'
     if use_dict:
         head += ',"d":' + orjson.dumps(list(dictionary)).decode()
-    elif not plain:
+    if mixed:
         head += ',"x":1'
     return head + ',"v":[' + ",".join(elements) + "]}", _summary(sub)
 

@@ -61,71 +61,114 @@ def _decode_element(e: object, f32: bool, d: list | None) -> tuple[int, float, s
     raise BlockFormatError(f"bad block element {e!r}")
 
 
+def _int_column(values: list, what: str) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise BlockFormatError(f"block field {what} must be integers: {exc}") from None
+
+
+def _slot_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(starts[i], starts[i] + lengths[i])``."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)])[:-1]
+    return np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+
+
+def _bulk(values: list, dtype: pa.DataType, what: str) -> pa.Array:
+    try:
+        return pa.array(values, dtype)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+        raise BlockFormatError(f"a {what} block holds a bad element: {str(exc)[:200]}") from None
+
+
 def decode_objects(objs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, pa.Array, np.ndarray]:
-    """Decode parsed blocks: (ts, value, valid, value_text, samples per block), samples in block order."""
-    nb = len(objs)
-    head = np.zeros((4, nb), dtype=np.int64)  # anchor, step, width, slots
-    t_parts: list[str] = []
-    fast_v: list = []
-    fast: list[int] = []
-    fast_f32: list[bool] = []
+    """Decode parsed blocks: (ts, value, valid, value_text, samples per block), samples in block order.
+
+    Three paths: plain blocks (numbers and empty-slot nulls) and dictionary blocks (indexes and empty-slot
+    nulls) are converted in bulk by one ``pa.array`` call each; ``x`` blocks walk their elements in Python."""
+    anchors, steps, widths, n_slots, t_parts = [], [], [], [], []
+    plain_v: list = []
+    plain: list[int] = []
+    plain_f32: list[bool] = []
+    dict_v: list = []
+    dict_blocks: list[int] = []
+    entries: list = []
+    entry_counts: list[int] = []
     slow: list[int] = []
     for i, o in enumerate(objs):
         try:
-            v, t = o["v"], o["t"]
-            head[:, i] = (o["a"], o["s"], o["w"], len(v))
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise BlockFormatError(f"block {i} lacks a valid a/s/w/t/v: {exc!r}") from None
-        if not isinstance(t, str) or len(t) != head[2, i] * len(v) or not 0 <= head[2, i] <= MAX_WIDTH:
-            raise BlockFormatError(f"block {i}: t does not hold w digits per slot")
-        t_parts.append(t)
-        if "x" in o or "d" in o:
+            v = o["v"]
+            t_parts.append(o["t"])
+            anchors.append(o["a"])
+            steps.append(o["s"])
+            widths.append(o["w"])
+            n_slots.append(len(v))
+        except (KeyError, TypeError) as exc:
+            raise BlockFormatError(f"block {i} lacks a/s/w/t/v: {exc!r}") from None
+        if "x" in o:
             slow.append(i)
+        elif "d" in o:
+            dict_v.extend(v)
+            dict_blocks.append(i)
+            entries.extend(o["d"])
+            entry_counts.append(len(o["d"]))
         else:
-            fast_v.extend(v)
-            fast.append(i)
-            fast_f32.append(o.get("f") == 1)
-    anchor, step, width, n_slots = head
-    slot_start = np.concatenate([[0], np.cumsum(n_slots)])
-    total = int(slot_start[-1])
-    blk = np.repeat(np.arange(nb), n_slots)
-    slot = np.arange(total, dtype=np.int64) - slot_start[blk]
+            plain_v.extend(v)
+            plain.append(i)
+            plain_f32.append(o.get("f") == 1)
+    nb = len(objs)
+    anchor, step = _int_column(anchors, "a"), _int_column(steps, "s")
+    width, slots = _int_column(widths, "w"), np.asarray(n_slots, dtype=np.int64)
     try:
-        digits = _LUT[np.frombuffer("".join(t_parts).encode("ascii"), np.uint8)]
-    except UnicodeEncodeError:
-        digits = np.array([-1])
+        t_all = "".join(t_parts).encode("ascii")
+    except (TypeError, UnicodeEncodeError):
+        raise BlockFormatError("t must be a base64url string") from None
+    t_len = np.fromiter(map(len, t_parts), dtype=np.int64, count=nb)
+    if np.any((width < 0) | (width > MAX_WIDTH) | (t_len != width * slots)):
+        raise BlockFormatError("t must hold w (0-5) digits per slot")
+    digits = _LUT[np.frombuffer(t_all, np.uint8)]
     if np.any(digits < 0):
         raise BlockFormatError("t holds characters outside the base64url alphabet")
-    t_start = np.concatenate([[0], np.cumsum(n_slots * width)])[:-1]
+    slot_start = np.concatenate([[0], np.cumsum(slots)])
+    total = int(slot_start[-1])
+    blk = np.repeat(np.arange(nb), slots)
+    slot = np.arange(total, dtype=np.int64) - slot_start[blk]
+    ts = anchor[blk] + slot * step[blk]
     wb = width[blk]
-    pos = t_start[blk] + slot * wb
-    codes = np.zeros(total, dtype=np.int64)
+    pos = np.repeat(np.concatenate([[0], np.cumsum(t_len)])[:-1], slots) + slot * wb
     for c in range(int(width.max(initial=0))):
         m = wb > c
-        codes[m] += digits[pos[m] + c] << (6 * c)
-    ts = anchor[blk] + slot * step[blk] + codes
+        ts[m] += digits[pos[m] + c] << (6 * c)
     value = np.full(total, np.nan)
     valid = np.zeros(total, dtype=bool)
-    text_idx = np.full(total, -1, dtype=np.int64)
     present = np.ones(total, dtype=bool)
-    if fast:
-        try:
-            arr = pa.array(fast_v, pa.float64())
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
-            raise BlockFormatError(f"a plain block holds a non-number: {exc}") from None
-        fb = np.asarray(fast)
-        fn = n_slots[fb]
-        fpos = np.repeat(slot_start[fb] - np.concatenate([[0], np.cumsum(fn)])[:-1], fn)
-        fpos += np.arange(int(fn.sum()))
+    text_idx = np.full(total, -1, dtype=np.int64)
+    texts: list = []
+    if plain:
+        arr = _bulk(plain_v, pa.float64(), "plain")
+        fb = np.asarray(plain)
+        at = _slot_positions(slot_start[fb], slots[fb])
         vals = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
-        f32 = np.repeat(np.asarray(fast_f32, dtype=bool), fn)
+        f32 = np.repeat(np.asarray(plain_f32, dtype=bool), slots[fb])
         if f32.any():
             vals = np.where(f32, vals.astype(np.float32).astype(np.float64), vals)
-        value[fpos] = vals
-        isvalid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        valid[fpos] = isvalid
-        present[fpos] = isvalid  # null in a plain block is an empty grid slot
-    texts: list[str] = []
+        value[at] = vals
+        ok = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        valid[at] = ok
+        present[at] = ok  # null in a plain block is an empty grid slot
+    if dict_blocks:
+        arr = _bulk(dict_v, pa.int64(), "dictionary")
+        db = np.asarray(dict_blocks)
+        at = _slot_positions(slot_start[db], slots[db])
+        idx = np.asarray(arr.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+        size = np.repeat(np.asarray(entry_counts, dtype=np.int64), slots[db])
+        ok = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        if np.any(ok & ((idx < 0) | (idx >= size))):
+            raise BlockFormatError("a dictionary index is out of range")
+        base = np.repeat(np.concatenate([[0], np.cumsum(entry_counts)])[:-1], slots[db])
+        text_idx[at] = np.where(ok, idx + base, -1)
+        present[at] = ok
+        texts = entries
     for i in slow:
         o = objs[i]
         f32_mode, d = o.get("f") == 1, o.get("d")
@@ -138,12 +181,16 @@ def decode_objects(objs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.nda
                 value[g], valid[g] = x, True
             elif kind == KIND_TEXT:
                 text_idx[g] = len(texts)
-                texts.append(text)  # type: ignore[arg-type]
+                texts.append(text)
             elif kind == -1:
                 present[g] = False
             g += 1
     counts = np.bincount(blk[present], minlength=nb)
-    text_col = pa.array(texts, pa.string()).take(pa.array(text_idx[present], mask=text_idx[present] < 0))
+    keep = text_idx[present]
+    try:
+        text_col = pa.array(texts, pa.string()).take(pa.array(keep, mask=keep < 0))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise BlockFormatError(f"d must hold strings: {exc}") from None
     return ts[present], value[present], valid[present], text_col, counts
 
 

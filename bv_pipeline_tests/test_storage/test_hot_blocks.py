@@ -253,6 +253,16 @@ def test_text_dictionary_block() -> None:
     assert decode_block(encoded)[2].to_pylist() == labels
     assert [r[3] for r in _sql_rows([("p", encoded)])] == labels
     assert summary == BlockSummary(60, 0, None, None, None, int(ts[0]), int(ts[-1]))
+    # Mostly labels plus a number and a source null: still a dictionary, flagged "x" for the element walk.
+    items: list[tuple[str, object]] = [("text", x) for x in labels[:57]] + [
+        ("num", 2.5),
+        ("null", None),
+        ("num", -0.0),
+    ]
+    encoded, _ = encode_block(ts, *_arrays(items))
+    assert '"d":["occupied","unoccupied"]' in encoded and '"x":1' in encoded
+    _assert_same(*decode_block(encoded)[1:], items)
+    _assert_sql_matches(_sql_rows([("p", encoded)]), ts, items, f32=False)
 
 
 @pytest.mark.parametrize(
