@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -32,6 +33,7 @@ import pyarrow.compute as pc
 
 from bv_pipeline.storage.hot_blocks_decode import (
     ALPHABET,
+    ID_SAMPLE_SCHEMA,
     KIND_NULL,
     KIND_NUM,
     KIND_TEXT,
@@ -39,17 +41,20 @@ from bv_pipeline.storage.hot_blocks_decode import (
     BlockFormatError,
     decode_block,
     decode_blocks,
+    decode_blocks_by_id,
 )
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA
 
 __all__ = [
     "ALPHABET",
     "HOUR_MS",
+    "ID_SAMPLE_SCHEMA",
     "MAX_WIDTH",
     "BlockFormatError",
     "BlockSummary",
     "decode_block",
     "decode_blocks",
+    "decode_blocks_by_id",
     "encode_block",
     "encode_table_blocks",
     "merge_blocks",
@@ -293,31 +298,39 @@ def encode_block(
     return encode_prepared(p, 0, len(ts))
 
 
-def prepare_table(samples: pa.Table) -> tuple[list[str], _Prepared]:
-    """Sort a SAMPLE_SCHEMA table by (point, ts) and format it; rejects repeated (point, ts)."""
-    table = samples.select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA)
-    table = table.sort_by([("point", "ascending"), ("ts_ms", "ascending")])
-    points = table["point"].to_pylist()
+def prepare_table(samples: pa.Table) -> tuple[list, np.ndarray, _Prepared]:
+    """Sort samples by (point, ts) and format them: (point keys, "point changes after row i", prepared).
+
+    ``samples`` is SAMPLE_SCHEMA or ID_SAMPLE_SCHEMA (an integer ``point_id`` instead of the name). Rejects
+    repeated (point, ts)."""
+    schema = ID_SAMPLE_SCHEMA if "point_id" in samples.column_names else SAMPLE_SCHEMA
+    key = schema.names[0]
+    table = samples.select(schema.names).cast(schema).sort_by([(key, "ascending"), ("ts_ms", "ascending")])
+    keys = table[key].combine_chunks()
+    change = np.asarray(pc.not_equal(keys[1:], keys[:-1]).to_numpy(zero_copy_only=False), dtype=bool)
     ts = table["ts_ms"].to_numpy()
+    same = ~change & (ts[1:] == ts[:-1])
+    if np.any(same):
+        raise ValueError(f"{int(same.sum())} repeated (point, ts_ms) sample(s)")
     vals, valid = _as_float_array(table["value"])
-    return points, _prepare(ts, vals, valid, _text_list(table["value_text"], table.num_rows))
+    return (
+        keys.to_pylist(),
+        change,
+        _prepare(ts, vals, valid, _text_list(table["value_text"], table.num_rows)),
+    )
 
 
 def encode_table_blocks(
     samples: pa.Table, hour_ms: int = HOUR_MS
-) -> list[tuple[str, int, str, BlockSummary]]:
-    """A SAMPLE_SCHEMA table (any order, any span) -> (point, hour_start_ms, block, summary) per (point, hour)."""
+) -> list[tuple[Any, int, str, BlockSummary]]:
+    """Samples (any order, any span) -> (point, hour_start_ms, block, summary) per (point, hour), sorted.
+
+    ``samples`` is SAMPLE_SCHEMA (point names) or ID_SAMPLE_SCHEMA (then ``point`` is the integer id)."""
     if samples.num_rows == 0:
         return []
-    points, p = prepare_table(samples)
+    points, change, p = prepare_table(samples)
     hour = p.ts // hour_ms * hour_ms
-    point_change = np.fromiter(
-        (points[i] != points[i - 1] for i in range(1, len(points))), dtype=bool, count=len(points) - 1
-    )
-    same = ~point_change & (p.ts[1:] == p.ts[:-1])
-    if np.any(same):
-        raise ValueError(f"{int(same.sum())} repeated (point, ts_ms) sample(s)")
-    cut = np.flatnonzero(point_change | (hour[1:] != hour[:-1])) + 1
+    cut = np.flatnonzero(change | (hour[1:] != hour[:-1])) + 1
     bounds = [0, *cut.tolist(), len(points)]
     out = []
     for lo, hi in itertools.pairwise(bounds):

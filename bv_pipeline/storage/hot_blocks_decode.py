@@ -23,6 +23,10 @@ _LUT[np.frombuffer(ALPHABET.encode(), np.uint8)] = np.arange(64)
 KIND_NUM, KIND_TEXT, KIND_NULL = 0, 1, 2
 
 
+# SAMPLE_SCHEMA with the hot tier's integer point id instead of the name.
+ID_SAMPLE_SCHEMA = pa.schema([pa.field("point_id", pa.int64(), nullable=False), *list(SAMPLE_SCHEMA)[1:]])
+
+
 class BlockFormatError(ValueError):
     """A block string that is not in the documented format."""
 
@@ -201,17 +205,15 @@ def decode_block(block: str | bytes) -> tuple[np.ndarray, pa.Array, pa.Array]:
 
 
 def samples_table(
-    points: Sequence[str],
-    counts: np.ndarray,
-    ts: np.ndarray,
-    value: np.ndarray,
-    valid: np.ndarray,
-    text: pa.Array,
+    points: Sequence, counts: np.ndarray, ts: np.ndarray, value: np.ndarray, valid: np.ndarray, text: pa.Array
 ) -> pa.Table:
-    point_col = pa.array(list(points), pa.string()).take(pa.array(np.repeat(np.arange(len(points)), counts)))
+    """SAMPLE_SCHEMA (``points`` are names) or ID_SAMPLE_SCHEMA (integer ids) rows, ``counts[i]`` for point i."""
+    by_id = len(points) > 0 and all(type(p) is int for p in points)
+    schema = ID_SAMPLE_SCHEMA if by_id else SAMPLE_SCHEMA
+    keys = pa.array(list(points), schema.field(0).type)
+    point_col = keys.take(pa.array(np.repeat(np.arange(len(points)), counts)))
     return pa.Table.from_arrays(
-        [point_col, pa.array(ts, pa.int64()), pa.array(value, pa.float64(), mask=~valid), text],
-        schema=SAMPLE_SCHEMA,
+        [point_col, pa.array(ts, pa.int64()), pa.array(value, pa.float64(), mask=~valid), text], schema=schema
     )
 
 
@@ -220,4 +222,13 @@ def decode_blocks(blocks: Sequence[str | bytes], points: Sequence[str]) -> pa.Ta
     if len(blocks) != len(points):
         raise ValueError("blocks and points lengths differ")
     ts, value, valid, text, counts = decode_objects([_loads(b) for b in blocks])
-    return samples_table(points, counts, ts, value, valid, text)
+    return samples_table([str(p) for p in points], counts, ts, value, valid, text).cast(SAMPLE_SCHEMA)
+
+
+def decode_blocks_by_id(blocks: Sequence[str | bytes], point_ids: Sequence[int]) -> pa.Table:
+    """``decode_blocks`` keyed by integer point ids: an ID_SAMPLE_SCHEMA table, rows in input order."""
+    if len(blocks) != len(point_ids):
+        raise ValueError("blocks and point_ids lengths differ")
+    ts, value, valid, text, counts = decode_objects([_loads(b) for b in blocks])
+    ids = [int(p) for p in point_ids]
+    return samples_table(ids, counts, ts, value, valid, text).cast(ID_SAMPLE_SCHEMA)

@@ -23,38 +23,42 @@ import itertools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
 from bv_pipeline.storage.hot_blocks import block_layout, encode_prepared, prepare_table
-from bv_pipeline.storage.hot_blocks_decode import BlockFormatError, decode_objects, samples_table
+from bv_pipeline.storage.hot_blocks_decode import (
+    ID_SAMPLE_SCHEMA,
+    BlockFormatError,
+    decode_objects,
+    samples_table,
+)
+from bv_pipeline.storage.samples import SAMPLE_SCHEMA
 
 
 def encode_staging(samples: pa.Table, point_ids: Mapping[str, int] | None = None) -> str:
-    """A SAMPLE_SCHEMA table (any order, unique (point, ts)) -> one staging JSON text.
+    """Samples (any order, unique (point, ts)) -> one staging JSON text.
 
-    With ``point_ids`` every point must be in it and blocks reference the integer id; without, the name."""
+    ``samples`` is ID_SAMPLE_SCHEMA (blocks reference its ``point_id``) or SAMPLE_SCHEMA: then blocks reference
+    ``point_ids[name]`` when ``point_ids`` is given (every point must be in it), else the name."""
     if samples.num_rows == 0:
         return '{"a":0,"s":0,"w":0,"b":[]}'
-    points, p = prepare_table(samples)
-    bounds = [0]
-    for i in range(1, len(points)):
-        if points[i] != points[i - 1]:
-            bounds.append(i)
-    bounds.append(len(points))
-    runs = list(itertools.pairwise(bounds))
-    layouts = Counter(block_layout(p, lo, hi) for lo, hi in runs)
-    default = layouts.most_common(1)[0][0]
+    points, change, p = prepare_table(samples)
+    runs = list(itertools.pairwise([0, *(np.flatnonzero(change) + 1).tolist(), len(points)]))
+    default = Counter(block_layout(p, lo, hi) for lo, hi in runs).most_common(1)[0][0]
     base = int(p.ts.min())
     parts = []
     for lo, hi in runs:
-        name = points[lo]
-        if point_ids is not None:
-            if name not in point_ids:
-                raise KeyError(f"point {name!r} has no id")
-            ref = str(int(point_ids[name]))
+        key = points[lo]
+        if type(key) is int:
+            ref = str(key)
+        elif point_ids is not None:
+            if key not in point_ids:
+                raise KeyError(f"point {key!r} has no id")
+            ref = str(int(point_ids[key]))
         else:
-            ref = orjson.dumps(name).decode()
+            ref = orjson.dumps(key).decode()
         block, _ = encode_prepared(p, lo, hi, f'"p":{ref},', base, default)
         parts.append(block)
     return f'{{"a":{base},"s":{default[0]},"w":{default[1]},"b":[' + ",".join(parts) + "]}"
@@ -103,4 +107,14 @@ def decode_staging(
         else:
             raise BlockFormatError(f"staging block point reference {ref!r} cannot be resolved to a name")
     ts, value, valid, value_text, counts = decode_objects(blocks)
-    return samples_table(names, counts, ts, value, valid, value_text)
+    return samples_table(names, counts, ts, value, valid, value_text).cast(SAMPLE_SCHEMA)
+
+
+def decode_staging_by_id(text: str | bytes) -> pa.Table:
+    """A staging row whose blocks reference integer point ids -> ID_SAMPLE_SCHEMA table."""
+    blocks = _blocks(text)
+    ids = [o.get("p") for o in blocks]
+    if not all(type(i) is int for i in ids):
+        raise BlockFormatError("staging row references points by name, not by id")
+    ts, value, valid, value_text, counts = decode_objects(blocks)
+    return samples_table(ids, counts, ts, value, valid, value_text).cast(ID_SAMPLE_SCHEMA)

@@ -14,16 +14,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bv_pipeline.storage.hot_blocks import (
+    ID_SAMPLE_SCHEMA,
     BlockFormatError,
     BlockSummary,
     decode_block,
     decode_blocks,
+    decode_blocks_by_id,
     encode_block,
     encode_table_blocks,
     merge_blocks,
 )
 from bv_pipeline.storage.hot_blocks_sql import block_select_sql
-from bv_pipeline.storage.hot_staging import decode_staging, encode_staging, staging_points
+from bv_pipeline.storage.hot_staging import (
+    decode_staging,
+    decode_staging_by_id,
+    encode_staging,
+    staging_points,
+)
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -378,3 +385,28 @@ def test_staging_round_trip_and_sql(by_id: bool) -> None:
         with pytest.raises(KeyError):
             decode_staging(text, {})
     assert decode_staging(encode_staging(SAMPLE_SCHEMA.empty_table())).num_rows == 0
+
+
+def _by_id(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
+    names = sorted(set(table["point"].to_pylist()))
+    ids = {n: 7 * i + 1 for i, n in enumerate(names)}
+    id_col = pa.array([ids[n] for n in table["point"].to_pylist()], pa.int64())
+    return pa.Table.from_arrays([id_col, *table.columns[1:]], schema=ID_SAMPLE_SCHEMA), ids
+
+
+def test_integer_point_ids_for_blocks_and_staging() -> None:
+    table, ids = _by_id(_random_table(np.random.default_rng(11), 6, 2))
+    out = encode_table_blocks(table)
+    assert all(type(pid) is int for pid, *_ in out) and len(out) == 12
+    decoded = decode_blocks_by_id([b for _, _, b, _ in out], [pid for pid, *_ in out])
+    expected = table.sort_by([("point_id", "ascending"), ("ts_ms", "ascending")])
+    assert decoded.schema == ID_SAMPLE_SCHEMA and decoded.equals(expected)
+    row = encode_staging(table)
+    assert decode_staging_by_id(row).equals(expected)
+    assert staging_points(row) == sorted(ids.values())
+    with pytest.raises(BlockFormatError):
+        decode_staging_by_id(
+            encode_staging(
+                table.slice(0, 5).rename_columns(["point", *table.column_names[1:]]).cast(SAMPLE_SCHEMA)
+            )
+        )
