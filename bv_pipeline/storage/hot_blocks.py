@@ -1,19 +1,20 @@
 """Exact, compact, SQL-expandable encoding of one point's samples within one hour (a hot-tier "block").
 
-Pure: no I/O. The full format is specified in ``docs/hot-blocks.md``; in short a block is one JSON object::
+Pure: no I/O. The format is specified in ``docs/hot-blocks.md``; in short a block is one JSON object::
 
-    {"a":1767225600137,"s":60000,"w":2,"t":"kBzA..","f":1,"v":[72.3,72.4,null,{},...]}
+    {"a":1767225602800,"s":60000,"w":2,"t":"UDyAIDAAFD0DMCrEND3CAFAA","f":1,"v":[72.3,72.4,72.4,null,72.6,...]}
 
 - ``v`` has one element per *slot*; slot ``i``'s time is ``a + i*s + code(i)`` where ``code(i)`` is the
   ``w``-digit little-endian base64url number at ``t[i*w:(i+1)*w]`` (``w`` may be 0: then code is 0). A regular
-  cadence is stored as ``s`` = the step and tiny per-slot codes (the poll jitter); irregular data uses ``s`` = 0 and
-  codes = offsets from ``a``. The encoder picks whichever is shorter.
-- Elements of ``v``: a JSON number is a numeric value (with ``"f":1`` it is the shortest decimal of a float32 and
-  decodes as ``float64(float32(x))``; without, the shortest float64 repr); ``null``: the source sent null; a JSON
-  string: a text value; with ``"d":[...]`` (a dictionary of texts) an integer is an index into ``d`` instead;
-  ``[x]`` with a number: an exact float64 escaped from the block's mode; ``["inf"]``, ``["-inf"]``,
-  ``["n<16 hex digits>"]``: infinities and NaN bits; ``{}``: an empty slot (no sample at that grid time).
-- ``"x":1`` marks a block whose ``v`` holds anything but plain numbers and nulls (the decoder's fast path).
+  cadence is stored as ``s`` = the step and small per-slot codes (the poll jitter); irregular data uses ``s`` = 0
+  and codes = offsets from ``a``. The encoder picks whichever is shorter.
+- Elements of ``v``: ``null`` is an empty grid slot (no sample at that time); a JSON number is a numeric value
+  (with ``"f":1`` the shortest decimal of a float32, decoded as ``float64(float32(x))``; else the shortest float64
+  repr); a JSON string is a text value; with ``"d":[...]`` (a dictionary of texts) an integer is an index into
+  ``d`` instead; ``[]``: the source sent null; ``[x]`` with a number: an exact float64 outside the block's mode;
+  ``["inf"]``, ``["-inf"]``, ``["n<16 hex digits>"]``: infinities and NaN bits.
+- ``"x":1`` marks a block whose ``v`` holds anything besides its bulk kind (numbers; with ``d``, indexes) and empty
+  slots; the decoder converts all other blocks' values in one bulk call.
 
 ``hot_blocks_sql`` turns a block column into per-sample SQL rows with ``json_each``; ``hot_staging`` packs many
 points' samples into one staging row with the same block objects.
