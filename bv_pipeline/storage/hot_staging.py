@@ -19,7 +19,6 @@ earliest sample time) and a block without ``"s"``/``"w"`` uses the row's (the mo
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
@@ -27,13 +26,14 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from bv_pipeline.storage.hot_blocks import block_layout, encode_prepared, prepare_table
+from bv_pipeline.storage.hot_blocks import prepare_table
 from bv_pipeline.storage.hot_blocks_decode import (
     ID_SAMPLE_SCHEMA,
     BlockFormatError,
     decode_objects,
     samples_table,
 )
+from bv_pipeline.storage.hot_blocks_encode import block_layouts, encode_runs
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA
 
 
@@ -45,23 +45,22 @@ def encode_staging(samples: pa.Table, point_ids: Mapping[str, int] | None = None
     if samples.num_rows == 0:
         return '{"a":0,"s":0,"w":0,"b":[]}'
     points, change, p = prepare_table(samples)
-    runs = list(itertools.pairwise([0, *(np.flatnonzero(change) + 1).tolist(), len(points)]))
-    default = Counter(block_layout(p, lo, hi) for lo, hi in runs).most_common(1)[0][0]
+    starts = np.concatenate([[0], np.flatnonzero(change) + 1, [len(points)]])
+    default = Counter(block_layouts(p, starts)).most_common(1)[0][0]
     base = int(p.ts.min())
-    parts = []
-    for lo, hi in runs:
+    heads = []
+    for lo in starts[:-1].tolist():
         key = points[lo]
         if type(key) is int:
-            ref = str(key)
+            heads.append(f'"p":{key},')
         elif point_ids is not None:
             if key not in point_ids:
                 raise KeyError(f"point {key!r} has no id")
-            ref = str(int(point_ids[key]))
+            heads.append(f'"p":{int(point_ids[key])},')
         else:
-            ref = orjson.dumps(key).decode()
-        block, _ = encode_prepared(p, lo, hi, f'"p":{ref},', base, default)
-        parts.append(block)
-    return f'{{"a":{base},"s":{default[0]},"w":{default[1]},"b":[' + ",".join(parts) + "]}"
+            heads.append(f'"p":{orjson.dumps(key).decode()},')
+    blocks, _ = encode_runs(p, starts, heads, base, default)
+    return f'{{"a":{base},"s":{default[0]},"w":{default[1]},"b":[' + ",".join(blocks) + "]}"
 
 
 def staging_points(text: str | bytes) -> list[int | str]:
