@@ -21,6 +21,7 @@ MAX_WIDTH = 5  # base64 digits per slot code: time ranges below 64**5 ms (12.4 d
 _LUT = np.full(256, -1, dtype=np.int64)
 _LUT[np.frombuffer(ALPHABET.encode(), np.uint8)] = np.arange(64)
 KIND_NUM, KIND_TEXT, KIND_NULL = 0, 1, 2
+KIND_PLAIN = 3  # decoder only: a plain JSON number, before the block's scale and float32 mode
 
 
 # SAMPLE_SCHEMA with the hot tier's integer point id instead of the name.
@@ -41,13 +42,14 @@ def _loads(block: str | bytes) -> dict:
     return obj
 
 
-def _decode_element(e: object, f32: bool, d: list | None) -> tuple[int, float, str | None]:
-    """(kind, value, text) of one slow-path element; kind -1 is an empty slot."""
+def _decode_element(e: object, d: list | None) -> tuple[int, float, str | None]:
+    """(kind, value, text) of one slow-path element; kind -1 is an empty slot, KIND_PLAIN a number still to be
+    mapped through the block's scale and float32 mode."""
     te = type(e)
     if e is None:
         return -1, math.nan, None
     if te is float or (te is int and d is None):
-        return KIND_NUM, float(np.float32(e)) if f32 else float(e), None  # type: ignore[arg-type]
+        return KIND_PLAIN, float(e), None  # type: ignore[arg-type]
     if te is int and d is not None and 0 <= e < len(d):  # type: ignore[operator]
         return KIND_TEXT, math.nan, d[e]  # type: ignore[index]
     if te is str:
@@ -63,6 +65,14 @@ def _decode_element(e: object, f32: bool, d: list | None) -> tuple[int, float, s
         if type(x) is str and len(x) == 17 and x[0] == "n":
             return KIND_NUM, float(np.frombuffer(bytes.fromhex(x[1:]), ">u8").view(">f8")[0]), None
     raise BlockFormatError(f"bad block element {e!r}")
+
+
+def _scale(o: dict, i: int) -> tuple[int, int]:
+    """(divisor k, offset o) of a scaled-decimal block; (1, 0) for a plain one."""
+    k, off = o.get("k", 1), o.get("o", 0)
+    if type(k) is not int or type(off) is not int or k < 1 or abs(off) >= 2**53:
+        raise BlockFormatError(f"block {i}: k must be a positive integer and o an integer")
+    return k, off
 
 
 def _int_column(values: list, what: str) -> np.ndarray:
@@ -94,6 +104,7 @@ def decode_objects(objs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.nda
     plain_v: list = []
     plain: list[int] = []
     plain_f32: list[bool] = []
+    plain_scale: list[tuple[int, int]] = []
     dict_v: list = []
     dict_blocks: list[int] = []
     entries: list = []
@@ -120,6 +131,7 @@ def decode_objects(objs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.nda
             plain_v.extend(v)
             plain.append(i)
             plain_f32.append(o.get("f") == 1)
+            plain_scale.append(_scale(o, i))
     nb = len(objs)
     anchor, step = _int_column(anchors, "a"), _int_column(steps, "s")
     width, slots = _int_column(widths, "w"), np.asarray(n_slots, dtype=np.int64)
@@ -153,9 +165,14 @@ def decode_objects(objs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.nda
         fb = np.asarray(plain)
         at = _slot_positions(slot_start[fb], slots[fb])
         vals = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+        k, off = (np.repeat(np.asarray(c, dtype=np.int64), slots[fb]) for c in zip(*plain_scale, strict=True))
+        scaled = np.repeat(np.asarray([o_k != (1, 0) for o_k in plain_scale], dtype=bool), slots[fb])
+        if scaled.any():  # exact integers (< 2**53) in, one correctly rounded division out
+            vals = np.where(scaled, (vals + off) / k, vals)
         f32 = np.repeat(np.asarray(plain_f32, dtype=bool), slots[fb])
         if f32.any():
-            vals = np.where(f32, vals.astype(np.float32).astype(np.float64), vals)
+            with np.errstate(over="ignore"):  # other blocks' huge values overflow float32 (dropped)
+                vals = np.where(f32, vals.astype(np.float32).astype(np.float64), vals)
         value[at] = vals
         ok = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
         valid[at] = ok
@@ -179,9 +196,13 @@ def decode_objects(objs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.nda
         if d is not None and (not isinstance(d, list) or not all(type(x) is str for x in d)):
             raise BlockFormatError(f"block {i}: d is not a list of strings")
         g = int(slot_start[i])
+        k, off = _scale(o, i)
         for e in o["v"]:
-            kind, x, text = _decode_element(e, f32_mode, d)
-            if kind == KIND_NUM:
+            kind, x, text = _decode_element(e, d)
+            if kind == KIND_PLAIN:
+                x = (x + off) / k if (k, off) != (1, 0) else x
+                value[g], valid[g] = float(np.float32(x)) if f32_mode else x, True
+            elif kind == KIND_NUM:
                 value[g], valid[g] = x, True
             elif kind == KIND_TEXT:
                 text_idx[g] = len(texts)

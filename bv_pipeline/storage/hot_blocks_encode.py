@@ -22,6 +22,7 @@ _EMPTY = "null"  # an empty grid slot; a null the source sent is "[]"
 _ALPHA_BYTES = np.frombuffer(ALPHABET.encode(), np.uint8)
 _POW64 = 64 ** np.arange(0, 10, dtype=np.int64)
 _POW10 = 10 ** np.arange(0, 19, dtype=np.int64)
+_MAX_DECIMALS = 9  # scaled-decimal mode: values with at most this many decimals
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,51 @@ def _summaries(p: Prepared, starts: np.ndarray, run: np.ndarray) -> list[BlockSu
     return out
 
 
+def _scaled(
+    p: Prepared, starts: np.ndarray, run: np.ndarray, use32: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The scaled-decimal mode per run: (divisor k, offset o, per-sample v, cost; inf where unusable).
+
+    A value is stored as the integer ``v`` with ``(o + v) / k`` == the value (``k`` = 10**d, exact IEEE division
+    of exact integers), checked bit for bit here; in float32 runs the float32 of that quotient must match."""
+    num = p.kind == KIND_NUM
+    first = starts[:-1]
+    nb = len(first)
+    x = np.where(num, p.value, 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        x32 = x.astype(np.float32)
+
+        in32 = use32[run]
+
+        def exact(ints: np.ndarray, k: np.ndarray) -> np.ndarray:
+            back = ints.astype(np.float64) / k
+            same64 = back.view(np.uint64) == x.view(np.uint64)
+            same32 = (back.astype(np.float32).view(np.uint32) == x32.view(np.uint32)) & (p.len32 > 0)
+            return np.where(in32, same32, same64)
+
+        need = np.full(len(x), _MAX_DECIMALS + 1, dtype=np.int64)
+        for d in range(_MAX_DECIMALS, -1, -1):  # the fewest decimals that reproduce each value
+            y = x * 10.0**d
+            ok = num & np.isfinite(y) & (np.abs(y) < 2.0**53)
+            ints = np.where(ok, np.rint(np.where(ok, y, 0.0)), 0).astype(np.int64)
+            need = np.where(ok & exact(ints, np.full(len(x), 10.0**d)), d, need)
+        digits = np.maximum.reduceat(np.where(num, need, -1), first)
+        usable = (digits >= 0) & (digits <= _MAX_DECIMALS)
+        usable &= np.bincount(run[p.kind == KIND_TEXT], minlength=nb) == 0
+        k = 10.0 ** np.clip(digits, 0, _MAX_DECIMALS)
+        y = x * k[run]
+        fits = num & np.isfinite(y) & (np.abs(y) < 2.0**53)
+        ints = np.where(fits, np.rint(np.where(fits, y, 0.0)), 0).astype(np.int64)
+        bad = num & ~(fits & exact(ints, k[run]))
+    usable &= np.bincount(run[bad], minlength=nb) == 0
+    offset = np.minimum.reduceat(np.where(num, ints, np.iinfo(np.int64).max), first)
+    offset = np.where(usable, offset, 0)
+    v = ints - offset[run]
+    cost = np.bincount(run, weights=np.where(num, _digits(np.maximum(v, 1), _POW10), 0), minlength=nb)
+    head = 10 + _digits(k.astype(np.int64), _POW10) + _digits(np.abs(offset), _POW10) + (offset < 0)
+    return k.astype(np.int64), offset, v, np.where(usable, cost + head, np.inf)
+
+
 def encode_runs(
     p: Prepared,
     starts: np.ndarray,
@@ -260,10 +306,18 @@ def encode_runs(
         run, weights=np.where(num, np.where(has32, p.len32, p.len64 + 2), 0), minlength=nb
     )
     use32 = cost32 < cost64
+    scale, offset, ints, scaled_cost = _scaled(p, starts, run, use32)
+    use_scale = scaled_cost < np.minimum(cost32, cost64)
     elems = np.where(num & use32[run] & has32, p.num32, p.num64)
     bracket = num & use32[run] & ~has32 & ~p.esc
     for i in np.flatnonzero(bracket).tolist():
         elems[i] = "[" + p.num64[i] + "]"
+    scaled_samples = num & use_scale[run]
+    if scaled_samples.any():
+        elems[scaled_samples] = pc.cast(pa.array(ints[scaled_samples]), pa.string()).to_numpy(
+            zero_copy_only=False
+        )
+        bracket &= ~scaled_samples
     elems[p.kind == KIND_NULL] = "[]"
     mixed = np.bincount(run[bracket | p.esc | (p.kind == KIND_NULL)], minlength=nb) > 0
     dict_heads = [""] * nb
@@ -277,7 +331,10 @@ def encode_runs(
     for r, (a, b) in enumerate(zip(slot_start[:-1].tolist(), slot_start[1:].tolist(), strict=True)):
         s, wr = int(step[r]), int(w[r])
         layout = "" if (s, wr) == default_layout else f'"s":{s},"w":{wr},'
-        flags = (',"f":1' if use32[r] else "") + dict_heads[r] + (',"x":1' if mixed[r] else "")
+        flags = ',"f":1' if use32[r] else ""
+        if use_scale[r]:
+            flags += f',"k":{int(scale[r])},"o":{int(offset[r])}'
+        flags += dict_heads[r] + (',"x":1' if mixed[r] else "")
         head = heads[r] if heads else ""
         a_rel = int(anchor[r]) - anchor_base
         blocks.append(

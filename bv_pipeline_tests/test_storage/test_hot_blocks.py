@@ -275,6 +275,20 @@ def test_float32_block_stores_short_decimals_and_sql_shows_them() -> None:
     assert [r[2] for r in _sql_rows([("p", encoded)])] == [1.61, 72.3, 0.1, 45.25]
 
 
+def test_scaled_decimals_store_small_integers_and_sql_divides_exactly() -> None:
+    readings = [5121551.42, 5121553.59, 5121555.75, 5121557.92, 5121560.08]
+    ts = np.arange(5, dtype=np.int64) * 60_000 + T0
+    encoded, summary = encode_block(ts, np.asarray(readings))
+    assert '"k":100,"o":512155142' in encoded and '"v":[0,217,433,650,866]' in encoded
+    assert decode_block(encoded)[1].to_pylist() == readings
+    assert [r[2] for r in _sql_rows([("p", encoded)])] == readings
+    assert summary.vmin == readings[0] and summary.vmax == readings[-1]
+    temps = [float(np.float32(x)) for x in (72.3, 72.4, 71.9, 72.0, 72.6)]  # float32 registers
+    encoded, _ = encode_block(ts, np.asarray(temps))
+    assert '"f":1,"k":10,"o":719' in encoded and '"v":[4,5,0,1,7]' in encoded
+    assert decode_block(encoded)[1].to_pylist() == temps
+
+
 def test_regular_cadence_with_jitter_and_a_gap_uses_the_grid() -> None:
     jitter = [0, 150, -200, 37, 199, -5] * 5
     ts = np.array([T0 + 3_000 + 60_000 * i + j for i, j in enumerate(jitter)], dtype=np.int64)
@@ -461,7 +475,8 @@ def test_simulator_hour_is_exact_compact_and_readable_in_sql() -> None:
     assert decode_blocks(blocks, points).equals(truth)
     size = sum(len(b.encode()) for b in blocks)
     assert size / truth.num_rows < 8.0, size / truth.num_rows
-    assert sum('"f":1' in b for b in blocks) > 0 and sum('"d":' in b for b in blocks) > 0
+    for mode in ('"f":1', '"d":', '"k":', "null"):  # float32, dictionary, scaled decimals, gaps
+        assert any(mode in b for b in blocks), mode
     rows = _sql_rows(list(zip(points, blocks, strict=True)))
     assert [(r[0], r[1], r[3]) for r in rows] == list(
         zip(
