@@ -8,9 +8,10 @@ Pure: no I/O. The format is specified in ``docs/hot-blocks.md``; in short a bloc
   ``w``-digit little-endian base64url number at ``t[i*w:(i+1)*w]`` (``w`` may be 0: then code is 0). A regular
   cadence is stored as ``s`` = the step and small per-slot codes (the poll jitter); irregular data uses ``s`` = 0
   and codes = offsets from ``a``. The encoder picks whichever is shorter.
-- Elements of ``v``: ``null`` is an empty grid slot (no sample at that time); a JSON number is a numeric value
-  (with ``"f":1`` the shortest decimal of a float32, decoded as ``float64(float32(x))``; else the shortest float64
-  repr); a JSON string is a text value; with ``"d":[...]`` (a dictionary of texts) an integer is an index into
+- Elements of ``v``: ``null`` is an empty grid slot (no sample at that time); a JSON number ``x`` is a numeric
+  value ``y`` = ``x``, or ``(o + x) / k`` in a scaled-decimal block (``"k"``: a power of ten, ``"o"``: an integer
+  offset), stored as ``float64(float32(y))`` with ``"f":1`` (float32 registers: ``1.61`` for ``1.6100000143051147``)
+  and as ``y`` otherwise; a JSON string is a text value; with ``"d":[...]`` (a dictionary of texts) an integer is an index into
   ``d`` instead; ``[]``: the source sent null; ``[x]`` with a number: an exact float64 outside the block's mode;
   ``["inf"]``, ``["-inf"]``, ``["n<16 hex digits>"]``: infinities and NaN bits.
 - ``"x":1`` marks a block whose ``v`` holds anything besides its bulk kind (numbers; with ``d``, indexes) and empty
