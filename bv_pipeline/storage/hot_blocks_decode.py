@@ -226,11 +226,15 @@ def decode_block(block: str | bytes) -> tuple[np.ndarray, pa.Array, pa.Array]:
 
 
 def samples_table(
-    points: Sequence, counts: np.ndarray, ts: np.ndarray, value: np.ndarray, valid: np.ndarray, text: pa.Array
+    schema: pa.Schema,
+    points: Sequence,
+    counts: np.ndarray,
+    ts: np.ndarray,
+    value: np.ndarray,
+    valid: np.ndarray,
+    text: pa.Array,
 ) -> pa.Table:
-    """SAMPLE_SCHEMA (``points`` are names) or ID_SAMPLE_SCHEMA (integer ids) rows, ``counts[i]`` for point i."""
-    by_id = len(points) > 0 and all(type(p) is int for p in points)
-    schema = ID_SAMPLE_SCHEMA if by_id else SAMPLE_SCHEMA
+    """A ``schema`` (SAMPLE_SCHEMA or ID_SAMPLE_SCHEMA) table with ``counts[i]`` rows for ``points[i]``."""
     keys = pa.array(list(points), schema.field(0).type)
     point_col = keys.take(pa.array(np.repeat(np.arange(len(points)), counts)))
     return pa.Table.from_arrays(
@@ -243,7 +247,7 @@ def decode_blocks(blocks: Sequence[str | bytes], points: Sequence[str]) -> pa.Ta
     if len(blocks) != len(points):
         raise ValueError("blocks and points lengths differ")
     ts, value, valid, text, counts = decode_objects([_loads(b) for b in blocks])
-    return samples_table([str(p) for p in points], counts, ts, value, valid, text).cast(SAMPLE_SCHEMA)
+    return samples_table(SAMPLE_SCHEMA, [str(p) for p in points], counts, ts, value, valid, text)
 
 
 def decode_blocks_by_id(blocks: Sequence[str | bytes], point_ids: Sequence[int]) -> pa.Table:
@@ -252,4 +256,4 @@ def decode_blocks_by_id(blocks: Sequence[str | bytes], point_ids: Sequence[int])
         raise ValueError("blocks and point_ids lengths differ")
     ts, value, valid, text, counts = decode_objects([_loads(b) for b in blocks])
     ids = [int(p) for p in point_ids]
-    return samples_table(ids, counts, ts, value, valid, text).cast(ID_SAMPLE_SCHEMA)
+    return samples_table(ID_SAMPLE_SCHEMA, ids, counts, ts, value, valid, text)

@@ -106,7 +106,7 @@ def decode_staging(
         else:
             raise BlockFormatError(f"staging block point reference {ref!r} cannot be resolved to a name")
     ts, value, valid, value_text, counts = decode_objects(blocks)
-    return samples_table(names, counts, ts, value, valid, value_text).cast(SAMPLE_SCHEMA)
+    return samples_table(SAMPLE_SCHEMA, names, counts, ts, value, valid, value_text)
 
 
 def decode_staging_by_id(text: str | bytes) -> pa.Table:
@@ -116,4 +116,4 @@ def decode_staging_by_id(text: str | bytes) -> pa.Table:
     if not all(type(i) is int for i in ids):
         raise BlockFormatError("staging row references points by name, not by id")
     ts, value, valid, value_text, counts = decode_objects(blocks)
-    return samples_table(ids, counts, ts, value, valid, value_text).cast(ID_SAMPLE_SCHEMA)
+    return samples_table(ID_SAMPLE_SCHEMA, ids, counts, ts, value, valid, value_text)

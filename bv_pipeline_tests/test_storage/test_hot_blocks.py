@@ -458,6 +458,12 @@ def test_integer_point_ids_for_blocks_and_staging() -> None:
     row = encode_staging(table)
     assert decode_staging_by_id(row).equals(expected)
     assert staging_points(row) == sorted(ids.values())
+    assert (
+        decode_blocks_by_id([], []).schema == ID_SAMPLE_SCHEMA
+        and decode_blocks([], []).schema == SAMPLE_SCHEMA
+    )
+    assert decode_staging_by_id(encode_staging(table.slice(0, 0))).schema == ID_SAMPLE_SCHEMA
+    assert encode_table_blocks(table.slice(0, 0)) == []
     with pytest.raises(BlockFormatError):
         decode_staging_by_id(
             encode_staging(
