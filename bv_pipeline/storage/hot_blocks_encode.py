@@ -154,7 +154,7 @@ def _layout(ts: np.ndarray, starts: np.ndarray, run: np.ndarray) -> tuple[np.nda
         codes = off - omin[run]
         cw = _digits(np.maximum.reduceat(codes, first), _POW64)
         n_slots = slots[last] + 1
-        size = n_slots * cw + (n_slots - lengths) * (len(_EMPTY) + 1) + _digits(step, _POW10)
+        size = n_slots * cw + (n_slots - lengths) * (len(_EMPTY) + 1)
         win = usable & (bad == 0) & (lengths >= 3) & (size < best[0])
         best[0] = np.where(win, size, best[0])
         best[1] = np.where(win, ts[first] + omin, best[1])
