@@ -122,7 +122,7 @@ def prepare(ts: np.ndarray, value: np.ndarray, valid: np.ndarray, text: pa.Array
 
 def _digits(x: np.ndarray, powers: np.ndarray) -> np.ndarray:
     """Digits needed per value (0 for 0) in the base of ``powers``."""
-    return (x[:, None] >= powers[None, :]).sum(axis=1)
+    return np.searchsorted(powers, x, side="right")
 
 
 def _layout(ts: np.ndarray, starts: np.ndarray, run: np.ndarray) -> tuple[np.ndarray, ...]:
