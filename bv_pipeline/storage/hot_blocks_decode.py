@@ -1,8 +1,9 @@
 """Decoding of hot-tier blocks (format: ``hot_blocks`` docstring and ``docs/hot-blocks.md``). Pure.
 
-Plain blocks (numbers and nulls only, no ``x``/``d`` key) are decoded in bulk: their ``v`` lists are concatenated
-and converted by one ``pa.array`` call, which also rejects anything but numbers and nulls; timestamps of all blocks
-are decoded with numpy in one pass. Only text/escape/gap blocks walk their elements in Python.
+Blocks without ``x`` are decoded in bulk: the ``v`` lists of all plain blocks are concatenated and converted by
+one ``pa.array`` call (which also rejects anything but numbers and nulls), those of all dictionary blocks by
+another; timestamps of all blocks are decoded with numpy in one pass. Only ``x`` blocks (inline texts, escapes,
+source nulls) walk their elements in Python.
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ def _decode_element(e: object, d: list | None) -> tuple[int, float, str | None]:
         if x == "inf" or x == "-inf":
             return KIND_NUM, float(x), None
         if type(x) is str and len(x) == 17 and x[0] == "n":
-            return KIND_NUM, float(np.frombuffer(bytes.fromhex(x[1:]), ">u8").view(">f8")[0]), None
+            try:
+                return KIND_NUM, float(np.frombuffer(bytes.fromhex(x[1:]), ">u8").view(">f8")[0]), None
+            except ValueError:
+                pass
     raise BlockFormatError(f"bad block element {e!r}")
 
 
@@ -76,10 +80,12 @@ def _scale(o: dict, i: int) -> tuple[int, int]:
 
 
 def _int_column(values: list, what: str) -> np.ndarray:
+    if not all(type(x) is int for x in values):
+        raise BlockFormatError(f"block field {what} must be an integer")
     try:
         return np.asarray(values, dtype=np.int64)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise BlockFormatError(f"block field {what} must be integers: {exc}") from None
+    except OverflowError as exc:
+        raise BlockFormatError(f"block field {what} is out of range: {exc}") from None
 
 
 def _slot_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

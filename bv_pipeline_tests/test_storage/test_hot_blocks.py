@@ -360,6 +360,9 @@ def test_encode_rejects_bad_input(
         '{"a":0,"s":0,"w":1,"t":"A","x":1,"v":[true]}',
         '{"a":0,"s":0,"w":1,"t":"A","d":["a"],"v":[1]}',
         '{"a":0,"s":0,"w":1,"t":"A","d":["a"],"v":[-1]}',
+        '{"a":0,"s":0,"w":1,"t":"A","x":1,"v":[["nzz00000000000000"]]}',
+        '{"a":0,"s":0,"w":1,"t":"A","k":0,"o":1,"v":[1]}',
+        '{"a":"0","s":0,"w":1,"t":"A","v":[1]}',
     ],
 )
 def test_decode_rejects_malformed_blocks(block: str) -> None:
