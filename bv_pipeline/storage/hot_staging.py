@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from bv_pipeline.storage.gc_pause import gc_paused
 from bv_pipeline.storage.hot_blocks import prepare_table
 from bv_pipeline.storage.hot_blocks_decode import (
     ID_SAMPLE_SCHEMA,
@@ -86,13 +87,7 @@ def _blocks(text: str | bytes) -> list[dict]:
     return blocks
 
 
-def decode_staging(
-    text: str | bytes, point_names: Mapping[int, str] | Sequence[str] | None = None
-) -> pa.Table:
-    """A staging row -> SAMPLE_SCHEMA table (blocks in row order, samples by time within each block).
-
-    Rows that reference points by id need ``point_names`` (id -> name); rows with names need nothing."""
-    blocks = _blocks(text)
+def _point_names(blocks: list[dict], point_names: Mapping[int, str] | Sequence[str] | None) -> list[str]:
     names: list[str] = []
     for o in blocks:
         ref = o.get("p")
@@ -105,15 +100,28 @@ def decode_staging(
                 raise KeyError(f"staging row references unknown point id {ref}") from None
         else:
             raise BlockFormatError(f"staging block point reference {ref!r} cannot be resolved to a name")
-    ts, value, valid, value_text, counts = decode_objects(blocks)
+    return names
+
+
+def decode_staging(
+    text: str | bytes, point_names: Mapping[int, str] | Sequence[str] | None = None
+) -> pa.Table:
+    """A staging row -> SAMPLE_SCHEMA table (blocks in row order, samples by time within each block).
+
+    Rows that reference points by id need ``point_names`` (id -> name); rows with names need nothing."""
+    with gc_paused():  # parsed JSON holds no cycles: collector passes over it are pure overhead
+        blocks = _blocks(text)
+        names = _point_names(blocks, point_names)
+        ts, value, valid, value_text, counts = decode_objects(blocks)
     return samples_table(SAMPLE_SCHEMA, names, counts, ts, value, valid, value_text)
 
 
 def decode_staging_by_id(text: str | bytes) -> pa.Table:
     """A staging row whose blocks reference integer point ids -> ID_SAMPLE_SCHEMA table."""
-    blocks = _blocks(text)
-    ids = [o.get("p") for o in blocks]
-    if not all(type(i) is int for i in ids):
-        raise BlockFormatError("staging row references points by name, not by id")
-    ts, value, valid, value_text, counts = decode_objects(blocks)
+    with gc_paused():
+        blocks = _blocks(text)
+        ids = [o.get("p") for o in blocks]
+        if not all(type(i) is int for i in ids):
+            raise BlockFormatError("staging row references points by name, not by id")
+        ts, value, valid, value_text, counts = decode_objects(blocks)
     return samples_table(ID_SAMPLE_SCHEMA, ids, counts, ts, value, valid, value_text)
