@@ -89,7 +89,7 @@ def encode_block(
     return _one_block(ts, vals, valid, _text_array(value_text, len(ts)))
 
 
-def prepare_table(samples: pa.Table) -> tuple[list, np.ndarray, Prepared]:
+def prepare_table(samples: pa.Table) -> tuple[pa.Array, np.ndarray, Prepared]:
     """Sort samples by (point, ts) and format them: (point keys, "point changes after row i", prepared).
 
     ``samples`` is SAMPLE_SCHEMA or ID_SAMPLE_SCHEMA (an integer ``point_id`` instead of the name). Rejects
@@ -105,7 +105,7 @@ def prepare_table(samples: pa.Table) -> tuple[list, np.ndarray, Prepared]:
         raise ValueError(f"{int(same.sum())} repeated (point, ts_ms) sample(s)")
     vals, valid = as_float_array(table["value"])
     prepared = prepare(ts, vals, valid, _text_array(table["value_text"], table.num_rows))
-    return keys.to_pylist(), change, prepared
+    return keys, change, prepared
 
 
 def encode_table_blocks(
@@ -120,10 +120,9 @@ def encode_table_blocks(
     hour = p.ts // hour_ms * hour_ms
     starts = np.concatenate([[0], np.flatnonzero(change | (hour[1:] != hour[:-1])) + 1, [len(points)]])
     blocks, summaries = encode_runs(p, starts)
-    return [
-        (points[lo], int(hour[lo]), block, summary)
-        for lo, block, summary in zip(starts[:-1].tolist(), blocks, summaries, strict=True)
-    ]
+    firsts = starts[:-1]
+    keys = points.take(pa.array(firsts)).to_pylist()
+    return list(zip(keys, hour[firsts].tolist(), blocks, summaries, strict=True))
 
 
 def merge_blocks(

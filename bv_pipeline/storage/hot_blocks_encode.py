@@ -147,8 +147,7 @@ def _layout(ts: np.ndarray, starts: np.ndarray, run: np.ndarray) -> tuple[np.nda
         usable = step > 0
         s = np.where(usable, step, 1)[run]
         slots = np.rint(rel / s).astype(np.int64)
-        bad = np.zeros(len(lengths), dtype=np.int64)
-        np.add.at(bad, gap_run, (np.diff(slots)[inner] <= 0).astype(np.int64))
+        bad = np.bincount(gap_run, weights=np.diff(slots)[inner] <= 0, minlength=len(lengths))
         off = rel - slots * s
         omin = np.minimum.reduceat(off, first)
         codes = off - omin[run]

@@ -50,8 +50,7 @@ def encode_staging(samples: pa.Table, point_ids: Mapping[str, int] | None = None
     default = Counter(block_layouts(p, starts)).most_common(1)[0][0]
     base = int(p.ts.min())
     heads = []
-    for lo in starts[:-1].tolist():
-        key = points[lo]
+    for key in points.take(pa.array(starts[:-1])).to_pylist():
         if type(key) is int:
             heads.append(f'"p":{key},')
         elif point_ids is not None:
