@@ -269,7 +269,10 @@ def _scaled(
     offset = np.where(usable, offset, 0)
     v = ints - offset[run]
     cost = np.bincount(run, weights=np.where(num, _digits(np.maximum(v, 1), _POW10), 0), minlength=nb)
-    head = 10 + _digits(k.astype(np.int64), _POW10) + _digits(np.abs(offset), _POW10) + (offset < 0)
+    # ',"k":10,"o":719' plus ',"f":1' in float32 runs (also counted in the plain float32 cost it competes with)
+    head = (
+        10 + _digits(k.astype(np.int64), _POW10) + _digits(np.abs(offset), _POW10) + (offset < 0) + 6 * use32
+    )
     return k.astype(np.int64), offset, v, np.where(usable, cost + head, np.inf)
 
 

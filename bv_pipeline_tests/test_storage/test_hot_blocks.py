@@ -283,9 +283,10 @@ def test_scaled_decimals_store_small_integers_and_sql_divides_exactly() -> None:
     assert decode_block(encoded)[1].to_pylist() == readings
     assert [r[2] for r in _sql_rows([("p", encoded)])] == readings
     assert summary.vmin == readings[0] and summary.vmax == readings[-1]
-    temps = [float(np.float32(x)) for x in (72.3, 72.4, 71.9, 72.0, 72.6)]  # float32 registers
+    temps = [float(np.float32(x)) for x in (72.3, 72.4, 71.9, 72.0, 72.6)] * 4  # float32 registers
+    ts = np.arange(20, dtype=np.int64) * 60_000 + T0
     encoded, _ = encode_block(ts, np.asarray(temps))
-    assert '"f":1,"k":10,"o":719' in encoded and '"v":[4,5,0,1,7]' in encoded
+    assert '"f":1,"k":10,"o":719' in encoded and '"v":[4,5,0,1,7,4,5,0,1,7,' in encoded
     assert decode_block(encoded)[1].to_pylist() == temps
 
 
