@@ -29,11 +29,11 @@ _MAX_DECIMALS = 9  # scaled-decimal mode: values with at most this many decimals
 class BlockSummary:
     """Per-block columns stored beside the block so hourly charts never need the raw samples."""
 
-    n: int  # samples in the block (nulls and text included)
-    n_numeric: int  # samples with a numeric value
-    vmin: float | None  # over numeric values, exact float64; None when there are none
+    n: int  # samples in the block (nulls, text, NaN and infinities included)
+    n_numeric: int  # samples with a finite numeric value (the count for an average)
+    vmin: float | None  # over the finite numeric values, as the cold tier's hourly rollups; None when none
     vmax: float | None
-    vsum: float | None  # correctly rounded sum (math.fsum) when all values are finite
+    vsum: float | None  # correctly rounded (math.fsum), independent of order
     first_ts: int
     last_ts: int
 
@@ -204,27 +204,21 @@ def _text_run(p: Prepared, lo: int, hi: int, elems: np.ndarray) -> tuple[str, bo
 
 
 def _summaries(p: Prepared, starts: np.ndarray, run: np.ndarray) -> list[BlockSummary]:
-    num = p.kind == KIND_NUM
+    """Per run: like the cold tier's hourly rollups, statistics cover the finite numeric values only."""
+    finite = (p.kind == KIND_NUM) & np.isfinite(p.value)
     first = starts[:-1]
-    count = np.bincount(run[num], minlength=len(first))
-    lo_v = np.minimum.reduceat(np.where(num, p.value, np.inf), first)
-    hi_v = np.maximum.reduceat(np.where(num, p.value, -np.inf), first)
-    nonfinite = np.bincount(run[num & ~np.isfinite(p.value)], minlength=len(first))
-    zeroed = np.where(num, p.value, 0.0)
-    values = zeroed.tolist()
+    count = np.bincount(run[finite], minlength=len(first))
+    lo_v = np.minimum.reduceat(np.where(finite, p.value, np.inf), first).tolist()
+    hi_v = np.maximum.reduceat(np.where(finite, p.value, -np.inf), first).tolist()
+    values = np.where(finite, p.value, 0.0).tolist()
+    ts = p.ts.tolist()
     out = []
     for r, (a, b) in enumerate(zip(first.tolist(), starts[1:].tolist(), strict=True)):
-        n_num = int(count[r])
-        if n_num == 0:
-            out.append(BlockSummary(b - a, 0, None, None, None, int(p.ts[a]), int(p.ts[b - 1])))
-            continue
-        if nonfinite[r]:
-            with np.errstate(invalid="ignore"):
-                total = float(np.sum(p.value[a:b][num[a:b]]))
+        if count[r]:
+            stats = (int(count[r]), lo_v[r], hi_v[r], math.fsum(values[a:b]))
         else:
-            total = math.fsum(values[a:b])
-        lo, hi = float(lo_v[r]), float(hi_v[r])
-        out.append(BlockSummary(b - a, n_num, lo, hi, total, int(p.ts[a]), int(p.ts[b - 1])))
+            stats = (0, None, None, None)
+        out.append(BlockSummary(b - a, *stats, ts[a], ts[b - 1]))
     return out
 
 
