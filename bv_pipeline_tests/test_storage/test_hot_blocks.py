@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import random
 import sqlite3
 import struct
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -500,3 +502,29 @@ def test_simulator_hour_is_exact_compact_and_readable_in_sql() -> None:
     f64_rows = _sql_rows([("p", b) for b in exact])
     f64_want = decode_blocks(exact, ["p"] * len(exact))["value"].to_pylist()
     assert [r[2] for r in f64_rows] == f64_want
+
+
+def test_sql_expansion_on_d1s_sqlite_reads_one_row_per_slot(tmp_path) -> None:
+    """On SQLite carrying D1's row counters (the local D1 endpoint's library): same samples, and a block costs
+    one row read for its seek plus one per slot (empty slots included)."""
+    from bv_pipeline_tests.fakes.d1meter.sqlite import Connection
+
+    sim = AceSimulator(SimulatorConfig(sites=("s",), points=30), clock=lambda: T0 / 1000 + 86_400)
+    truth = sim.truth("s", T0 + 3_600_000, T0 + 7_200_000)
+    table, _ = _by_id(truth)
+    out = encode_table_blocks(table)
+    conn = Connection(tmp_path / "d1.sqlite")
+    conn.execute("CREATE TABLE h (point_id INTEGER PRIMARY KEY, block TEXT NOT NULL)")
+    for pid, _, block, _ in out:
+        conn.execute("INSERT INTO h VALUES (?, ?)", (pid, block))
+    result = conn.execute(block_select_sql("h", "h.point_id", "h.block"))[0]
+    expected = decode_blocks_by_id([b for _, _, b, _ in out], [p for p, *_ in out])
+    assert [(r[0], r[1], r[3]) for r in result.rows] == list(
+        zip(*(expected[c].to_pylist() for c in ("point_id", "ts_ms", "value_text")), strict=True)
+    )
+    for row, want in zip(result.rows, expected["value"].to_pylist(), strict=True):
+        assert (row[2] is None and want is None) or np.float32(row[2]) == np.float32(want)
+    slots = [len(orjson.loads(b)["v"]) for _, _, b, _ in out]
+    assert result.rows_read == len(out) + sum(slots)
+    one = conn.execute(block_select_sql("h", "h.point_id", "h.block", where=f"h.point_id = {out[2][0]}"))[0]
+    assert len(one.rows) == out[2][3].n and one.rows_read == 1 + slots[2]
