@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import orjson
@@ -203,6 +204,18 @@ def _text_run(p: Prepared, lo: int, hi: int, elems: np.ndarray) -> tuple[str, bo
     return "", True
 
 
+def _exact_sum(values: list[float]) -> float:
+    """The correctly rounded sum (+/-inf beyond float64), independent of order."""
+    try:
+        return math.fsum(values)
+    except OverflowError:  # an intermediate partial sum overflowed: sum exactly in rationals
+        total = sum(map(Fraction, values), Fraction(0))
+        try:
+            return float(total)
+        except OverflowError:
+            return math.inf if total > 0 else -math.inf
+
+
 def _summaries(p: Prepared, starts: np.ndarray, run: np.ndarray) -> list[BlockSummary]:
     """Per run: like the cold tier's hourly rollups, statistics cover the finite numeric values only."""
     finite = (p.kind == KIND_NUM) & np.isfinite(p.value)
@@ -215,7 +228,7 @@ def _summaries(p: Prepared, starts: np.ndarray, run: np.ndarray) -> list[BlockSu
     out = []
     for r, (a, b) in enumerate(zip(first.tolist(), starts[1:].tolist(), strict=True)):
         if count[r]:
-            stats = (int(count[r]), lo_v[r], hi_v[r], math.fsum(values[a:b]))
+            stats = (int(count[r]), lo_v[r], hi_v[r], _exact_sum(values[a:b]))
         else:
             stats = (0, None, None, None)
         out.append(BlockSummary(b - a, *stats, ts[a], ts[b - 1]))

@@ -6,6 +6,7 @@ import math
 import random
 import sqlite3
 import struct
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +120,12 @@ def _expected_summary(ts: np.ndarray, items: list[tuple[str, object]]) -> BlockS
     nums = [x for k, x in items if k == "num" and math.isfinite(x)]  # type: ignore[arg-type]
     if not nums:
         return BlockSummary(len(items), 0, None, None, None, int(ts[0]), int(ts[-1]))
-    return BlockSummary(len(items), len(nums), min(nums), max(nums), math.fsum(nums), int(ts[0]), int(ts[-1]))  # type: ignore[arg-type, type-var]
+    exact = sum(map(Fraction, nums), Fraction(0))  # type: ignore[arg-type]
+    try:
+        total = float(exact)
+    except OverflowError:
+        total = math.inf if exact > 0 else -math.inf
+    return BlockSummary(len(items), len(nums), min(nums), max(nums), total, int(ts[0]), int(ts[-1]))  # type: ignore[arg-type, type-var]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -165,7 +171,7 @@ def test_decode_blocks_concatenates_in_input_order(blocks: list) -> None:
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_blocks(), min_size=1, max_size=8), st.randoms(use_true_random=False))
-def test_table_encoding_of_many_blocks_is_exact(blocks: list, rnd) -> None:
+def test_table_encoding_of_many_blocks_is_exact(blocks: list, rnd: random.Random) -> None:
     """The vectorised multi-block path: blocks of several points and hours in one shuffled table."""
     rows = []
     for b, (ts, items) in enumerate(blocks):
@@ -263,6 +269,14 @@ def test_targeted_values_round_trip_and_show_in_sql() -> None:
     rows = _sql_rows([("p", encoded)])
     _assert_sql_matches(rows, ts, [*items[:-1], ("null", None)], orjson.loads(encoded).get("f") == 1)
     assert rows[-1][2] is None  # NaN shows as NULL in SQL (SQLite has no NaN)
+
+
+def test_summary_sums_exactly_even_past_float64_range() -> None:
+    ts = np.arange(3, dtype=np.int64) * 60_000 + T0
+    assert encode_block(ts, np.array([1.7e308, 1.7e308, -1.7e308]))[1].vsum == 1.7e308  # fsum alone overflows
+    assert encode_block(ts[:2], np.array([1.7e308, 1.7e308]))[1].vsum == math.inf
+    summary = encode_block(ts, np.array([0.1, 0.2, 0.3]))[1]
+    assert summary.vsum == 0.6 and sum([0.1, 0.2, 0.3]) != 0.6  # correctly rounded, not left-to-right
 
 
 def test_float32_block_stores_short_decimals_and_sql_shows_them() -> None:
@@ -504,7 +518,7 @@ def test_simulator_hour_is_exact_compact_and_readable_in_sql() -> None:
     assert [r[2] for r in f64_rows] == f64_want
 
 
-def test_sql_expansion_on_d1s_sqlite_reads_one_row_per_slot(tmp_path) -> None:
+def test_sql_expansion_on_d1s_sqlite_reads_one_row_per_slot(tmp_path: Path) -> None:
     """On SQLite carrying D1's row counters (the local D1 endpoint's library): same samples, and a block costs
     one row read for its seek plus one per slot (empty slots included)."""
     from bv_pipeline_tests.fakes.d1meter.sqlite import Connection
