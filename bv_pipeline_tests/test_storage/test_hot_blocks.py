@@ -271,6 +271,14 @@ def test_targeted_values_round_trip_and_show_in_sql() -> None:
     assert rows[-1][2] is None  # NaN shows as NULL in SQL (SQLite has no NaN)
 
 
+def test_timestamps_before_1970_and_far_apart() -> None:
+    ts = np.array([-86_400_123, -5_000, -1, 0, 7, 64**5 - 86_400_124], dtype=np.int64)  # the widest span
+    encoded, summary = encode_block(ts, np.arange(6, dtype=np.float64))
+    assert decode_block(encoded)[0].tolist() == ts.tolist()
+    assert [r[1] for r in _sql_rows([("p", encoded)])] == ts.tolist()
+    assert (summary.first_ts, summary.last_ts) == (int(ts[0]), int(ts[-1]))
+
+
 def test_summary_sums_exactly_even_past_float64_range() -> None:
     ts = np.arange(3, dtype=np.int64) * 60_000 + T0
     assert encode_block(ts, np.array([1.7e308, 1.7e308, -1.7e308]))[1].vsum == 1.7e308  # fsum alone overflows
