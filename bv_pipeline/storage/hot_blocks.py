@@ -2,23 +2,25 @@
 
 Pure: no I/O. The format is specified in ``docs/hot-blocks.md``; in short a block is one JSON object::
 
-    {"a":1767225602800,"s":60000,"w":2,"t":"UDyAIDAAFD0DMCrEND3CAFAA","f":1,"v":[72.3,72.4,72.4,null,72.6,...]}
+    {"a":1767225602800,"s":60000,"w":2,"t":"UDyAIDAAFD0DMCrEND3C...","f":1,"v":[72.3,72.4,72.4,null,72.6,...]}
 
 - ``v`` has one element per *slot*; slot ``i``'s time is ``a + i*s + code(i)`` where ``code(i)`` is the
   ``w``-digit little-endian base64url number at ``t[i*w:(i+1)*w]`` (``w`` may be 0: then code is 0). A regular
-  cadence is stored as ``s`` = the step and small per-slot codes (the poll jitter); irregular data uses ``s`` = 0
-  and codes = offsets from ``a``. The encoder picks whichever is shorter.
+  cadence is stored as ``s`` = the step and small per-slot codes (the poll jitter); irregular data uses
+  ``s`` = 0 and codes = offsets from ``a``. The encoder picks whichever is shorter.
 - Elements of ``v``: ``null`` is an empty grid slot (no sample at that time); a JSON number ``x`` is a numeric
-  value ``y`` = ``x``, or ``(o + x) / k`` in a scaled-decimal block (``"k"``: a power of ten, ``"o"``: an integer
-  offset), stored as ``float64(float32(y))`` with ``"f":1`` (float32 registers: ``1.61`` for ``1.6100000143051147``)
-  and as ``y`` otherwise; a JSON string is a text value; with ``"d":[...]`` (a dictionary of texts) an integer is an index into
-  ``d`` instead; ``[]``: the source sent null; ``[x]`` with a number: an exact float64 outside the block's mode;
-  ``["inf"]``, ``["-inf"]``, ``["n<16 hex digits>"]``: infinities and NaN bits.
-- ``"x":1`` marks a block whose ``v`` holds anything besides its bulk kind (numbers; with ``d``, indexes) and empty
-  slots; the decoder converts all other blocks' values in one bulk call.
+  value ``y`` = ``x``, or ``(o + x) / k`` in a scaled-decimal block (``"k"``: a power of ten, ``"o"``: an
+  integer offset), which is ``float64(float32(y))`` with ``"f":1`` (float32 registers: ``1.61`` stands for
+  ``1.6100000143051147``) and ``y`` otherwise; a JSON string is a text value; with ``"d":[...]`` (a dictionary
+  of texts) an integer is an index into ``d`` instead; ``[]``: the source sent null; ``[x]`` with a number: an
+  exact float64 outside the block's mode; ``["inf"]``, ``["-inf"]``, ``["n<16 hex digits>"]``: infinities and
+  NaN bits.
+- ``"x":1`` marks a block whose ``v`` holds anything besides its bulk kind (numbers; with ``d``, indexes) and
+  empty slots; the decoder converts all other blocks' values in one bulk call.
 
-``hot_blocks_sql`` turns a block column into per-sample SQL rows with ``json_each``; ``hot_staging`` packs many
-points' samples into one staging row with the same block objects.
+This module is the API; ``hot_blocks_encode`` (vectorised encoder, ``BlockSummary``) and ``hot_blocks_decode``
+do the work, ``hot_blocks_sql`` turns a block column into per-sample SQL rows with ``json_each`` and
+``hot_staging`` packs many points' samples into one staging row with the same block objects.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Decoding of hot-tier blocks (format: ``hot_blocks`` docstring and ``docs/hot-blocks.md``). Pure.
 
-Blocks without ``x`` are decoded in bulk: the ``v`` lists of all plain blocks are concatenated and converted by
-one ``pa.array`` call (which also rejects anything but numbers and nulls), those of all dictionary blocks by
-another; timestamps of all blocks are decoded with numpy in one pass. Only ``x`` blocks (inline texts, escapes,
-source nulls) walk their elements in Python.
+Blocks without ``x`` are decoded in bulk: the ``v`` lists of all plain blocks are concatenated and converted
+by one ``pa.array`` call (which also rejects anything but numbers and nulls), those of all dictionary blocks by
+another; timestamps of all blocks are decoded with numpy in one pass. Only ``x`` blocks (inline texts,
+escapes, source nulls) walk their elements in Python.
 """
 
 from __future__ import annotations

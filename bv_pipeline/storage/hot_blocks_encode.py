@@ -1,9 +1,9 @@
-"""Vectorised encoding of many hot-tier blocks at once (format: ``hot_blocks`` docstring, ``docs/hot-blocks.md``).
+"""Vectorised encoding of many hot-tier blocks at once (format: ``hot_blocks``, ``docs/hot-blocks.md``).
 
-``prepare`` formats every numeric sample once (shortest float64 and float32 decimals, each verified by parsing it
-back); ``encode_runs`` then lays out the timestamps of all runs (one run = one block) with numpy segment
-reductions, picks each block's value mode from summed string lengths and assembles the JSON with one string join
-per block. Only blocks holding text values take a per-block Python path (dictionary or inline strings).
+``prepare`` formats every numeric sample once (shortest float64 and float32 decimals, each verified by parsing
+it back); ``encode_runs`` then lays out the timestamps of all runs (one run = one block) with numpy segment
+reductions, picks each block's value mode from summed string lengths and assembles the JSON with one string
+join per block. Only blocks holding text values take a per-block Python path (dictionary or inline strings).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def _escape_nonfinite(x: float) -> str:
 
 
 def _shortest(values: np.ndarray) -> pa.Array:
-    """Shortest round-trip decimals (Arrow's formatter), ``-0`` written ``-0.0`` (JSON -0 parses as integer 0)."""
+    """Shortest round-trip decimals (Arrow's formatter); ``-0`` becomes ``-0.0`` (JSON -0 is the integer 0)."""
     out = pc.cast(pa.array(values), pa.string())
     return pc.if_else(pc.equal(out, "-0"), "-0.0", out)
 
@@ -240,8 +240,9 @@ def _scaled(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The scaled-decimal mode per run: (divisor k, offset o, per-sample v, cost; inf where unusable).
 
-    A value is stored as the integer ``v`` with ``(o + v) / k`` == the value (``k`` = 10**d, exact IEEE division
-    of exact integers), checked bit for bit here; in float32 runs the float32 of that quotient must match."""
+    A value is stored as the integer ``v`` with ``(o + v) / k`` == the value (``k`` = 10**d, exact IEEE
+    division of exact integers), checked bit for bit here; in float32 runs the float32 of that quotient must
+    match."""
     num = p.kind == KIND_NUM
     first = starts[:-1]
     nb = len(first)
@@ -276,7 +277,7 @@ def _scaled(
     offset = np.where(usable, offset, 0)
     v = ints - offset[run]
     cost = np.bincount(run, weights=np.where(num, _digits(np.maximum(v, 1), _POW10), 0), minlength=nb)
-    # ',"k":10,"o":719' plus ',"f":1' in float32 runs (also counted in the plain float32 cost it competes with)
+    # ',"k":10,"o":719', plus ',"f":1' in float32 runs (the plain float32 cost it competes with counts it too)
     head = (
         10 + _digits(k.astype(np.int64), _POW10) + _digits(np.abs(offset), _POW10) + (offset < 0) + 6 * use32
     )
