@@ -87,9 +87,15 @@ def test_settle_schedule_settles_each_day_once_after_the_delay(tmp_path: Path) -
             ctx = dg.build_schedule_context(
                 instance=instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def()
             )
-            keys += [(tick, r.partition_key) for r in schedule.evaluate_tick(ctx).run_requests or []]
-    # Day D ends at D+1 00:00; 26 h later is D+2 02:00, so the 02:20 ticks of 10 and 11 March settle 8 and 9 March.
-    assert keys == [
-        (dt.datetime(2026, 3, 10, 2, 20, tzinfo=dt.UTC), site_day_key("site-a", dt.date(2026, 3, 8))),
-        (dt.datetime(2026, 3, 11, 2, 20, tzinfo=dt.UTC), site_day_key("site-a", dt.date(2026, 3, 9))),
-    ]
+            keys += [
+                (tick, r.partition_key, r.run_key) for r in schedule.evaluate_tick(ctx).run_requests or []
+            ]
+    # Day D ends at D+1 00:00; 26 h later is D+2 02:00: from the 02:20 tick of 10 March on, 8 March is due, and
+    # every tick until the next day's is due repeats it under one run key (Dagster launches a run key once).
+    by_run_key: dict[str, list[dt.datetime]] = {}
+    for tick, key, run_key in keys:
+        by_run_key.setdefault(run_key, []).append(tick)
+        assert key == site_day_key("site-a", dt.date.fromisoformat(run_key.rsplit("|", 1)[1]))
+    assert sorted(by_run_key) == [f"settle|site-a|2026-03-0{d}" for d in (7, 8, 9)]
+    assert by_run_key["settle|site-a|2026-03-08"][0] == dt.datetime(2026, 3, 10, 2, 20, tzinfo=dt.UTC)
+    assert len(by_run_key["settle|site-a|2026-03-08"]) == 24

@@ -112,16 +112,16 @@ def build_settle_schedule(job: "dg.UnresolvedAssetJobDefinition", delay_hours: i
         execution_timezone="UTC",
         job=job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Hourly: settle every site's day that ended {delay_hours} h ago (late samples up to then).",
+        description=(
+            f"Hourly: settle each site's latest day that ended at least {delay_hours} h ago (once per day: run key)."
+        ),
     )
     def settle_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
         scheduled = context.scheduled_execution_time
         assert scheduled is not None
-        # The day whose end + delay fell within the hour before this tick: each day is settled once.
-        due = scheduled.astimezone(dt.UTC) - dt.timedelta(hours=delay_hours)
-        if due.hour != 0:
-            return dg.SkipReason(f"no day ended {delay_hours} h before this hour")
-        day = due.date() - dt.timedelta(days=1)
+        # The latest day that ended at least delay_hours ago. Every tick for 24 hours asks for it under the same
+        # run key, so Dagster launches it once, and a daemon down for less than a day still settles it.
+        day = (scheduled.astimezone(dt.UTC) - dt.timedelta(hours=delay_hours)).date() - dt.timedelta(days=1)
         sites = sorted(context.instance.get_dynamic_partitions(SITES_PARTITION_NAME))
         if not sites:
             return dg.SkipReason("no site registered yet")
