@@ -64,6 +64,40 @@ def _answers(hot: SqliteHotStore, cold_res: ColdStoreResource, points: list[str]
         reader.close()
 
 
+def _api_answers(hot: SqliteHotStore, cold_res: ColdStoreResource, points: list[str]) -> list[bytes]:
+    """Response bodies of the read API (raw and 1h, columnar) over the archived days."""
+    from fastapi.testclient import TestClient
+
+    from bv_pipeline.api.service import ApiConfig, create_app
+
+    token = "t" * 32
+    reader = TimeseriesReader(hot, cold_res.get_store(), max_workers=4)
+    client = TestClient(create_app(reader, ApiConfig(api_tokens=(token,)), now=lambda: NOW_MS / 1000))
+    lo, hi = day_bounds_ms(DAYS[0])[0], day_bounds_ms(DAYS[-1])[1] - 1
+    out = []
+    try:
+        for extra in ({}, {"interval": "1h"}):
+            resp = client.get(
+                "/timeseries/query",
+                params={
+                    "site_name": "demo",
+                    "point_names": ",".join(points),
+                    "start_time": lo,
+                    "end_time": hi,
+                }
+                | {"format": "columnar"}
+                | extra,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert resp.status_code == 200, resp.text
+            doc = resp.json()
+            doc["metadata"].pop("query_time_ms", None)  # wall-clock time: the only part allowed to differ
+            out.append(orjson.dumps(doc))
+    finally:
+        reader.close()
+    return out
+
+
 @pytest.mark.parametrize("backend", ["local", "s3"])
 def test_hot_manifest_loss_and_rebuild(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
@@ -81,6 +115,7 @@ def test_hot_manifest_loss_and_rebuild(
     assert result.deleted_days == DAYS
     points = sorted(p.name for p in sim.points("demo"))[:5]
     before = _answers(hot, cold_res, points)
+    api_before = _api_answers(hot, cold_res, points)
     records = ManifestStore(cold).list_all("demo")
     assert [e.day for e in records] == DAYS
 
@@ -107,6 +142,7 @@ def test_hot_manifest_loss_and_rebuild(
     fresh = SqliteHotStore(hot_path)
     fresh.ensure_schema()
     assert _answers(fresh, cold_res, points) == before
+    assert fresh.list_sites() == []  # the API's catalogue is gone too: it would answer 404 for the site
     if (
         backend == "local"
     ):  # the CLI reads the environment; the embedded layout is data_dir/{hot.sqlite3,cold/}
@@ -119,4 +155,7 @@ def test_hot_manifest_loss_and_rebuild(
         rebuild_hot_cache(fresh, ManifestStore(cold), ["demo"])
         assert fresh.manifest_list("demo", DAYS[0], DAYS[-1]) == cached
     assert _answers(fresh, cold_res, points) == before
+    # The catalogue is back (names from the archived objects), so the read API answers the same bytes again.
+    assert fresh.list_sites() == ["demo"] and set(points) <= set(fresh.point_ids("demo"))
+    assert _api_answers(fresh, cold_res, points) == api_before
     fresh.close()
