@@ -36,7 +36,8 @@ def rebuild_hot_manifest_cache(
     results = rebuild_hot_cache(hot, ManifestStore(cold_store.get_store()), list(config.sites) or None)
     for r in results:
         context.log.info(
-            f"{r.site}: {r.entries} entries in {r.months} months, {r.written} cache rows rewritten"
+            f"{r.site}: {r.entries} entries in {r.months} months, {r.written} cache rows rewritten, "
+            f"{r.points_added} points registered"
         )
 
 
@@ -64,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     hot.ensure_schema()
     for r in rebuild_hot_cache(hot, ManifestStore(cold), args.site or None):
         print(
-            f"{r.site}: {r.entries} archived days in {r.months} manifest months; {r.written} cache rows rewritten"
+            f"{r.site}: {r.entries} archived days in {r.months} manifest months; {r.written} cache rows rewritten, "
+            f"{r.points_added} points registered"
         )
     return 0
