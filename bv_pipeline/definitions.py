@@ -24,6 +24,7 @@ from bv_pipeline.sensors import build_ace_sync_sensor
 def build_definitions(settings: Settings, resources: dict[str, object] | None = None) -> dg.Definitions:
     site_days = build_site_days(settings.start_date)
     jobs = build_jobs()
+    auto = settings.automation
     return dg.Definitions(
         assets=[
             build_ace_timeseries(site_days),
@@ -33,10 +34,10 @@ def build_definitions(settings: Settings, resources: dict[str, object] | None = 
             *build_raw_month_assets(),
         ],
         jobs=jobs.all(),
-        sensors=[build_ace_sync_sensor(settings.sites, jobs.hot_sync)],
+        sensors=[build_ace_sync_sensor(settings.sites, jobs.hot_sync, auto.sync_interval_seconds)],
         schedules=[
-            build_nightly_archive_schedule(jobs.nightly_archive),
-            build_rollup_compaction_schedule(jobs.rollup_compaction),
+            build_nightly_archive_schedule(jobs.nightly_archive, auto.cron(auto.archive_time_utc)),
+            build_rollup_compaction_schedule(jobs.rollup_compaction, auto.cron(auto.compaction_time_utc)),
         ],
         resources=resources if resources is not None else build_resources(settings),
     )
