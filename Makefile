@@ -23,6 +23,7 @@ run: $(STAMP)
 ## Lint, then the whole test suite (slow end-to-end tests included).
 test: $(STAMP)
 	$(BIN)/ruff check bv_pipeline bv_pipeline_tests bench
+	$(BIN)/dg check defs
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)

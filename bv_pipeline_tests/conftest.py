@@ -5,7 +5,11 @@ from collections.abc import Iterator
 import pytest
 from dagster._core.storage.defs_state.base import set_defs_state_storage
 
-pytest_plugins = ["bv_pipeline_tests.fixtures.ace", "bv_pipeline_tests.fixtures.s3"]
+pytest_plugins = [
+    "bv_pipeline_tests.fixtures.ace",
+    "bv_pipeline_tests.fixtures.s3",
+    "bv_pipeline_tests.fixtures.postgres",
+]
 
 
 @pytest.fixture(autouse=True)

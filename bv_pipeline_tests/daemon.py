@@ -10,6 +10,7 @@ minutes), and read the same instance from the test process.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -28,6 +29,8 @@ from dagster._core.instance.ref import InstanceRef
 
 from bv_pipeline.simulator import AceSimulator
 from bv_pipeline.simulator.server import _Handler
+from bv_pipeline.storage.samples import day_bounds_ms
+from bv_pipeline_tests.stack import assert_same_samples
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -108,6 +111,21 @@ def wait_for(
         time.sleep(0.5)
     tail = (home / "daemon.log").read_text(errors="replace")[-4000:] if home else ""
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n--- daemon log ---\n{tail}")
+
+
+def assert_synced_exactly(data_dir: Path, simulator: AceSimulator, runs: list[dg.DagsterRun]) -> None:
+    """Each sync run's site-day holds exactly the source's samples up to the day's recorded sync point."""
+    from bv_pipeline.resources.hot_store import HotStoreResource
+
+    hot = HotStoreResource(sqlite_path=str(data_dir / "hot.sqlite3")).get_store()
+    for run in runs:
+        site, day = run.tags["bv/sync"].split("|")
+        as_of = hot.get_sync_as_of(site, dt.date.fromisoformat(day))
+        assert as_of is not None, f"no sync recorded for {site} {day}"
+        start, _ = day_bounds_ms(dt.date.fromisoformat(day))
+        stored = hot.read_samples(site, None, start, as_of)
+        assert stored.num_rows > 0
+        assert_same_samples(stored, simulator.truth(site, start, as_of))
 
 
 class _GatedServer(ThreadingHTTPServer):

@@ -7,7 +7,6 @@ processes are killed. Without run monitoring those two slots stayed claimed fore
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 import signal
@@ -17,9 +16,9 @@ import dagster as dg
 import pytest
 
 from bv_pipeline.simulator import AceSimulator, SimulatorConfig
-from bv_pipeline.storage.samples import day_bounds_ms
 from bv_pipeline_tests.daemon import (
     Gate,
+    assert_synced_exactly,
     gated_ace_server,
     open_instance,
     pipeline_env,
@@ -27,7 +26,6 @@ from bv_pipeline_tests.daemon import (
     wait_for,
     write_instance_yaml,
 )
-from bv_pipeline_tests.stack import assert_same_samples
 
 SITES = ("site-a", "site-b")
 WORKER_PID = re.compile(r"Started process for run \(pid: (\d+)\)")
@@ -110,23 +108,9 @@ def test_killed_sync_runs_are_failed_and_release_their_pool_slots(tmp_path: Path
             later = wait_for(synced, "a successful sync of every site after the kill", home=home)
             assert _slot_holders(instance) == set()
 
-    hot = _hot_store(tmp_path / "data")
-    for run in later:
-        site, day = run.tags["bv/sync"].split("|")
-        as_of = hot.get_sync_as_of(site, dt.date.fromisoformat(day))
-        assert as_of is not None
-        start, _ = day_bounds_ms(dt.date.fromisoformat(day))
-        stored = hot.read_samples(site, None, start, as_of)
-        assert stored.num_rows > 0
-        assert_same_samples(stored, simulator.truth(site, start, as_of))
+    assert_synced_exactly(tmp_path / "data", simulator, later)
 
 
 def _pids_if_complete(instance: dg.DagsterInstance, run_id: str) -> list[int] | None:
     pids = _worker_pids(instance, run_id)
     return pids if len(pids) == 2 else None
-
-
-def _hot_store(data_dir: Path):  # type: ignore[no-untyped-def]
-    from bv_pipeline.resources.hot_store import HotStoreResource
-
-    return HotStoreResource(sqlite_path=str(data_dir / "hot.sqlite3")).get_store()
