@@ -41,6 +41,7 @@ SEED = 5
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_production_profile_on_postgres(
     tmp_path: Path, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
