@@ -92,7 +92,8 @@ def measure(backend: str, runs: int, server: PostgresServer | None) -> dict[str,
             )
             return len(done)
 
-        with running_daemon(home, env), open_instance(home) as instance:
+        # Storage is created here first: a daemon creating it at the same moment could race on its schema.
+        with open_instance(home) as instance, running_daemon(home, env):
             wait_for(lambda: successes(instance) >= 1, "the first sync", timeout=600, home=home)
             base_bytes, base_files = size()
             base_runs = len(instance.get_runs(filters=dg.RunsFilter(job_name=HOT_SYNC_JOB)))

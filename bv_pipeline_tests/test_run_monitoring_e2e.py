@@ -75,7 +75,8 @@ def test_killed_sync_runs_are_failed_and_release_their_pool_slots(tmp_path: Path
             BV_DATA_DIR=str(tmp_path / "data"),
             BV_SYNC_INTERVAL_SECONDS="5",
         )
-        with running_daemon(home, env), open_instance(home) as instance:
+        # Storage is created here first: a daemon creating it at the same moment could race on its schema.
+        with open_instance(home) as instance, running_daemon(home, env):
             # Both sync runs are mid-step: each waits on ACE while holding one of the two ace_api slots.
             wait_for(lambda: all(gate.waiting.get(s) for s in SITES), "both syncs to call ACE", home=home)
             stuck = {r.run_id: r for r in _sync_runs(instance)}
