@@ -39,7 +39,17 @@ def describe(settings: Settings) -> list[str]:
         f"hot:   {'Cloudflare D1' if settings.use_d1 else f'SQLite {settings.hot_db_path}'}",
         f"cold:  {'R2 bucket ' + str(settings.r2_bucket) if settings.use_r2 else f'local directory {settings.cold_dir}'}",
         f"hot window: {settings.hot_storage_days} days; sync lookback {settings.sync_lookback_minutes} min",
+        _describe_automation(settings),
     ]
+
+
+def _describe_automation(settings: Settings) -> str:
+    a = settings.automation
+    return (
+        f"automation: sync every {a.sync_interval_seconds} s; archive {a.archive_time_utc:%H:%M}, compaction "
+        f"{a.compaction_time_utc:%H:%M}, run retention {a.run_retention_time_utc:%H:%M} UTC; runs kept "
+        f"{a.run_retention_days} days (failed {a.failed_run_retention_days})"
+    )
 
 
 def check_config_main(argv: Sequence[str]) -> int:
