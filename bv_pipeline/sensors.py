@@ -1,5 +1,6 @@
-"""``ace_sync_sensor``: every 5 minutes (``BV_SYNC_INTERVAL_SECONDS``), one hot-sync run per site for today (and for any earlier day that is not
-closed yet: yesterday just after midnight, or every day of a downtime, at most the hot window back).
+"""``ace_sync_sensor``: every 5 minutes (``BV_SYNC_INTERVAL_SECONDS``), one hot-sync run per site for today (and
+for any earlier day that is not closed yet: yesterday just after midnight, or every day of a downtime, at most the
+hot window back).
 
 The sensor never decides the window; the run reads its per-day sync state from the hot store. The cursor is only
 informational. Run keys include the interval's slot, so a duplicated tick launches nothing twice, and a site-day
