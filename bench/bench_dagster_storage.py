@@ -24,6 +24,7 @@ from typing import Any
 import dagster as dg
 
 from bench._common import write_result
+from bv_pipeline.config import AutomationSettings
 from bv_pipeline.jobs import HOT_SYNC_JOB
 from bv_pipeline.logic.run_retention import RunRetentionPolicy, prune_runs
 from bv_pipeline.run_retention import RUN_RETENTION_JOB
@@ -38,6 +39,8 @@ from bv_pipeline_tests.daemon import (
 from bv_pipeline_tests.fixtures.postgres import PostgresServer, postgres_bin_dir, private_postgres
 
 SYNCS_PER_SITE_MONTH = 288 * 30  # every 5 minutes, 30 days
+KEEP_DAYS = AutomationSettings().run_retention_days  # the shipped defaults
+KEEP_FAILED_DAYS = AutomationSettings().failed_run_retention_days
 
 
 def _tree(home: Path) -> tuple[int, int]:
@@ -69,6 +72,7 @@ def _vacuum_sqlite(home: Path) -> None:
     for db in home.rglob("*.db"):
         with sqlite3.connect(db) as conn:
             conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # else the WAL holds a second copy
 
 
 def measure(backend: str, runs: int, server: PostgresServer | None) -> dict[str, Any]:
@@ -104,8 +108,9 @@ def measure(backend: str, runs: int, server: PostgresServer | None) -> dict[str,
             grown_bytes, grown_files = size()
             per_run = (grown_bytes - base_bytes) / measured
             files_per_run = (grown_files - base_files) / measured
-            policy = RunRetentionPolicy(30, 60, (HOT_SYNC_JOB, RUN_RETENTION_JOB))
-            pruned = prune_runs(instance, policy, dt.datetime.now(dt.UTC) + dt.timedelta(days=31))
+            policy = RunRetentionPolicy(KEEP_DAYS, KEEP_FAILED_DAYS, (HOT_SYNC_JOB, RUN_RETENTION_JOB))
+            later = dt.datetime.now(dt.UTC) + dt.timedelta(days=KEEP_FAILED_DAYS + 1)
+            pruned = prune_runs(instance, policy, later)
             after_bytes, after_files = size()
         if not server:
             _vacuum_sqlite(home)
@@ -116,6 +121,9 @@ def measure(backend: str, runs: int, server: PostgresServer | None) -> dict[str,
         f"{backend}_files_per_sync_run": round(files_per_run, 2),
         f"{backend}_per_site_month_MB_without_retention": round(per_run * SYNCS_PER_SITE_MONTH / 1e6, 1),
         f"{backend}_per_site_month_files_without_retention": round(files_per_run * SYNCS_PER_SITE_MONTH),
+        # With the daily retention job, a site's sync runs settle at KEEP_DAYS worth (failures aside).
+        f"{backend}_per_site_MB_with_retention_{KEEP_DAYS}d": round(per_run * 288 * KEEP_DAYS / 1e6, 1),
+        f"{backend}_per_site_files_with_retention_{KEEP_DAYS}d": round(files_per_run * 288 * KEEP_DAYS),
         f"{backend}_bytes_before_retention": grown_bytes,
         f"{backend}_files_before_retention": grown_files,
         f"{backend}_runs_deleted_by_retention": pruned.runs_deleted,

@@ -194,8 +194,8 @@ class AutomationSettings:
     archive_time_utc: dt.time = dt.time(2, 0)
     compaction_time_utc: dt.time = dt.time(3, 30)
     run_retention_time_utc: dt.time = dt.time(4, 30)
-    run_retention_days: int = 30
-    failed_run_retention_days: int = 60
+    run_retention_days: int = 7
+    failed_run_retention_days: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AutomationSettings:
@@ -204,8 +204,8 @@ class AutomationSettings:
             archive_time_utc=_utc_time(env, "BV_ARCHIVE_TIME", dt.time(2, 0)),
             compaction_time_utc=_utc_time(env, "BV_COMPACTION_TIME", dt.time(3, 30)),
             run_retention_time_utc=_utc_time(env, "BV_RUN_RETENTION_TIME", dt.time(4, 30)),
-            run_retention_days=_int(env, "BV_RUN_RETENTION_DAYS", 30, minimum=1, maximum=3650),
-            failed_run_retention_days=_int(env, "BV_FAILED_RUN_RETENTION_DAYS", 60, minimum=1, maximum=3650),
+            run_retention_days=_int(env, "BV_RUN_RETENTION_DAYS", 7, minimum=1, maximum=3650),
+            failed_run_retention_days=_int(env, "BV_FAILED_RUN_RETENTION_DAYS", 30, minimum=1, maximum=3650),
         )
         if settings.failed_run_retention_days < settings.run_retention_days:
             raise ConfigError(
