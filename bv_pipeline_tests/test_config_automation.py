@@ -14,11 +14,8 @@ from bv_pipeline.definitions import build_definitions
 def test_defaults() -> None:
     auto = Settings.from_env({}).automation
     assert auto == AutomationSettings()
-    assert (auto.sync_interval_seconds, auto.run_retention_days, auto.failed_run_retention_days) == (
-        300,
-        30,
-        60,
-    )
+    assert auto.sync_interval_seconds == 300
+    assert (auto.run_retention_days, auto.failed_run_retention_days) == (7, 30)
     assert AutomationSettings.cron(auto.archive_time_utc) == "0 2 * * *"
     assert AutomationSettings.cron(auto.compaction_time_utc) == "30 3 * * *"
 
