@@ -32,11 +32,13 @@ def test_default_definitions_load_and_validate(monkeypatch: pytest.MonkeyPatch, 
         "rollup_compaction_job",
         "rebuild_cache_job",
         "settle_job",
+        "dagster_run_retention_job",
     }
     assert {s.name for s in loaded.schedules or []} == {
         "nightly_archive_schedule",
         "rollup_compaction_schedule",
         "settle_schedule",
+        "dagster_run_retention_schedule",
     }
 
 
