@@ -51,6 +51,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bench._common import peak_rss_mib, percentile, write_result
+from bv_pipeline.resources.manifest_store import ManifestStore
+from bv_pipeline.storage import manifest as manifest_format
+from bv_pipeline.storage.interfaces import RollupState
 from bv_pipeline.storage.samples import MS_PER_DAY, day_bounds_ms
 
 SITE = "bench"
@@ -129,7 +132,7 @@ def _vary(roll: pa.Table, day: dt.date) -> pa.Table:
     return roll
 
 
-def _write_day(day: dt.date) -> tuple[str, int, int, str]:
+def _write_day(day: dt.date) -> tuple[str, int, int, str, RollupState]:
     """Shift the prepared base day to ``day``, encode it and its rollup, PUT both. Returns manifest data."""
     from bv_pipeline.resources.cold_store import S3ObjectStore
     from bv_pipeline.storage import cold_keys, parquet_layout, rollups
@@ -159,22 +162,25 @@ def _write_day(day: dt.date) -> tuple[str, int, int, str]:
     store.put(key, data)
     roll = st["rollup"]
     roll = _vary(roll.set_column(1, "hour_ms", pc.add(roll["hour_ms"], shift)), day)
-    rdata, _ = rollups.encode_rollup_day(SITE, day, roll, source="ace", source_checksum=info.checksum)
-    store.put(cold_keys.rollup_key(SITE, day), rdata)
-    return key, table.num_rows, len(data), info.checksum
+    rdata, rinfo = rollups.encode_rollup_day(SITE, day, roll, source="ace", source_checksum=info.checksum)
+    rkey = cold_keys.rollup_key(SITE, day)
+    store.put(rkey, rdata)
+    verified = day_bounds_ms(day)[1] + 3_600_000
+    state = RollupState(rkey, rinfo.rows, len(rdata), rinfo.checksum, info.checksum, verified)
+    return key, table.num_rows, len(data), info.checksum, state
 
 
 def _compact_month(job: tuple[str, str, dt.date, int]) -> dict[str, Any]:
     """Compact one site-month with the real ``compact_samples_month`` (in a spawned process: its own GIL)."""
     from bv_pipeline.logic.raw_compaction import compact_samples_month
     from bv_pipeline.resources.cold_store import S3ObjectStore
-    from bv_pipeline.resources.hot_store import SqliteHotStore
 
-    endpoint, hot_path, month, now_ms = job
+    endpoint, _hot_path, month, now_ms = job
     t = time.perf_counter()
+    store = S3ObjectStore(_s3_client(endpoint), BUCKET)
     r = compact_samples_month(
-        SqliteHotStore(Path(hot_path)),
-        S3ObjectStore(_s3_client(endpoint), BUCKET),
+        ManifestStore(store),
+        store,
         SITE,
         month,
         now_ms=now_ms,
@@ -277,9 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         _init_worker(prepared, base_info.point_count, rollup, base_day, endpoint)
         with ThreadPoolExecutor(args.workers) as pool:
             written = list(pool.map(_write_day, cold_days))
-        for day, (key, rows, size, checksum) in zip(cold_days, written, strict=True):
+        manifest = ManifestStore(cold)
+        for day, (key, rows, size, checksum, rollup_state) in zip(cold_days, written, strict=True):
             verified = day_bounds_ms(day)[1] + 3_600_000
-            hot.manifest_put(
+            manifest.put(
                 ManifestEntry(
                     SITE,
                     day,
@@ -291,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                     verified,
                     "ace",
                     verified,
+                    rollup_state,
                 )
             )
         figures["cold_build_s"] = round(time.perf_counter() - t, 1)
@@ -299,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         # ---- compacted yearly rollups, through the real compaction logic ------------------------------------------
         t = time.perf_counter()
         compactions = [
-            compact_rollups_year(hot, cold, SITE, year, now_ms=day_bounds_ms(today)[0])
+            compact_rollups_year(ManifestStore(cold), cold, SITE, year, now_ms=day_bounds_ms(today)[0])
             for year in sorted({d.year for d in cold_days})
         ]
         figures["compaction_s"] = round(time.perf_counter() - t, 1)
@@ -352,10 +360,16 @@ def main(argv: list[str] | None = None) -> int:
         for day in cold_days:
             for key in (cold_keys.samples_key(SITE, day), cold_keys.rollup_key(SITE, day)):
                 local.put(key, cold.get(key))
-        for prefix in (cold_keys.rollup_year_site_prefix(SITE), cold_keys.samples_month_site_prefix(SITE)):
+        for prefix in (
+            cold_keys.rollup_year_site_prefix(SITE),
+            cold_keys.samples_month_site_prefix(SITE),
+            manifest_format.site_prefix(SITE),  # the archive manifest: without it nothing is archived
+        ):
             for key in cold.list(prefix):
                 local.put(key, cold.get(key))
         figures["download_to_local_s"] = round(time.perf_counter() - t, 1)
+        if len(ManifestStore(local).list_all(SITE)) != len(cold_days):
+            raise RuntimeError("the local copy's archive manifest does not list every cold day")
 
         # moto's cost per ranged GET (it copies the whole object per request and serialises on its GIL).
         key0 = cold_keys.samples_key(SITE, cold_days[0])

@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "simulate-ace": ("bv_pipeline.simulator.server", "Serve the ACE FlightDeck simulator over HTTP"),
     "serve-api": ("bv_pipeline.api.server", "Serve the chart read API over HTTP"),
+    "rebuild-cache": (
+        "bv_pipeline.maintenance",
+        "Refill the hot tier's archive-manifest cache from the manifests in object storage",
+    ),
     "check-config": (
         "bv_pipeline.runner",
         "Validate the environment configuration and print the resolved settings",

@@ -80,6 +80,8 @@ class Settings:
     start_date: dt.date = dt.date(2025, 1, 1)
     sync_lookback_minutes: int = 10
     sync_chunk_minutes: int = 60
+    settle_delay_hours: int = 26
+    settle_warn_late_samples: int = 100
     ace_requests_per_minute: int = 600
     sim_points: int = 300
     sim_seed: int = 42
@@ -160,6 +162,8 @@ class Settings:
             start_date=start,
             sync_lookback_minutes=_int(env, "BV_SYNC_LOOKBACK_MINUTES", 10, minimum=0, maximum=24 * 60),
             sync_chunk_minutes=_int(env, "BV_SYNC_CHUNK_MINUTES", 60, minimum=5, maximum=24 * 60),
+            settle_delay_hours=_int(env, "BV_SETTLE_DELAY_HOURS", 26, minimum=1, maximum=24 * 30),
+            settle_warn_late_samples=_int(env, "BV_SETTLE_WARN_LATE_SAMPLES", 100, minimum=0),
             ace_requests_per_minute=_int(env, "ACE_REQUESTS_PER_MINUTE", 600, maximum=100_000),
             sim_points=_int(env, "BV_SIM_POINTS", 300, maximum=100_000),
             sim_seed=_int(env, "BV_SIM_SEED", 42, minimum=0),

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dagster as dg
 
-from bv_pipeline.assets.cold import build_cold_assets
+from bv_pipeline.assets.cold import COLD_TIMESERIES, build_cold_assets
 from bv_pipeline.assets.hot import build_hot_assets
 from bv_pipeline.assets.raw_month import build_raw_month_assets
 from bv_pipeline.assets.rollup_year import build_rollup_year_assets
+from bv_pipeline.assets.settle import build_settle_assets, build_settle_job, build_settle_schedule
 from bv_pipeline.assets.source import build_ace_timeseries
 from bv_pipeline.config import Settings
 from bv_pipeline.jobs import build_jobs
+from bv_pipeline.maintenance import rebuild_cache_job
 from bv_pipeline.partitions import build_site_days
 from bv_pipeline.resources.wiring import build_resources
 from bv_pipeline.run_retention import build_run_retention
@@ -25,6 +27,7 @@ from bv_pipeline.sensors import build_ace_sync_sensor
 def build_definitions(settings: Settings, resources: dict[str, object] | None = None) -> dg.Definitions:
     site_days = build_site_days(settings.start_date)
     jobs = build_jobs()
+    settle_job = build_settle_job()
     auto = settings.automation
     retention_job, retention_schedule = build_run_retention(auto)
     return dg.Definitions(
@@ -34,13 +37,15 @@ def build_definitions(settings: Settings, resources: dict[str, object] | None = 
             *build_cold_assets(site_days),
             *build_rollup_year_assets(),
             *build_raw_month_assets(),
+            *build_settle_assets(site_days, [COLD_TIMESERIES]),
         ],
-        jobs=[*jobs.all(), retention_job],
+        jobs=[*jobs.all(), retention_job, rebuild_cache_job, settle_job],
         sensors=[build_ace_sync_sensor(settings.sites, jobs.hot_sync, auto.sync_interval_seconds)],
         schedules=[
             build_nightly_archive_schedule(jobs.nightly_archive, auto.cron(auto.archive_time_utc)),
             build_rollup_compaction_schedule(jobs.rollup_compaction, auto.cron(auto.compaction_time_utc)),
             retention_schedule,
+            build_settle_schedule(settle_job, settings.settle_delay_hours),
         ],
         resources=resources if resources is not None else build_resources(settings),
     )

@@ -39,5 +39,5 @@ def put_day(
     df = day_samples(day, points or POINTS, offset=offset)
     put_cold_day(hot, cold, day, df, deleted=deleted, source="ace", site=site, rollup=False)
     if rollup:
-        build_rollup_day(cold, site, day)
+        build_rollup_day(cold, site, day, hot=hot)
     return df

@@ -24,16 +24,20 @@ def test_default_definitions_load_and_validate(monkeypatch: pytest.MonkeyPatch, 
         "hot_retention",
         "cold_rollups_yearly",
         "cold_samples_monthly",
+        "cold_settled",
     }
     assert {j.name for j in loaded.jobs or []} == {
         "hot_sync_job",
         "nightly_archive_job",
         "rollup_compaction_job",
+        "rebuild_cache_job",
+        "settle_job",
         "dagster_run_retention_job",
     }
     assert {s.name for s in loaded.schedules or []} == {
         "nightly_archive_schedule",
         "rollup_compaction_schedule",
+        "settle_schedule",
         "dagster_run_retention_schedule",
     }
 

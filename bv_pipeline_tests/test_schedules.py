@@ -73,3 +73,29 @@ def test_dagster_yaml_limits_compaction_runs_per_site() -> None:
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
     limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
     assert {"key": "bv/rollup-compaction", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+
+
+def test_settle_schedule_settles_each_day_once_after_the_delay(tmp_path: Path) -> None:
+    with dg.instance_for_test() as instance:
+        defs = Stack(tmp_path).defs()  # BV_SETTLE_DELAY_HOURS default: 26
+        schedule = defs.get_schedule_def("settle_schedule")
+        assert schedule.cron_schedule == "20 * * * *" and schedule.job_name == "settle_job"
+        instance.add_dynamic_partitions("sites", ["site-a"])
+        keys = []
+        for hour in range(48):  # two days of hourly ticks
+            tick = dt.datetime(2026, 3, 10, 0, 20, tzinfo=dt.UTC) + dt.timedelta(hours=hour)
+            ctx = dg.build_schedule_context(
+                instance=instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def()
+            )
+            keys += [
+                (tick, r.partition_key, r.run_key) for r in schedule.evaluate_tick(ctx).run_requests or []
+            ]
+    # Day D ends at D+1 00:00; 26 h later is D+2 02:00: from the 02:20 tick of 10 March on, 8 March is due, and
+    # every tick until the next day's is due repeats it under one run key (Dagster launches a run key once).
+    by_run_key: dict[str, list[dt.datetime]] = {}
+    for tick, key, run_key in keys:
+        by_run_key.setdefault(run_key, []).append(tick)
+        assert key == site_day_key("site-a", dt.date.fromisoformat(run_key.rsplit("|", 1)[1]))
+    assert sorted(by_run_key) == [f"settle|site-a|2026-03-0{d}" for d in (7, 8, 9)]
+    assert by_run_key["settle|site-a|2026-03-08"][0] == dt.datetime(2026, 3, 10, 2, 20, tzinfo=dt.UTC)
+    assert len(by_run_key["settle|site-a|2026-03-08"]) == 24

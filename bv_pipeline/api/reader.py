@@ -52,7 +52,8 @@ from bv_pipeline.api.raw_month_read import CompactedSamples
 from bv_pipeline.api.rollup_year_read import CompactedRollups
 from bv_pipeline.resources.cold_store import ColdStoreResource, LocalObjectStore
 from bv_pipeline.resources.hot_store import HotStoreResource
-from bv_pipeline.storage import cold_keys
+from bv_pipeline.resources.manifest_store import ManifestStore
+from bv_pipeline.storage import cold_keys, rollups
 from bv_pipeline.storage.interfaces import HotStore, ManifestEntry, ObjectStore, PointMeta
 from bv_pipeline.storage.parquet_layout import ColdVerificationError
 from bv_pipeline.storage.samples import MS_PER_DAY, day_bounds_ms, ms_to_date
@@ -175,6 +176,9 @@ class TimeseriesReader:
     ) -> None:
         self.hot = hot
         self.cold = cold
+        # The archive manifest lives in object storage; each query revalidates its months by ETag (304s).
+        self._manifest_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bv-manifest")
+        self.manifest = ManifestStore(cold, pool=self._manifest_pool)
         # Row-group byte ranges (~200 KB per day for one point) and whole rollup objects, keyed by object version.
         self.cache = ByteLRU(cache_bytes)
         # Parsed footers (~140 KB each at 4,583 points): a site-year needs ~50 MB to stay cached.
@@ -207,6 +211,7 @@ class TimeseriesReader:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._hot_pool.shutdown(wait=False, cancel_futures=True)
+        self._manifest_pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- discovery ----------------------------------------------------------------------------------------
 
@@ -320,7 +325,7 @@ class TimeseriesReader:
             result.elapsed_ms = (time.perf_counter() - t0) * 1000
             return result
 
-        manifest = {e.day: e for e in self.hot.manifest_list(site, days[0], days[-1])}
+        manifest = {e.day: e for e in self.manifest.list(site, days[0], days[-1])}
         cold_days = [d for d in days if (m := manifest.get(d)) is not None and m.hot_deleted_ms is not None]
         cold_set = set(cold_days)
         hot_days = [d for d in days if d not in cold_set]
@@ -428,8 +433,9 @@ class TimeseriesReader:
                     points=wanted[d],
                     start_ms=max(lo, start_ms),
                     end_ms=min(hi, end_ms),
-                    # Rollups hold whole hours of whole days, so only fully covered days can use them.
-                    use_rollup=interval in ROLLUP_INTERVALS and whole_day,
+                    # Rollups hold whole hours of whole days, so only fully covered days can use them, and only
+                    # a rollup built from the day's current raw object (else the raw day is aggregated).
+                    use_rollup=interval in ROLLUP_INTERVALS and whole_day and manifest[d].rollup_current,
                     size=manifest[d].bytes,
                     checksum=manifest[d].checksum,
                 )
@@ -645,9 +651,10 @@ class TimeseriesReader:
         )
 
     def _read_rollup_day(self, site: str, task: _ColdTask, counter: _Counter) -> pl.DataFrame | None:
-        """Hourly rollup rows of the task's points, or None when the day has no rollup object."""
+        """Hourly rollup rows of the task's points, or None when the day has no rollup of its current raw object."""
         key = cold_keys.rollup_key(site, task.day)
-        ck = ("rollup", key)
+        # Keyed by the raw checksum the rollup must be built from: a rollup is a pure function of that content.
+        ck = ("rollup", key, task.checksum)
         # Cache the compressed object (~1.2 MB/day at 4,583 points), not the decoded table (~4x larger):
         # decoding costs a few ms and a year of rollups then fits the cache.
         data = self.cache.get(ck)
@@ -657,6 +664,8 @@ class TimeseriesReader:
             except KeyError:
                 return None
             counter.add(len(data))
+            if rollups.rollup_source_checksum(data) != task.checksum:
+                return None  # replaced since the manifest was read, or stale: aggregate the raw day instead
             self.cache.put(ck, data)
         counter.object_read(rollup=True)
         return cold_read.read_rollup_points(data, task.points)

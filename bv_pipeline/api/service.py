@@ -496,10 +496,9 @@ def _check_budget(
 
 
 def _cache_control(result: QueryResult, now_s: float) -> str:
-    """Archived windows are immutable; windows touching today change every sync."""
+    """Windows touching today change every sync. Archived windows are not immutable either: the settling pass
+    merges late samples and a correction replaces a day, so browsers revalidate (by ETag) after 5 minutes."""
     today = _today_start_ms(now_s)
     if result.end_ms > today:
         return "private, max-age=60"
-    if result.immutable:
-        return "private, max-age=86400, immutable"
     return "private, max-age=300"

@@ -3,12 +3,16 @@
 
 import datetime as dt
 import time
+from typing import Literal
 
 import dagster as dg
+from pydantic import Field
 
 from bv_pipeline.assets.hot import ACE_POOL, HOT_TIMESERIES
+from bv_pipeline.assets.settle import LATE_CHECK, late_check, settle_metadata
 from bv_pipeline.assets.source import ACE_TIMESERIES
 from bv_pipeline.logic.archive import apply_retention, archive_site_day, build_rollup_day
+from bv_pipeline.logic.settle import correct_site_day, settle_site_day
 from bv_pipeline.partitions import parse_site_day
 from bv_pipeline.resources.ace import AceResource
 from bv_pipeline.resources.clock import ClockResource
@@ -28,6 +32,19 @@ COLD_RETRY = dg.RetryPolicy(
 )
 
 
+class ArchiveConfig(dg.Config):
+    mode: Literal["merge", "correct"] = Field(
+        default="merge",
+        description=(
+            "merge (default): settle the day from ACE, then archive the union of the stored day and the source. "
+            "correct: replace the day with exactly what ACE serves now (verify-then-commit; hot copy replaced too)."
+        ),
+    )
+    settle: bool = Field(
+        default=True, description="merge mode: re-read the day from ACE first (late samples)"
+    )
+
+
 def build_cold_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=COLD_TIMESERIES,
@@ -42,6 +59,7 @@ def build_cold_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.Assets
             dg.AssetCheckSpec("no_duplicate_samples", asset=COLD_TIMESERIES),
             dg.AssetCheckSpec("schema_version_current", asset=COLD_TIMESERIES),
             dg.AssetCheckSpec("object_readable", asset=COLD_TIMESERIES),
+            dg.AssetCheckSpec(LATE_CHECK, asset=COLD_TIMESERIES),
         ],
         description=(
             "One Parquet object per site per day at `timeseries/site=<site>/date=<YYYY-MM-DD>/part-0.parquet` "
@@ -52,16 +70,34 @@ def build_cold_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.Assets
     )
     def cold_timeseries(
         context: dg.AssetExecutionContext,
+        config: ArchiveConfig,
         ace: AceResource,
         hot_store: HotStoreResource,
         cold_store: ColdStoreResource,
         clock: ClockResource,
+        policy: PolicyResource,
     ) -> dg.MaterializeResult:
         site_day = parse_site_day(context.partition_key)
         hot, cold = hot_store.get_store(), cold_store.get_store()
         client = ace.get_client()
+        settled = None
+        extra: dict[str, object] = {"mode": config.mode}
         try:
-            r = archive_site_day(hot, cold, client, site_day.site, site_day.day, now_ms=clock.now_ms())
+            if config.mode == "correct":
+                c = correct_site_day(hot, cold, client, site_day.site, site_day.day, now_ms=clock.now_ms())
+                r = c.archive
+                extra |= {
+                    "rows_before": c.rows_before,
+                    "checksum_before": c.checksum_before or "none",
+                    "hot_replaced": c.hot_replaced,
+                }
+            else:
+                if config.settle:
+                    settled = settle_site_day(
+                        hot, cold, client, site_day.site, site_day.day, now_ms=clock.now_ms()
+                    )
+                    extra |= settle_metadata(settled)
+                r = archive_site_day(hot, cold, client, site_day.site, site_day.day, now_ms=clock.now_ms())
         finally:
             client.close()
         context.log.info(f"archived {r.key}: {r.rows} rows, {r.bytes} bytes from {r.source}")
@@ -99,6 +135,14 @@ def build_cold_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.Assets
                 metadata={"checksum": r.checksum},
             ),
         ]
+        if settled is not None:
+            checks.append(late_check(settled, policy.settle_warn_late_samples, COLD_TIMESERIES))
+        else:
+            checks.append(
+                dg.AssetCheckResult(
+                    check_name=LATE_CHECK, passed=True, metadata={"settled": f"no (mode {config.mode})"}
+                )
+            )
         phases = {f"seconds_{k}": round(v, 3) for k, v in r.phase_seconds.items()}
         phases["seconds_checks"] = round(check_seconds, 3)
         return dg.MaterializeResult(
@@ -114,6 +158,7 @@ def build_cold_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.Assets
                 "rows_kept_from_previous_object": r.merged_from_existing,
                 "ace_requests": r.ace_requests,
                 **phases,
+                **extra,
             },
             check_results=checks,
         )
@@ -127,17 +172,34 @@ def build_cold_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.Assets
         retry_policy=COLD_RETRY,
         description=(
             "Hourly avg/min/max/count/sum per point for one site-day at `rollups/1h/site=<site>/date=<day>/"
-            "part-0.parquet`, computed from the verified cold object, so year-long charts never read raw data."
+            "part-0.parquet`, computed from the verified cold object, so year-long charts never read raw data. "
+            "Archival already builds it with the raw object; this step rebuilds it only when the archive manifest "
+            "names no rollup of the current raw checksum."
         ),
     )
     def cold_rollups(
-        context: dg.AssetExecutionContext, cold_store: ColdStoreResource
+        context: dg.AssetExecutionContext,
+        hot_store: HotStoreResource,
+        cold_store: ColdStoreResource,
+        clock: ClockResource,
     ) -> dg.MaterializeResult:
         site_day = parse_site_day(context.partition_key)
-        r = build_rollup_day(cold_store.get_store(), site_day.site, site_day.day)
-        return dg.MaterializeResult(
-            metadata={"dagster/row_count": r.rows, "object_key": r.key, "bytes": r.bytes, "points": r.points}
+        r = build_rollup_day(
+            cold_store.get_store(),
+            site_day.site,
+            site_day.day,
+            hot=hot_store.get_store(),
+            now_ms=clock.now_ms(),
         )
+        metadata: dict[str, object] = {
+            "dagster/row_count": r.rows,
+            "object_key": r.key,
+            "bytes": r.bytes,
+            "rebuilt": r.rebuilt,
+        }
+        if r.points is not None:
+            metadata["points"] = r.points
+        return dg.MaterializeResult(metadata=metadata)
 
     @dg.asset(
         key=HOT_RETENTION,

@@ -15,6 +15,7 @@ from bv_pipeline.partitions import sites_partitions
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.cold_store import ColdStoreResource
 from bv_pipeline.resources.hot_store import HotStoreResource
+from bv_pipeline.resources.manifest_store import ManifestStore
 
 COLD_SAMPLES_MONTHLY = dg.AssetKey("cold_samples_monthly")
 CHECK_NAME = "monthly_samples_match_manifest"
@@ -67,16 +68,17 @@ def build_raw_month_assets() -> list[dg.AssetsDefinition]:
         clock: ClockResource,
     ) -> dg.MaterializeResult:
         site = validate_site_name(context.partition_key)
-        hot, cold = hot_store.get_store(), cold_store.get_store()
+        cold = cold_store.get_store()
+        manifest = ManifestStore(cold, mirror=hot_store.get_store())
         now_ms = clock.now_ms()
         today = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date()
         months = sorted({_parse_month(m) for m in config.months}) or months_to_compact(
-            hot, cold, site, today=today
+            manifest, cold, site, today=today
         )
         t = time.perf_counter()
         results = []
         for month in months:
-            r = compact_samples_month(hot, cold, site, month, now_ms=now_ms)
+            r = compact_samples_month(manifest, cold, site, month, now_ms=now_ms)
             context.log.info(
                 f"{site} {month:%Y-%m}: {r.status}, {r.days_total} days, {len(r.days_skipped)} skipped; "
                 f"{r.rows} rows in {r.parts} parts ({r.bytes / 1e6:.1f} MB)"
@@ -84,7 +86,7 @@ def build_raw_month_assets() -> list[dg.AssetsDefinition]:
             results.append(r)
         seconds = time.perf_counter() - t
 
-        checks = [check_month(hot, cold, site, m) for m in months]
+        checks = [check_month(manifest, cold, site, m) for m in months]
         broken = [c for c in checks if not c.readable or c.stale_days]
         missing = {f"{c.month:%Y-%m}": format_days(c.missing_days) for c in checks if c.missing_days}
         check = dg.AssetCheckResult(

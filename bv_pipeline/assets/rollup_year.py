@@ -14,6 +14,7 @@ from bv_pipeline.partitions import sites_partitions
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.cold_store import ColdStoreResource
 from bv_pipeline.resources.hot_store import HotStoreResource
+from bv_pipeline.resources.manifest_store import ManifestStore
 
 COLD_ROLLUPS_YEARLY = dg.AssetKey("cold_rollups_yearly")
 # Compaction holds a site-year in memory (~2-3 GB at 4,583 points): at most this pool's limit run at once.
@@ -59,14 +60,15 @@ def build_rollup_year_assets() -> list[dg.AssetsDefinition]:
         clock: ClockResource,
     ) -> dg.MaterializeResult:
         site = validate_site_name(context.partition_key)
-        hot, cold = hot_store.get_store(), cold_store.get_store()
+        cold = cold_store.get_store()
+        manifest = ManifestStore(cold, mirror=hot_store.get_store())
         now_ms = clock.now_ms()
         t = time.perf_counter()
         today = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date()
-        years = sorted(set(config.years)) or years_to_compact(hot, cold, site, until=today)
+        years = sorted(set(config.years)) or years_to_compact(manifest, cold, site, until=today)
         results = []
         for year in years:
-            r = compact_rollups_year(hot, cold, site, year, now_ms=now_ms)
+            r = compact_rollups_year(manifest, cold, site, year, now_ms=now_ms)
             context.log.info(
                 f"{site} {year}: {r.status}, +{len(r.days_added)} days, {len(r.days_refreshed)} refreshed, "
                 f"{len(r.days_dropped)} dropped, {len(r.days_skipped)} skipped; {r.rows} rows in {r.parts} parts"
@@ -74,7 +76,7 @@ def build_rollup_year_assets() -> list[dg.AssetsDefinition]:
             results.append(r)
         seconds = time.perf_counter() - t
 
-        checks = [check_year(hot, cold, site, year) for year in years]
+        checks = [check_year(manifest, cold, site, year) for year in years]
         broken = [c for c in checks if not c.readable or c.stale_days]
         missing = {str(c.year): format_days(c.missing_days) for c in checks if c.missing_days}
         check = dg.AssetCheckResult(

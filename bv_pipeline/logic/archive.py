@@ -3,7 +3,10 @@
 Archival: take the day from the hot tier when it holds it, else straight from ACE (history never passes through
 the hot tier); merge with an object already in cold (so late samples that reached the hot tier after an earlier
 archival are added, and nothing archived before is lost); upload; **verify by reading the object back** (row
-count and content checksum); only then record it in the manifest.
+count and content checksum); build the day's hourly rollup from the verified object, upload and verify it; only
+then commit both in the archive manifest (object storage, ``resources.manifest_store``) with one conditional write.
+So a day's rollup always follows its raw object: a manifest entry never names a raw checksum without either the
+rollup built from it or no rollup at all (readers then aggregate the raw day).
 
 Retention: a hot day is deleted only when it is older than the hot window AND the manifest holds a verified object
 AND a fresh read of that object contains every (point, ts) the hot tier holds for the day. The manifest is marked
@@ -16,17 +19,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow as pa
 
+from bv_pipeline.resources.manifest_store import ManifestStore
 from bv_pipeline.storage import cold_keys, parquet_layout, rollups
-from bv_pipeline.storage.interfaces import ManifestEntry
+from bv_pipeline.storage.interfaces import ManifestEntry, RollupState
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA, day_bounds_ms, ms_to_date
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from bv_pipeline.resources.ace import AceClient
     from bv_pipeline.storage.interfaces import HotStore, ObjectStore
 
@@ -35,6 +41,24 @@ log = logging.getLogger(__name__)
 
 class ArchiveError(RuntimeError):
     """Archival could not produce a verified object; nothing was deleted."""
+
+
+class ArchiveConflict(ArchiveError):
+    """Another writer committed a different object for the day while this run worked: retry the run."""
+
+
+def manifest_for(hot: HotStore | None, cold: ObjectStore) -> ManifestStore:
+    """The archive manifest in ``cold``, mirroring commits into the hot tier's cache table when given."""
+    return ManifestStore(cold, mirror=hot)
+
+
+def _expect_checksum(expected: str | None, what: str) -> Callable[[ManifestEntry | None], None]:
+    def check(current: ManifestEntry | None) -> None:
+        found = current.checksum if current else None
+        if found != expected:
+            raise ArchiveConflict(f"{what}: the manifest now names {found}, this run started from {expected}")
+
+    return check
 
 
 @dataclass
@@ -46,6 +70,7 @@ class ArchiveResult:
     rows: int
     bytes: int
     checksum: str
+    rollup_rows: int = 0
     merged_from_existing: int = 0  # rows that were only in the previous object
     source_rows: int = 0  # rows read from the source (hot or ACE) for this archival
     duplicates_in_source: int = 0
@@ -77,19 +102,35 @@ def archive_site_day(
     day: dt.date,
     *,
     now_ms: int | None = None,
+    manifest: ManifestStore | None = None,
+    replace_existing: bool = False,
+    from_ace: pa.Table | None = None,
 ) -> ArchiveResult:
+    """Archive the day (see the module docstring).
+
+    ``from_ace``: samples the caller already fetched from ACE for the whole day (the settling pass), used as the
+    source instead of reading hot or ACE again. ``replace_existing`` (a correction): write exactly what the source
+    serves now instead of merging it with the existing object.
+    """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    manifest = manifest or manifest_for(hot, cold)
     start_ms, end_ms = day_bounds_ms(day)
     key = cold_keys.samples_key(site, day)
     phases: dict[str, float] = {}
 
     t = time.perf_counter()
-    entry = hot.manifest_get(site, day)
+    entry = manifest.get(site, day)
     # "Any hot row?" as per-point index seeks (max_ts_between): a full COUNT walks all 6.5 M rows of a day.
-    in_hot = not (entry and entry.hot_deleted_ms) and hot.max_ts_between(site, start_ms, end_ms) is not None
+    in_hot = (
+        from_ace is None
+        and not (entry and entry.hot_deleted_ms)
+        and hot.max_ts_between(site, start_ms, end_ms) is not None
+    )
     ace_requests = 0
     duplicates = 0
-    if in_hot:
+    if from_ace is not None:
+        source, samples = "ace", from_ace
+    elif in_hot:
         source = "hot"
         samples = hot.read_samples(site, None, start_ms, end_ms)
     else:
@@ -103,7 +144,7 @@ def archive_site_day(
     phases["read_source"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    existing_size = cold.size(key)
+    existing_size = None if replace_existing else cold.size(key)
     old = (
         parquet_layout.decode_day(cold.get(key)) if existing_size is not None else SAMPLE_SCHEMA.empty_table()
     )
@@ -131,8 +172,16 @@ def archive_site_day(
         raise ArchiveError(f"{site} {day}: object {key} failed verification after upload: {exc}") from exc
     phases["verify"] = time.perf_counter() - t
 
-    hot.manifest_put(
-        ManifestEntry(
+    t = time.perf_counter()
+    rollup = _write_rollup(cold, site, day, parquet_layout.decode_day(readback), info.checksum, now_ms)
+    phases["rollup"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    check = _expect_checksum(entry.checksum if entry else None, f"{site} {day}")
+
+    def commit(current: ManifestEntry | None) -> ManifestEntry:
+        check(current)
+        return ManifestEntry(
             site=site,
             day=day,
             key=key,
@@ -142,9 +191,12 @@ def archive_site_day(
             schema_version=info.schema_version,
             verified_ms=now_ms,
             source=source,
-            hot_deleted_ms=entry.hot_deleted_ms if entry else None,
+            hot_deleted_ms=current.hot_deleted_ms if current else None,
+            rollup=rollup,
         )
-    )
+
+    manifest.update(site, day, commit)
+    phases["commit"] = time.perf_counter() - t
     return ArchiveResult(
         site=site,
         day=day,
@@ -153,6 +205,7 @@ def archive_site_day(
         rows=info.rows,
         bytes=len(data),
         checksum=info.checksum,
+        rollup_rows=rollup.rows,
         merged_from_existing=only_old,
         source_rows=samples.num_rows,
         duplicates_in_source=duplicates,
@@ -193,6 +246,7 @@ def apply_retention(
 ) -> RetentionResult:
     """Delete hot days older than the window, each only after proving cold holds every one of its rows."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    manifest = manifest_for(hot, cold)
     cutoff = today - dt.timedelta(days=hot_days)
     result = RetentionResult(site=site, cutoff_day=cutoff)
     cutoff_ms, _ = day_bounds_ms(cutoff)
@@ -204,7 +258,7 @@ def apply_retention(
         start_ms, end_ms = day_bounds_ms(day)
         hot_rows = hot.count_samples(site, start_ms, end_ms)
         if hot_rows:
-            _retire_day(hot, cold, ace, site, day, hot_rows, now_ms, result)
+            _retire_day(hot, cold, manifest, ace, site, day, hot_rows, now_ms, result)
         day += dt.timedelta(days=1)
     return result
 
@@ -212,6 +266,7 @@ def apply_retention(
 def _retire_day(
     hot: HotStore,
     cold: ObjectStore,
+    manifest: ManifestStore,
     ace: AceClient | None,
     site: str,
     day: dt.date,
@@ -222,9 +277,9 @@ def _retire_day(
     start_ms, end_ms = day_bounds_ms(day)
 
     def rearchive() -> ManifestEntry:
-        archive_site_day(hot, cold, ace, site, day, now_ms=now_ms)
+        archive_site_day(hot, cold, ace, site, day, now_ms=now_ms, manifest=manifest)
         result.rearchived_days.append(day)
-        fresh = hot.manifest_get(site, day)
+        fresh = manifest.get(site, day)
         assert fresh is not None
         return fresh
 
@@ -232,7 +287,7 @@ def _retire_day(
         cold_day = parquet_layout.decode_day(cold.get(e.key))
         return hot_covered_by_cold(hot.read_samples(site, None, start_ms, end_ms), cold_day)
 
-    entry = hot.manifest_get(site, day)
+    entry = manifest.get(site, day)
     if entry is None or entry.rows < hot_rows or cold.size(entry.key) is None:
         # Not archived, archived before more rows arrived, or the object vanished: archive again first.
         entry = rearchive()
@@ -244,16 +299,22 @@ def _retire_day(
         if missing:
             result.kept_days[day.isoformat()] = f"{missing} hot rows still absent from {entry.key}"
             return
-    # Readers switch this day to cold before any row disappears from hot.
-    hot.manifest_put(_with_deleted(entry, now_ms))
+    # Readers switch this day to cold before any row disappears from hot. The mark is a conditional write that
+    # applies only to the object just verified: if another run re-archived the day meanwhile, keep the hot rows.
+    check = _expect_checksum(entry.checksum, f"{site} {day}")
+
+    def mark_deleted(current: ManifestEntry | None) -> ManifestEntry:
+        check(current)
+        assert current is not None
+        return replace(current, hot_deleted_ms=current.hot_deleted_ms or now_ms)
+
+    try:
+        manifest.update(site, day, mark_deleted)
+    except ArchiveConflict as exc:
+        result.kept_days[day.isoformat()] = str(exc)
+        return
     result.rows_deleted += hot.delete_range(site, start_ms, end_ms)
     result.deleted_days.append(day)
-
-
-def _with_deleted(entry: ManifestEntry, now_ms: int) -> ManifestEntry:
-    from dataclasses import replace
-
-    return replace(entry, hot_deleted_ms=entry.hot_deleted_ms or now_ms)
 
 
 @dataclass
@@ -261,25 +322,79 @@ class RollupResult:
     key: str
     rows: int
     bytes: int
-    points: int
+    points: int | None  # None: not rebuilt, so not counted
+    rebuilt: bool = True  # False: the manifest already named a rollup of the current raw object
 
 
-def build_rollup_day(cold: ObjectStore, site: str, day: dt.date) -> RollupResult:
-    """Hourly rollup of the day's verified cold object, uploaded and read back before it counts."""
-    samples_key = cold_keys.samples_key(site, day)
-    if cold.size(samples_key) is None:
-        raise ArchiveError(
-            f"{site} {day}: no cold object at {samples_key}; materialise cold_timeseries first"
-        )
-    raw = cold.get(samples_key)
-    rollup = rollups.hourly_rollup(parquet_layout.decode_day(raw))
-    # Record which raw content this rollup came from, so yearly compaction can tell a current rollup from one
-    # left over from before a re-archival.
-    source_checksum = parquet_layout.read_info(raw).checksum
+def _write_rollup(
+    cold: ObjectStore, site: str, day: dt.date, samples: pa.Table, source_checksum: str, now_ms: int
+) -> RollupState:
+    """Hourly rollup of ``samples`` (the verified raw object with checksum ``source_checksum``), uploaded and read
+    back before it counts. The object records ``source_checksum`` too, so it is self-describing."""
+    rollup = rollups.hourly_rollup(samples)
     data, info = rollups.encode_rollup_day(site, day, rollup, source="cold", source_checksum=source_checksum)
     key = cold_keys.rollup_key(site, day)
     cold.put(key, data)
-    back = rollups.decode_rollup(cold.get(key))
-    if back.num_rows != info.rows or rollups.rollup_checksum(back) != info.checksum:
+    back = cold.get(key)
+    decoded = rollups.decode_rollup(back)
+    if (
+        decoded.num_rows != info.rows
+        or rollups.rollup_checksum(decoded) != info.checksum
+        or rollups.rollup_source_checksum(back) != source_checksum
+    ):
         raise ArchiveError(f"{site} {day}: rollup object {key} failed verification after upload")
-    return RollupResult(key=key, rows=info.rows, bytes=len(data), points=info.point_count)
+    return RollupState(
+        key=key,
+        rows=info.rows,
+        bytes=len(data),
+        checksum=info.checksum,
+        source_checksum=source_checksum,
+        verified_ms=now_ms,
+    )
+
+
+def build_rollup_day(
+    cold: ObjectStore,
+    site: str,
+    day: dt.date,
+    *,
+    hot: HotStore | None = None,
+    now_ms: int | None = None,
+    force: bool = False,
+) -> RollupResult:
+    """Make the day's hourly rollup current: rebuild it from the verified cold object unless the manifest already
+    names a rollup of exactly that object (``force`` rebuilds anyway), then commit its state in the manifest."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    manifest = manifest_for(hot, cold)
+    entry = manifest.get(site, day)
+    if entry is None:
+        raise ArchiveError(
+            f"{site} {day}: no verified cold object in the archive manifest; materialise cold_timeseries first"
+        )
+    if (
+        entry.rollup is not None
+        and entry.rollup_current
+        and not force
+        and cold.size(entry.rollup.key) is not None
+    ):
+        r = entry.rollup
+        return RollupResult(key=r.key, rows=r.rows, bytes=r.bytes, points=None, rebuilt=False)
+    raw = cold.get(entry.key)
+    info = parquet_layout.read_info(raw)
+    if info.checksum != entry.checksum:
+        raise ArchiveConflict(
+            f"{site} {day}: {entry.key} does not hold the checksum the manifest names; retry"
+        )
+    parquet_layout.verify_object(raw, info)
+    samples = parquet_layout.decode_day(raw)
+    state = _write_rollup(cold, site, day, samples, entry.checksum, now_ms)
+    check = _expect_checksum(entry.checksum, f"{site} {day}")
+
+    def commit(current: ManifestEntry | None) -> ManifestEntry:
+        check(current)
+        assert current is not None
+        return replace(current, rollup=state)
+
+    manifest.update(site, day, commit)
+    points = len(set(samples["point"].to_pylist()))
+    return RollupResult(key=state.key, rows=state.rows, bytes=state.bytes, points=points)

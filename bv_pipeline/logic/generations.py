@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from bv_pipeline.storage import cold_keys, compacted_parts
+from bv_pipeline.storage.interfaces import PreconditionFailed
 from bv_pipeline.storage.parquet_layout import ColdVerificationError
 
 if TYPE_CHECKING:
     from bv_pipeline.storage.compacted_parts import PartInfo
-    from bv_pipeline.storage.interfaces import ObjectStore
+    from bv_pipeline.storage.interfaces import ObjectStore, Versioned
 
 # A generation that is no longer published is deleted once it is this old and is not the one just replaced, so
 # a reader holding a recently cached index, or a query in flight, never loses its parts.
@@ -33,10 +34,10 @@ def new_generation(now_ms: int) -> str:
     return cold_keys.validate_generation(f"{stamp}-{secrets.token_hex(4)}")
 
 
-def stored_bytes(cold: ObjectStore, key: str) -> bytes | None:
-    """The object's bytes, None when it does not exist (an index not published yet)."""
+def stored_version(cold: ObjectStore, key: str) -> Versioned | None:
+    """The object's bytes and ETag, None when it does not exist (an index not published yet)."""
     try:
-        return cold.get(key)
+        return cold.get_versioned(key)
     except KeyError:
         return None
 
@@ -46,16 +47,21 @@ def publish_index(
     index_key: str,
     data: bytes,
     *,
-    expected_previous: bytes | None,
+    expected_etag: str | None,
     read_back: Callable[[bytes], object],
     expected: object,
 ) -> None:
     """Replace a set's ``index.json`` (the commit point) with ``data``, then prove the stored index parses to
-    ``expected``. Raises CompactionConflict when the published index is no longer ``expected_previous`` (another
-    run published meanwhile: optimistic check; object stores offer no compare-and-swap here)."""
-    if stored_bytes(cold, index_key) != expected_previous:
-        raise CompactionConflict(f"{index_key} changed during compaction")
-    cold.put(index_key, data)
+    ``expected``.
+
+    The replace is a conditional write: ``If-Match: expected_etag`` (the version this run planned from), or
+    ``If-None-Match: *`` when it found none. Raises CompactionConflict when another run published meanwhile; the
+    whole compaction is then retried (re-planned from the new index), because its generation was built from the
+    old one. A conditional write, unlike a compare-then-put, leaves no window in which two writers both win."""
+    try:
+        cold.put_if(index_key, data, if_match=expected_etag)
+    except PreconditionFailed as exc:
+        raise CompactionConflict(f"{index_key} changed during compaction: {exc}") from exc
     if read_back(cold.get(index_key)) != expected:
         raise ColdVerificationError(f"{index_key} failed verification after upload")
 

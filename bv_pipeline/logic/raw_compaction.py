@@ -37,7 +37,7 @@ from bv_pipeline.logic.generations import (
     generations_to_keep,
     new_generation,
     publish_index,
-    stored_bytes,
+    stored_version,
 )
 from bv_pipeline.logic.generations import collect_garbage as _collect_garbage
 from bv_pipeline.storage import cold_keys, parquet_layout, raw_month
@@ -46,7 +46,8 @@ from bv_pipeline.storage.parquet_layout import ColdVerificationError
 from bv_pipeline.storage.raw_month import MonthIndex
 
 if TYPE_CHECKING:
-    from bv_pipeline.storage.interfaces import HotStore, ManifestEntry, ObjectStore
+    from bv_pipeline.resources.manifest_store import ManifestStore
+    from bv_pipeline.storage.interfaces import ManifestEntry, ObjectStore, Versioned
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,8 @@ def _entry_version(entry: ManifestEntry) -> str:
     return f"{entry.checksum}@{entry.verified_ms}"
 
 
-def _index_bytes(cold: ObjectStore, site: str, month: dt.date) -> bytes | None:
-    return stored_bytes(cold, cold_keys.samples_month_index_key(site, month))
+def _index_version(cold: ObjectStore, site: str, month: dt.date) -> Versioned | None:
+    return stored_version(cold, cold_keys.samples_month_index_key(site, month))
 
 
 @dataclass
@@ -183,7 +184,7 @@ def collect_garbage(
 
 
 def compact_samples_month(
-    hot: HotStore,
+    manifest_store: ManifestStore,
     cold: ObjectStore,
     site: str,
     month: dt.date,
@@ -199,8 +200,8 @@ def compact_samples_month(
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     phases: dict[str, float] = {}
     t = time.perf_counter()
-    manifest = {e.day: e for e in hot.manifest_list(site, *raw_month.month_days(month))}
-    start_bytes = _index_bytes(cold, site, month)
+    manifest = {e.day: e for e in manifest_store.list(site, *raw_month.month_days(month))}
+    start = _index_version(cold, site, month)
     try:
         old = read_month_index(cold, site, month)
     except ColdVerificationError as exc:
@@ -295,7 +296,7 @@ def compact_samples_month(
             cold,
             cold_keys.samples_month_index_key(site, month),
             index.to_json(),
-            expected_previous=start_bytes,
+            expected_etag=start.etag if start else None,
             read_back=MonthIndex.from_json,
             expected=index,
         )
@@ -321,7 +322,9 @@ def compact_samples_month(
     return result
 
 
-def months_to_compact(hot: HotStore, cold: ObjectStore, site: str, *, today: dt.date) -> list[dt.date]:
+def months_to_compact(
+    manifest_store: ManifestStore, cold: ObjectStore, site: str, *, today: dt.date
+) -> list[dt.date]:
     """Months that ended before ``today`` and have verified manifest entries, plus months already published.
 
     The running month is left to the day objects: rebuilding it every night would rewrite up to a month of data
@@ -330,7 +333,7 @@ def months_to_compact(hot: HotStore, cold: ObjectStore, site: str, *, today: dt.
     this_month = raw_month.month_of(today)
     months = {
         raw_month.month_of(e.day)
-        for e in hot.manifest_list(site, dt.date(1970, 1, 1), this_month - dt.timedelta(days=1))
+        for e in manifest_store.list(site, dt.date(1970, 1, 1), this_month - dt.timedelta(days=1))
     }
     for key in cold.list(cold_keys.samples_month_site_prefix(site)):
         month = cold_keys.month_of_index_key(key)
@@ -352,7 +355,7 @@ class MonthCheck:
     missing_days: list[dt.date] = field(default_factory=list)  # verified in the manifest, not in the index
 
 
-def check_month(hot: HotStore, cold: ObjectStore, site: str, month: dt.date) -> MonthCheck:
+def check_month(manifest_store: ManifestStore, cold: ObjectStore, site: str, month: dt.date) -> MonthCheck:
     """Cheap structural check: the index parses, every part exists with the size and footer metadata the index
     records (footer-only reads), and the index's day list against the manifest."""
     result = MonthCheck(site=site, month=month, published=False, readable=True)
@@ -362,7 +365,7 @@ def check_month(hot: HotStore, cold: ObjectStore, site: str, month: dt.date) -> 
         result.readable = False
         result.problems.append(str(exc))
         return result
-    manifest = {e.day: e.checksum for e in hot.manifest_list(site, *raw_month.month_days(month))}
+    manifest = {e.day: e.checksum for e in manifest_store.list(site, *raw_month.month_days(month))}
     if index is None:
         result.missing_days = sorted(manifest)
         return result

@@ -33,7 +33,7 @@ from bv_pipeline.logic.generations import (
     generations_to_keep,
     new_generation,
     publish_index,
-    stored_bytes,
+    stored_version,
 )
 from bv_pipeline.logic.generations import collect_garbage as _collect_garbage
 from bv_pipeline.storage import cold_keys, rollup_year, rollups
@@ -41,7 +41,8 @@ from bv_pipeline.storage.parquet_layout import ColdVerificationError
 from bv_pipeline.storage.rollup_year import YearIndex
 
 if TYPE_CHECKING:
-    from bv_pipeline.storage.interfaces import HotStore, ManifestEntry, ObjectStore
+    from bv_pipeline.resources.manifest_store import ManifestStore
+    from bv_pipeline.storage.interfaces import ManifestEntry, ObjectStore, Versioned
 
 log = logging.getLogger(__name__)
 __all__ = ["GC_GRACE_MS", "CompactionConflict", "compact_rollups_year", "new_generation"]
@@ -82,8 +83,8 @@ def read_index(cold: ObjectStore, site: str, year: int) -> YearIndex | None:
     return index
 
 
-def _index_bytes(cold: ObjectStore, site: str, year: int) -> bytes | None:
-    return stored_bytes(cold, cold_keys.rollup_year_index_key(site, year))
+def _index_version(cold: ObjectStore, site: str, year: int) -> Versioned | None:
+    return stored_version(cold, cold_keys.rollup_year_index_key(site, year))
 
 
 def _load_daily(cold: ObjectStore, site: str, entry: ManifestEntry) -> pa.Table | str:
@@ -164,7 +165,7 @@ def collect_garbage(
 
 
 def compact_rollups_year(
-    hot: HotStore,
+    manifest_store: ManifestStore,
     cold: ObjectStore,
     site: str,
     year: int,
@@ -179,8 +180,8 @@ def compact_rollups_year(
     phases: dict[str, float] = {}
     t = time.perf_counter()
     first, last = year_bounds(year)
-    manifest = {e.day: e for e in hot.manifest_list(site, first, last)}
-    start_bytes = _index_bytes(cold, site, year)
+    manifest = {e.day: e for e in manifest_store.list(site, first, last)}
+    start = _index_version(cold, site, year)
     try:
         old = read_index(cold, site, year)
     except ColdVerificationError as exc:
@@ -192,7 +193,7 @@ def compact_rollups_year(
         site=site, year=year, status="unchanged", generation=old.generation if old else None
     )
 
-    if plan.changed or (old is None and start_bytes is not None):
+    if plan.changed or (old is None and start is not None):
         t = time.perf_counter()
         base: list[pa.Table] = []
         if old is not None and plan.keep:
@@ -243,7 +244,7 @@ def compact_rollups_year(
             cold,
             cold_keys.rollup_year_index_key(site, year),
             index.to_json(),
-            expected_previous=start_bytes,
+            expected_etag=start.etag if start else None,
             read_back=YearIndex.from_json,
             expected=index,
         )
@@ -269,9 +270,11 @@ def compact_rollups_year(
     return result
 
 
-def years_to_compact(hot: HotStore, cold: ObjectStore, site: str, *, until: dt.date) -> list[int]:
+def years_to_compact(
+    manifest_store: ManifestStore, cold: ObjectStore, site: str, *, until: dt.date
+) -> list[int]:
     """Years with verified manifest entries up to ``until``, plus years that already have a published index."""
-    years = {e.day.year for e in hot.manifest_list(site, dt.date(1970, 1, 1), until)}
+    years = {e.day.year for e in manifest_store.list(site, dt.date(1970, 1, 1), until)}
     for key in cold.list(cold_keys.rollup_year_site_prefix(site)):
         year = cold_keys.year_of_index_key(key)
         if year is not None:
@@ -292,7 +295,7 @@ class YearCheck:
     missing_days: list[dt.date] = field(default_factory=list)  # verified in the manifest, not in the index
 
 
-def check_year(hot: HotStore, cold: ObjectStore, site: str, year: int) -> YearCheck:
+def check_year(manifest_store: ManifestStore, cold: ObjectStore, site: str, year: int) -> YearCheck:
     """Cheap structural check: index parses, every part exists with the size and footer metadata the index
     records (footer-only reads), and the index's day list against the manifest."""
     result = YearCheck(site=site, year=year, published=False, readable=True)
@@ -302,7 +305,7 @@ def check_year(hot: HotStore, cold: ObjectStore, site: str, year: int) -> YearCh
         result.readable = False
         result.problems.append(str(exc))
         return result
-    manifest = {e.day: e.checksum for e in hot.manifest_list(site, *year_bounds(year))}
+    manifest = {e.day: e.checksum for e in manifest_store.list(site, *year_bounds(year))}
     if index is None:
         result.missing_days = sorted(manifest)
         return result

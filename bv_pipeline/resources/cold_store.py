@@ -7,7 +7,6 @@ endpoint, bucket and both keys are set, else the local directory.
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -17,109 +16,16 @@ import urllib3
 from botocore.exceptions import ClientError
 from dagster import ConfigurableResource
 
-from bv_pipeline.storage.cold_keys import ColdKeyError, validate_object_key, validate_prefix
-from bv_pipeline.storage.interfaces import ObjectStore
+from bv_pipeline.resources.local_store import LocalObjectStore, check_range, content_etag
+from bv_pipeline.storage.cold_keys import validate_object_key, validate_prefix
+from bv_pipeline.storage.interfaces import ObjectStore, PreconditionFailed, Versioned
 
-_TMP_PREFIX = ".tmp-"  # in-flight local writes; keys cannot start with '.', so these never list as objects
+__all__ = ["ColdStoreResource", "LocalObjectStore", "S3ObjectStore", "content_etag", "make_s3_client"]
+
 CHECKSUM_ENV = {
     "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
     "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
 }
-
-
-def _check_range(start: int, end: int) -> None:
-    if start < 0 or end < start:
-        raise ValueError(f"invalid byte range [{start}, {end})")
-
-
-class LocalObjectStore:
-    """Objects as files under ``root`` with the same keys as R2 (``root/<key>``).
-
-    Writes are atomic (temp file in the target directory, fsync, ``os.replace``), so a reader never sees half an
-    object, and keys are validated so nothing resolves outside ``root``.
-    """
-
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root).resolve()
-
-    def _path(self, key: str) -> Path:
-        path = (self.root / validate_object_key(key)).resolve()
-        if not path.is_relative_to(self.root):  # belt and braces: validation already forbids '..'
-            raise ColdKeyError(f"object key {key!r} escapes the store root")
-        return path
-
-    def local_path(self, key: str) -> Path:
-        """The file holding ``key`` (validated like every other access), for readers that scan files in place."""
-        return self._path(key)
-
-    def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-    def get(self, key: str) -> bytes:
-        try:
-            return self._path(key).read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
-            raise KeyError(key) from None
-
-    def get_range(self, key: str, start: int, end: int) -> bytes:
-        """Bytes [start, end), clamped to the object's end like an HTTP Range read."""
-        _check_range(start, end)
-        try:
-            with self._path(key).open("rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if start == end:
-                    return b""
-                if start >= size:
-                    raise ValueError(f"range start {start} is beyond the end of {key!r} ({size} bytes)")
-                fh.seek(start)
-                return fh.read(end - start)
-        except (FileNotFoundError, IsADirectoryError):
-            raise KeyError(key) from None
-
-    def size(self, key: str) -> int | None:
-        path = self._path(key)
-        return path.stat().st_size if path.is_file() else None
-
-    def delete(self, key: str) -> None:
-        path = self._path(key)
-        path.unlink(missing_ok=True)
-        # Drop now-empty day/site directories so listings and disk stay tidy; stop at the root.
-        parent = path.parent
-        while parent != self.root and parent.is_relative_to(self.root):
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-            parent = parent.parent
-
-    def list(self, prefix: str) -> list[str]:
-        validate_prefix(prefix)
-        # Walk only the deepest directory the prefix names fully, then filter by the partial tail.
-        base = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
-        if not base.is_dir():
-            return []
-        keys = []
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
-            for name in filenames:
-                if name.startswith("."):
-                    continue
-                key = name if rel_dir == "." else f"{rel_dir}/{name}"
-                if key.startswith(prefix):
-                    keys.append(key)
-        return sorted(keys)
 
 
 def _error_code(exc: ClientError) -> str:
@@ -170,6 +76,34 @@ class S3ObjectStore:
     def put(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=validate_object_key(key), Body=data)
 
+    def get_versioned(self, key: str, if_none_match: str | None = None) -> Versioned | None:
+        extra = {"IfNoneMatch": if_none_match} if if_none_match else {}
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=validate_object_key(key), **extra)
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise KeyError(key) from None
+            if code in ("304", "NotModified"):
+                return None
+            raise
+        return Versioned(resp["Body"].read(), str(resp["ETag"]))
+
+    def put_if(self, key: str, data: bytes, *, if_match: str | None) -> str:
+        cond = {"IfNoneMatch": "*"} if if_match is None else {"IfMatch": if_match}
+        try:
+            resp = self.client.put_object(Bucket=self.bucket, Key=validate_object_key(key), Body=data, **cond)
+        except ClientError as exc:
+            # 412: the condition failed. 409 ConditionalRequestConflict: S3 saw a concurrent conditional write to
+            # the key; either way another writer won and the caller must re-read.
+            # If-Match on an absent key is a 404: also a lost race (someone deleted it).
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            lost = ("PreconditionFailed", "ConditionalRequestConflict", *(("NoSuchKey",) if if_match else ()))
+            if _error_code(exc) in lost or status in (409, 412) or (if_match and status == 404):
+                raise PreconditionFailed(f"{key}: conditional write lost ({_error_code(exc)})") from None
+            raise
+        return str(resp["ETag"])
+
     def get(self, key: str) -> bytes:
         try:
             resp = self.client.get_object(Bucket=self.bucket, Key=validate_object_key(key))
@@ -181,7 +115,7 @@ class S3ObjectStore:
 
     def get_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes [start, end) via ``Range: bytes=start-(end-1)``; clamped to the object's end by S3."""
-        _check_range(start, end)
+        check_range(start, end)
         validate_object_key(key)
         if start == end:  # HTTP cannot express an empty range
             if self.size(key) is None:
@@ -262,13 +196,16 @@ class S3ObjectStore:
         self.client.delete_object(Bucket=self.bucket, Key=validate_object_key(key))
 
     def list(self, prefix: str) -> list[str]:
+        return sorted(self.list_etags(prefix))
+
+    def list_etags(self, prefix: str) -> dict[str, str]:
         validate_prefix(prefix)
-        keys: list[str] = []
+        out: dict[str, str] = {}
         for page in self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": self.page_size}
         ):
-            keys += [obj["Key"] for obj in page.get("Contents", [])]
-        return sorted(keys)
+            out.update((obj["Key"], str(obj["ETag"])) for obj in page.get("Contents", []))
+        return out
 
 
 def ensure_checksum_when_required() -> None:

@@ -10,6 +10,12 @@ class PolicyResource(dg.ConfigurableResource):
     sync_lookback_minutes: int = 10  # BV_SYNC_LOOKBACK_MINUTES: re-read this much (late samples)
     sync_chunk_minutes: int = 60  # BV_SYNC_CHUNK_MINUTES: catch-up fetches this much per ACE window
     max_catchup_days: int = 20  # the sensor re-syncs unclosed days at most this far back
+    settle_delay_hours: int = (
+        26  # BV_SETTLE_DELAY_HOURS: the second settling pass runs this long after a day ends
+    )
+    settle_warn_late_samples: int = (
+        100  # BV_SETTLE_WARN_LATE_SAMPLES: a settling pass finding more late samples warns
+    )
 
     @property
     def lookback_ms(self) -> int:

@@ -56,5 +56,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         sync_lookback_minutes=settings.sync_lookback_minutes,
         sync_chunk_minutes=settings.sync_chunk_minutes,
         max_catchup_days=settings.hot_storage_days,
+        settle_delay_hours=settings.settle_delay_hours,
+        settle_warn_late_samples=settings.settle_warn_late_samples,
     )
     return {"ace": ace, "hot_store": hot, "cold_store": cold, "clock": ClockResource(), "policy": policy}

@@ -36,6 +36,20 @@ class UpsertStats:
 
 
 @dataclass(frozen=True)
+class RollupState:
+    """The verified hourly rollup of a site-day, and which raw content (checksum) it was built from."""
+
+    key: str
+    rows: int
+    bytes: int
+    checksum: str  # the rollup object's own content checksum
+    source_checksum: (
+        str  # the raw day object's checksum it was computed from: current iff it equals the entry's
+    )
+    verified_ms: int
+
+
+@dataclass(frozen=True)
 class ManifestEntry:
     """One verified cold object: a site-day that exists in cold storage and was read back successfully."""
 
@@ -49,6 +63,12 @@ class ManifestEntry:
     verified_ms: int
     source: str  # "hot" | "ace"
     hot_deleted_ms: int | None = None  # set when retention removed the day's rows from the hot tier
+    rollup: RollupState | None = None  # None: no verified rollup (readers aggregate the raw object)
+
+    @property
+    def rollup_current(self) -> bool:
+        """The day's rollup exists and was built from exactly the raw content this entry names."""
+        return self.rollup is not None and self.rollup.source_checksum == self.checksum
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,8 @@ class HotStore(Protocol):
     def delete_range(self, site: str, start_ms: int, end_ms: int) -> int: ...
     def get_watermark(self, site: str) -> int | None: ...
     def set_watermark(self, site: str, ts_ms: int) -> None: ...  # never moves backwards
+    # The archive manifest's hot-side cache: the record is in object storage (``resources.manifest_store``);
+    # these mirror it (without rollup state) and are refilled by ``bv-pipeline rebuild-cache``.
     def manifest_get(self, site: str, day: dt.date) -> ManifestEntry | None: ...
     def manifest_put(self, entry: ManifestEntry) -> None: ...
     def manifest_list(self, site: str, start: dt.date, end: dt.date) -> list[ManifestEntry]: ...  # inclusive
@@ -98,9 +120,26 @@ class HotStore(Protocol):
     def requests_made(self) -> int: ...  # cumulative backend API requests (D1); 0 for SQLite
 
 
+class PreconditionFailed(RuntimeError):
+    """A conditional write lost: the object exists (create-only) or no longer has the expected ETag (HTTP 412)."""
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """An object's bytes and the ETag naming that exact version."""
+
+    data: bytes
+    etag: str
+
+
 @runtime_checkable
 class ObjectStore(Protocol):
-    """The cold tier's object storage (R2 via S3, or a local directory with the same keys)."""
+    """The cold tier's object storage (R2 via S3, or a local directory with the same keys).
+
+    ``get_versioned``/``put_if`` are the compare-and-swap primitive every commit point uses: ``put_if`` with
+    ``if_match=None`` creates only when the key is absent (``If-None-Match: *``), otherwise it replaces only the
+    version whose ETag is ``if_match`` (``If-Match``); a lost race raises ``PreconditionFailed``.
+    """
 
     def put(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes: ...  # raises KeyError when absent
@@ -108,3 +147,7 @@ class ObjectStore(Protocol):
     def size(self, key: str) -> int | None: ...  # None when absent
     def delete(self, key: str) -> None: ...
     def list(self, prefix: str) -> list[str]: ...
+    def get_versioned(self, key: str, if_none_match: str | None = None) -> Versioned | None: ...
+    # ^ raises KeyError when absent; None when the stored ETag equals ``if_none_match`` (HTTP 304)
+    def put_if(self, key: str, data: bytes, *, if_match: str | None) -> str: ...  # returns the new ETag
+    def list_etags(self, prefix: str) -> dict[str, str]: ...  # key -> ETag of every object under prefix

@@ -25,8 +25,9 @@ import pyarrow as pa
 
 from bv_pipeline.resources.cold_store import LocalObjectStore
 from bv_pipeline.resources.hot_store import SqliteHotStore
+from bv_pipeline.resources.manifest_store import ManifestStore
 from bv_pipeline.storage import cold_keys, parquet_layout, rollups
-from bv_pipeline.storage.interfaces import HotStore, ManifestEntry, ObjectStore, PointMeta
+from bv_pipeline.storage.interfaces import HotStore, ManifestEntry, ObjectStore, PointMeta, RollupState
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA, day_bounds_ms
 
 SITE = "test_site"
@@ -114,13 +115,22 @@ def put_cold_day(
     data, info = parquet_layout.encode_day(site, day, _arrow(df), source=source)
     key = cold_keys.samples_key(site, day)
     cold.put(key, data)
+    verified = day_bounds_ms(day)[1] + 3_600_000
+    state = None
     if rollup:
-        rdata, _ = rollups.encode_rollup_day(
+        rdata, rinfo = rollups.encode_rollup_day(
             site, day, rollups.hourly_rollup(_arrow(df)), source=source, source_checksum=info.checksum
         )
         cold.put(cold_keys.rollup_key(site, day), rdata)
-    verified = day_bounds_ms(day)[1] + 3_600_000
-    hot.manifest_put(
+        state = RollupState(
+            key=cold_keys.rollup_key(site, day),
+            rows=rinfo.rows,
+            bytes=rinfo.bytes,
+            checksum=rinfo.checksum,
+            source_checksum=info.checksum,
+            verified_ms=verified,
+        )
+    ManifestStore(cold, mirror=hot).put(
         ManifestEntry(
             site=site,
             day=day,
@@ -132,6 +142,7 @@ def put_cold_day(
             verified_ms=verified,
             source=source,
             hot_deleted_ms=verified + 1 if deleted else None,
+            rollup=state,
         )
     )
     return info.bytes

@@ -19,6 +19,7 @@ from bv_pipeline.api.service import ApiConfig, create_app
 from bv_pipeline.config import ConfigError, Settings
 from bv_pipeline.resources.cold_store import LocalObjectStore
 from bv_pipeline.resources.hot_store import SqliteHotStore
+from bv_pipeline.resources.manifest_store import ManifestStore
 from bv_pipeline.storage import cold_keys, parquet_layout
 from bv_pipeline.storage.interfaces import PointMeta
 from bv_pipeline.storage.samples import day_bounds_ms
@@ -186,7 +187,7 @@ def test_object_changed_behind_the_manifest_is_an_error_not_stale_data(tmp_path:
         # Same size as the manifest says, different checksum: only the footer's bv.checksum can tell.
         entry = data.hot.manifest_get(SITE, day)
         assert entry is not None
-        data.hot.manifest_put(dataclasses.replace(entry, bytes=len(other)))
+        ManifestStore(data.cold).put(dataclasses.replace(entry, bytes=len(other)))
         with pytest.raises(ColdReadError, match="checksum"):
             reader.query(SITE, [NAMES[10]], lo, hi)
     finally:

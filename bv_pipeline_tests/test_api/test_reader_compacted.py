@@ -14,6 +14,7 @@ from bv_pipeline.api.reader import TimeseriesReader
 from bv_pipeline.logic.rollup_compaction import compact_rollups_year
 from bv_pipeline.resources.cold_store import LocalObjectStore, S3ObjectStore
 from bv_pipeline.resources.hot_store import SqliteHotStore
+from bv_pipeline.resources.manifest_store import ManifestStore
 from bv_pipeline.storage import cold_keys
 from bv_pipeline.storage.interfaces import ObjectStore, PointMeta
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA, day_bounds_ms
@@ -69,7 +70,7 @@ def data(hot: SqliteHotStore, cold: ObjectStore) -> Iterator[ObjectStore]:
     hot.upsert_samples(SITE, day_samples(VERIFIED_IN_HOT, POINTS[:-1]).to_arrow().cast(SAMPLE_SCHEMA))
     hot.upsert_samples(SITE, day_samples(HOT_ONLY, POINTS).to_arrow().cast(SAMPLE_SCHEMA))
     for year in (2024, 2025):
-        compact_rollups_year(hot, cold, SITE, year, now_ms=NOW, **SMALL)
+        compact_rollups_year(ManifestStore(cold), cold, SITE, year, now_ms=NOW, **SMALL)
     yield cold
 
 
@@ -131,7 +132,7 @@ def test_day_rearchived_after_compaction_uses_its_daily_rollup(
     assert not a.frame.equals(before)  # the re-archived values are visible
     assert counting.daily_rollup_gets == 1  # only the stale day fell back
     # Once compacted again, the yearly object answers every day again.
-    compact_rollups_year(hot, data, SITE, 2024, now_ms=NOW + 3_600_000, **SMALL)
+    compact_rollups_year(ManifestStore(data), data, SITE, 2024, now_ms=NOW + 3_600_000, **SMALL)
     c = compacted.query(SITE, POINTS, lo, hi, interval="1h")
     assert c.frame.equals(b.frame) and counting.daily_rollup_gets == 1
     compacted.close()

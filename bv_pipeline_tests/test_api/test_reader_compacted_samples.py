@@ -14,6 +14,7 @@ from bv_pipeline.api.reader import TimeseriesReader
 from bv_pipeline.logic.raw_compaction import compact_samples_month, read_month_index
 from bv_pipeline.resources.cold_store import LocalObjectStore, S3ObjectStore
 from bv_pipeline.resources.hot_store import SqliteHotStore
+from bv_pipeline.resources.manifest_store import ManifestStore
 from bv_pipeline.storage import cold_keys
 from bv_pipeline.storage.interfaces import ObjectStore, PointMeta
 from bv_pipeline.storage.samples import day_bounds_ms
@@ -78,7 +79,7 @@ def data(hot: SqliteHotStore, cold: ObjectStore) -> Iterator[Data]:
         d.frames[day] = raw_day(day)
         hot.upsert_samples(SITE, arrow(d.frames[day]))
     for month in (JAN, FEB):
-        result = compact_samples_month(hot, cold, SITE, month, now_ms=NOW, min_group_rows=200)
+        result = compact_samples_month(ManifestStore(cold), cold, SITE, month, now_ms=NOW, min_group_rows=200)
         assert result.status == "published"
     yield d
 
@@ -138,7 +139,9 @@ def test_rearchived_day_comes_from_its_day_object(data: Data) -> None:
     assert a.frame.equals(daily.query(SITE, points, *ALL_COLD).frame)
     assert a.cold_objects_read == 3  # two parts plus the stale day's object
     # Once compacted again, the monthly objects answer every day again.
-    compact_samples_month(data.hot, data.cold, SITE, JAN, now_ms=NOW + HOUR, min_group_rows=200)
+    compact_samples_month(
+        ManifestStore(data.cold), data.cold, SITE, JAN, now_ms=NOW + HOUR, min_group_rows=200
+    )
     compacted.compacted_samples.forget(SITE, JAN)  # type: ignore[union-attr]
     c = compacted.query(SITE, points, *ALL_COLD)
     assert c.frame.equals(a.frame) and c.cold_objects_read == 2

@@ -54,9 +54,11 @@ def test_archive_from_hot_verifies_and_matches_truth(
         "no_duplicate_samples": True,
         "schema_version_current": True,
         "object_readable": True,
+        "late_samples_within_threshold": True,
     }
     md = _mat_metadata(result, "cold_timeseries")
     assert md["source"] == "hot" and md["object_key"] == cold_keys.samples_key("demo", DAY)
+    assert md["settled_into"] == "hot" and md["late_samples"] == 0  # the settling pass found nothing missing
     assert 0 < md["bytes_per_sample"] < 24
     obj = stack.cold.get(cold_keys.samples_key("demo", DAY))
     assert_same_samples(parquet_layout.decode_day(obj), stack.truth("demo", START, END))
@@ -129,3 +131,35 @@ def test_retention_deletes_only_verified_days_outside_the_window(
             assert_same_samples(parquet_layout.decode_day(stack.cold.get(entry.key)), truth)
         else:
             assert_same_samples(stack.hot_rows("demo", s, e), truth)
+
+
+def test_correct_mode_replaces_the_day_through_run_config(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """The documented correction procedure: cold_timeseries with ``mode: correct`` in its run config."""
+    import pyarrow as pa
+
+    from bv_pipeline.partitions import site_day_key
+    from bv_pipeline.resources.manifest_store import ManifestStore
+
+    stack = Stack(tmp_path)
+    stack.set_now(dt.datetime(2026, 3, 10, 2, 0, tzinfo=dt.UTC))
+    stack.run("hot_sync_job", "demo", DAY, instance)
+    truth = stack.truth("demo", START, END)
+    stack.hot.upsert_samples("demo", truth.slice(0, 3).set_column(0, "point", pa.array(["bogus/x"] * 3)))
+    stack.run(ARCHIVE, "demo", DAY, instance)
+    assert ManifestStore(stack.cold).get("demo", DAY).rows == truth.num_rows + 3  # type: ignore[union-attr]
+    result = (
+        stack.defs()
+        .resolve_job_def(ARCHIVE)
+        .execute_in_process(
+            partition_key=site_day_key("demo", DAY),
+            instance=instance,
+            run_config={"ops": {"cold_timeseries": {"config": {"mode": "correct"}}}},
+        )
+    )
+    md = _mat_metadata(result, "cold_timeseries")
+    assert md["mode"] == "correct" and md["rows_before"] == truth.num_rows + 3 and md["hot_replaced"] is True
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    assert_same_samples(parquet_layout.decode_day(stack.cold.get(cold_keys.samples_key("demo", DAY))), truth)
+    assert_same_samples(stack.hot_rows("demo", START, END), truth)

@@ -14,6 +14,7 @@ from bv_pipeline.logic import raw_compaction as rc
 from bv_pipeline.logic.generations import CompactionConflict
 from bv_pipeline.resources.cold_store import LocalObjectStore
 from bv_pipeline.resources.hot_store import SqliteHotStore
+from bv_pipeline.resources.manifest_store import ManifestStore
 from bv_pipeline.storage import cold_keys, parquet_layout, raw_month
 from bv_pipeline.storage.interfaces import ObjectStore
 from bv_pipeline_tests.raw_month_data import SITE, archive_day
@@ -36,7 +37,7 @@ def stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[SqliteHotSt
 
 
 def compact(hot: SqliteHotStore, cold: ObjectStore, now_ms: int = NOW) -> rc.MonthCompactionResult:
-    return rc.compact_samples_month(hot, cold, SITE, MONTH, now_ms=now_ms, **SMALL)
+    return rc.compact_samples_month(ManifestStore(cold), cold, SITE, MONTH, now_ms=now_ms, **SMALL)
 
 
 def published(cold: ObjectStore) -> tuple[raw_month.MonthIndex, pl.DataFrame]:
@@ -140,7 +141,7 @@ def test_day_that_disagrees_with_the_manifest_is_skipped(
     index, rows = published(cold)
     assert set(index.days) == {DAYS[0], DAYS[2]}
     assert rows.equals(truth({d: frames[d] for d in (DAYS[0], DAYS[2])}))
-    check = rc.check_month(hot, cold, SITE, MONTH)
+    check = rc.check_month(ManifestStore(cold), cold, SITE, MONTH)
     assert check.readable and not check.stale_days and check.missing_days == [bad, gone]
     assert set(index.skipped) == {bad, gone}
 
@@ -152,7 +153,7 @@ def test_day_that_disagrees_with_the_manifest_is_skipped(
     frames[gone] = archive_day(hot, cold, gone)
     entry = hot.manifest_get(SITE, gone)
     assert entry is not None
-    hot.manifest_put(dataclasses.replace(entry, verified_ms=entry.verified_ms + HOUR))
+    ManifestStore(cold).put(dataclasses.replace(entry, verified_ms=entry.verified_ms + HOUR))
     fixed = compact(hot, cold, NOW + 2 * HOUR)
     assert fixed.status == "published" and set(fixed.days_skipped) == {bad.isoformat()}
     index, rows = published(cold)
@@ -168,7 +169,7 @@ def test_day_whose_checksum_disagrees_with_the_manifest_is_skipped(
     entry = hot.manifest_get(SITE, DAYS[0])
     assert entry is not None
     # Same size, but the manifest names another version of the day (re-archived while compaction planned).
-    hot.manifest_put(dataclasses.replace(entry, checksum="blake2b:" + "0" * 40))
+    ManifestStore(cold).put(dataclasses.replace(entry, checksum="blake2b:" + "0" * 40))
     result = compact(hot, cold)
     assert list(result.days_skipped) == [DAYS[0].isoformat()]
     assert "checksum" in result.days_skipped[DAYS[0].isoformat()]
@@ -211,7 +212,7 @@ def test_crash_mid_compaction_leaves_previous_generation_valid(
     index, rows = published(cold)
     assert index.generation == first.generation and set(index.days) == set(DAYS[:3])
     assert rows.equals(truth(frames))
-    check = rc.check_month(hot, cold, SITE, MONTH)
+    check = rc.check_month(ManifestStore(cold), cold, SITE, MONTH)
     assert check.readable and not check.problems and check.missing_days == DAYS[3:]
     assert len(generations(cold)) == 2  # the crashed run's orphan parts are still there
 
@@ -291,45 +292,49 @@ def test_months_to_compact_leave_out_the_running_month(
     for d in (dt.date(2024, 12, 31), dt.date(2025, 2, 28), dt.date(2025, 3, 1), dt.date(2025, 3, 9)):
         archive_day(hot, cold, d)
     today = dt.date(2025, 3, 10)
-    assert rc.months_to_compact(hot, cold, SITE, today=today) == [dt.date(2024, 12, 1), MONTH]
+    assert rc.months_to_compact(ManifestStore(cold), cold, SITE, today=today) == [dt.date(2024, 12, 1), MONTH]
     # A month with a published index is listed even when it is the running one (so it can be kept current).
     running = dt.date(2025, 3, 1)
-    rc.compact_samples_month(hot, cold, SITE, running, now_ms=NOW)
-    assert rc.months_to_compact(hot, cold, SITE, today=today) == [dt.date(2024, 12, 1), MONTH, running]
-    assert rc.months_to_compact(hot, cold, SITE, today=dt.date(2025, 4, 1)) == [
+    rc.compact_samples_month(ManifestStore(cold), cold, SITE, running, now_ms=NOW)
+    assert rc.months_to_compact(ManifestStore(cold), cold, SITE, today=today) == [
         dt.date(2024, 12, 1),
         MONTH,
         running,
     ]
-    assert rc.months_to_compact(hot, cold, "other-site", today=today) == []
+    assert rc.months_to_compact(ManifestStore(cold), cold, SITE, today=dt.date(2025, 4, 1)) == [
+        dt.date(2024, 12, 1),
+        MONTH,
+        running,
+    ]
+    assert rc.months_to_compact(ManifestStore(cold), cold, "other-site", today=today) == []
 
 
 def test_check_month_reports_missing_parts_and_stale_days(
     stores: tuple[SqliteHotStore, LocalObjectStore],
 ) -> None:
     hot, cold = stores
-    unpublished = rc.check_month(hot, cold, SITE, MONTH)
+    unpublished = rc.check_month(ManifestStore(cold), cold, SITE, MONTH)
     assert not unpublished.published and unpublished.readable and unpublished.missing_days == []
     for d in DAYS[:3]:
         archive_day(hot, cold, d)
-    assert rc.check_month(hot, cold, SITE, MONTH).missing_days == DAYS[:3]
+    assert rc.check_month(ManifestStore(cold), cold, SITE, MONTH).missing_days == DAYS[:3]
     compact(hot, cold)
-    ok = rc.check_month(hot, cold, SITE, MONTH)
+    ok = rc.check_month(ManifestStore(cold), cold, SITE, MONTH)
     assert ok.published and ok.readable and (ok.problems, ok.stale_days, ok.missing_days) == ([], [], [])
 
     archive_day(hot, cold, DAYS[1], offset=3.0)  # re-archived, not re-compacted
     archive_day(hot, cold, DAYS[3])  # archived, not compacted
-    stale = rc.check_month(hot, cold, SITE, MONTH)
+    stale = rc.check_month(ManifestStore(cold), cold, SITE, MONTH)
     assert stale.readable and stale.stale_days == [DAYS[1]] and stale.missing_days == [DAYS[3]]
 
     index = rc.read_month_index(cold, SITE, MONTH)
     assert index is not None and len(index.parts) > 1
     cold.delete(index.parts[1].key)
-    broken = rc.check_month(hot, cold, SITE, MONTH)
+    broken = rc.check_month(ManifestStore(cold), cold, SITE, MONTH)
     assert not broken.readable and len(broken.problems) == 1 and index.parts[1].key in broken.problems[0]
 
     cold.put(cold_keys.samples_month_index_key(SITE, MONTH), b"{not json")
-    corrupt = rc.check_month(hot, cold, SITE, MONTH)
+    corrupt = rc.check_month(ManifestStore(cold), cold, SITE, MONTH)
     assert not corrupt.readable and "unreadable" in corrupt.problems[0]
 
 

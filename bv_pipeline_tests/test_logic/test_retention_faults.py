@@ -19,6 +19,7 @@ from bv_pipeline.logic.hot_sync import SyncMode, sync_site_day
 from bv_pipeline.resources.ace import AceClient
 from bv_pipeline.resources.cold_store import LocalObjectStore
 from bv_pipeline.resources.hot_store import SqliteHotStore
+from bv_pipeline.resources.manifest_store import ManifestStore
 from bv_pipeline.simulator import AceSimulator, SimulatorConfig
 from bv_pipeline.storage import parquet_layout
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA, day_bounds_ms
@@ -34,10 +35,11 @@ class Crash(RuntimeError):
 
 
 class Proxy:
-    """Delegates to a real store; ``crash_on`` makes one method fail once, before or after doing its work."""
+    """Delegates to a real store; the ``nth`` call of ``method`` fails once, before or after doing its work."""
 
-    def __init__(self, inner: Any, method: str, *, after: bool) -> None:
+    def __init__(self, inner: Any, method: str, *, after: bool, nth: int = 1) -> None:
         self._inner, self._method, self._after, self.fired = inner, method, after, False
+        self._calls_left = nth
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
@@ -45,6 +47,9 @@ class Proxy:
             return attr
 
         def wrapped(*args: Any, **kwargs: Any) -> Any:
+            self._calls_left -= 1
+            if self._calls_left > 0:
+                return attr(*args, **kwargs)
             self.fired = True
             if not self._after:
                 raise Crash(f"crash before {name}")
@@ -88,7 +93,7 @@ def world(tmp_path: Path) -> tuple[AceSimulator, AceClient, SqliteHotStore, Loca
 def _union(hot: SqliteHotStore, cold: LocalObjectStore, day: dt.date) -> pa.Table:
     start, end = day_bounds_ms(day)
     parts = [hot.read_samples("demo", None, start, end)]
-    entry = hot.manifest_get("demo", day)
+    entry = ManifestStore(cold).get("demo", day)
     if entry is not None and cold.size(entry.key) is not None:
         parts.append(parquet_layout.decode_day(cold.get(entry.key)))
     df = pl.from_arrow(pa.concat_tables([p.cast(SAMPLE_SCHEMA) for p in parts]))
@@ -100,36 +105,40 @@ def _assert_nothing_lost(sim: AceSimulator, hot: SqliteHotStore, cold: LocalObje
     for day in DAYS:
         start, end = day_bounds_ms(day)
         assert_same_samples(_union(hot, cold, day), sim.truth("demo", start, end))
-        entry = hot.manifest_get("demo", day)
+        entry = ManifestStore(cold).get("demo", day)
         if entry is not None and entry.hot_deleted_ms is not None:
             # A day readers now take from cold must be complete there.
             assert_same_samples(parquet_layout.decode_day(cold.get(entry.key)), sim.truth("demo", start, end))
 
 
 @pytest.mark.parametrize(
-    ("target", "method", "after"),
+    ("target", "method", "after", "nth"),
     [
-        ("cold", "put", False),  # upload fails
-        ("cold", "put", True),  # crash right after the upload, before verification
-        ("cold", "get", False),  # crash during read-back verification
-        ("hot", "manifest_put", False),  # crash after verification, before the manifest records it
-        ("hot", "manifest_put", True),  # crash after the manifest write, before the delete
-        ("hot", "delete_range", False),  # crash just before deleting
-        ("hot", "delete_range", True),  # crash right after deleting, before bookkeeping ends
-        ("hot", "half_delete", True),  # crash mid-delete
+        ("cold", "put", False, 1),  # upload fails
+        ("cold", "put", True, 1),  # crash right after the upload, before verification
+        ("cold", "get", False, 1),  # crash during read-back verification
+        ("cold", "put", False, 2),  # the rollup upload fails (raw object written and verified)
+        ("cold", "put", True, 2),  # crash right after the rollup upload, before the manifest commit
+        ("cold", "put_if", False, 1),  # crash before the manifest commit (object storage's conditional write)
+        ("cold", "put_if", True, 1),  # crash after the commit, before retention marks the day
+        ("cold", "put_if", False, 2),  # crash before the "hot copy retired" mark is committed
+        ("cold", "put_if", True, 2),  # crash after the mark, before the delete
+        ("hot", "delete_range", False, 1),  # crash just before deleting
+        ("hot", "delete_range", True, 1),  # crash right after deleting, before bookkeeping ends
+        ("hot", "half_delete", True, 1),  # crash mid-delete
     ],
 )
 def test_crash_at_each_step_loses_nothing(
-    world: tuple[Any, ...], target: str, method: str, after: bool
+    world: tuple[Any, ...], target: str, method: str, after: bool, nth: int
 ) -> None:
     sim, client, hot, cold = world
     if method == "half_delete":
         faulty_hot: Any = HalfDelete(hot, "delete_range", after=True)
         faulty_cold: Any = cold
     elif target == "hot":
-        faulty_hot, faulty_cold = Proxy(hot, method, after=after), cold
+        faulty_hot, faulty_cold = Proxy(hot, method, after=after, nth=nth), cold
     else:
-        faulty_hot, faulty_cold = hot, Proxy(cold, method, after=after)
+        faulty_hot, faulty_cold = hot, Proxy(cold, method, after=after, nth=nth)
 
     with pytest.raises(Crash):
         apply_retention(faulty_hot, faulty_cold, client, "demo", today=TODAY, hot_days=2, now_ms=NOW_MS)
@@ -141,6 +150,17 @@ def test_crash_at_each_step_loses_nothing(
         start, end = day_bounds_ms(day)
         assert hot.count_samples("demo", start, end) == 0, f"{day} should have been retired after recovery"
     assert result.kept_days == {}
+
+
+def test_a_failing_hot_manifest_cache_loses_nothing(world: tuple[Any, ...]) -> None:
+    """The hot tier's manifest table is a cache: failing writes to it change nothing that matters."""
+    sim, client, hot, cold = world
+    result = apply_retention(
+        Proxy(hot, "manifest_put", after=False), cold, client, "demo", today=TODAY, hot_days=2, now_ms=NOW_MS
+    )
+    assert result.deleted_days == DAYS
+    _assert_nothing_lost(sim, hot, cold)
+    assert all((e := ManifestStore(cold).get("demo", d)) and e.hot_deleted_ms for d in DAYS)
 
 
 def test_retention_reverifies_a_tampered_object_before_deleting(world: tuple[Any, ...]) -> None:

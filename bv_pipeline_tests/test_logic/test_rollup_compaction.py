@@ -11,6 +11,7 @@ import pytest
 from bv_pipeline.logic import rollup_compaction as rc
 from bv_pipeline.resources.cold_store import LocalObjectStore
 from bv_pipeline.resources.hot_store import SqliteHotStore
+from bv_pipeline.resources.manifest_store import ManifestStore
 from bv_pipeline.storage import cold_keys, rollup_year, rollups
 from bv_pipeline.storage.interfaces import ObjectStore
 from bv_pipeline_tests.rollup_year_data import SITE, put_day
@@ -30,7 +31,7 @@ def stores(tmp_path: Path) -> tuple[SqliteHotStore, LocalObjectStore]:
 
 
 def compact(hot: SqliteHotStore, cold: ObjectStore, now_ms: int = NOW) -> rc.CompactionResult:
-    return rc.compact_rollups_year(hot, cold, SITE, YEAR, now_ms=now_ms, **SMALL)
+    return rc.compact_rollups_year(ManifestStore(cold), cold, SITE, YEAR, now_ms=now_ms, **SMALL)
 
 
 def published_rows(cold: ObjectStore) -> pa.Table:
@@ -101,7 +102,7 @@ def test_stale_or_legacy_daily_rollups_are_not_compacted(
     assert set(result.days_skipped) == {DAYS[1].isoformat(), legacy_day.isoformat()}
     index = rc.read_index(cold, SITE, YEAR)
     assert index is not None and set(index.days) == set(DAYS) - {DAYS[1]}
-    check = rc.check_year(hot, cold, SITE, YEAR)
+    check = rc.check_year(ManifestStore(cold), cold, SITE, YEAR)
     assert check.readable and not check.stale_days and check.missing_days == [DAYS[1], legacy_day]
 
 
@@ -115,6 +116,11 @@ class FailingIndexPut:
         if key.endswith("/index.json"):
             raise OSError("simulated crash before publish")
         self.inner.put(key, data)
+
+    def put_if(self, key: str, data: bytes, *, if_match: str | None) -> str:
+        if key.endswith("/index.json"):
+            raise OSError("simulated crash before publish")
+        return self.inner.put_if(key, data, if_match=if_match)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
@@ -135,7 +141,7 @@ def test_crash_before_publish_leaves_previous_generation_valid(
     index = rc.read_index(cold, SITE, YEAR)
     assert index is not None and index.generation == first.generation and set(index.days) == set(DAYS[:3])
     assert published_rows(cold).equals(before)
-    assert rc.check_year(hot, cold, SITE, YEAR).readable
+    assert rc.check_year(ManifestStore(cold), cold, SITE, YEAR).readable
     gens = {cold_keys.generation_of_part_key(k) for k in cold.list(cold_keys.rollup_year_prefix(SITE, YEAR))}
     assert len(gens - {None}) == 2  # the orphan parts of the crashed run are still there
 
@@ -158,7 +164,7 @@ def test_damaged_published_parts_are_rebuilt_from_daily_rollups(
     index = rc.read_index(cold, SITE, YEAR)
     assert index is not None
     cold.delete(index.parts[0].key)
-    assert not rc.check_year(hot, cold, SITE, YEAR).readable
+    assert not rc.check_year(ManifestStore(cold), cold, SITE, YEAR).readable
     put_day(hot, cold, DAYS[3])
     result = compact(hot, cold, NOW + HOUR)
     assert result.status == "published" and result.days_total == 4
@@ -195,4 +201,4 @@ def test_years_to_compact_follow_the_manifest(stores: tuple[SqliteHotStore, Loca
     hot, cold = stores
     put_day(hot, cold, dt.date(2024, 12, 31))
     put_day(hot, cold, DAYS[0])
-    assert rc.years_to_compact(hot, cold, SITE, until=dt.date(2025, 3, 1)) == [2024, 2025]
+    assert rc.years_to_compact(ManifestStore(cold), cold, SITE, until=dt.date(2025, 3, 1)) == [2024, 2025]
