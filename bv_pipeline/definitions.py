@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from bv_pipeline.alerts.sensors import build_condition_alert_sensors, build_run_alert_sensors
 from bv_pipeline.assets.cold import build_cold_assets
 from bv_pipeline.assets.hot import build_hot_assets
 from bv_pipeline.assets.raw_month import build_raw_month_assets
@@ -16,7 +17,7 @@ from bv_pipeline.assets.source import build_ace_timeseries
 from bv_pipeline.config import Settings
 from bv_pipeline.jobs import build_jobs
 from bv_pipeline.partitions import build_site_days
-from bv_pipeline.resources.wiring import build_resources
+from bv_pipeline.resources.wiring import build_alerting_resource, build_resources
 from bv_pipeline.schedules import build_nightly_archive_schedule, build_rollup_compaction_schedule
 from bv_pipeline.sensors import build_ace_sync_sensor
 
@@ -33,12 +34,18 @@ def build_definitions(settings: Settings, resources: dict[str, object] | None = 
             *build_raw_month_assets(),
         ],
         jobs=jobs.all(),
-        sensors=[build_ace_sync_sensor(settings.sites, jobs.hot_sync)],
+        sensors=[
+            build_ace_sync_sensor(settings.sites, jobs.hot_sync),
+            *build_run_alert_sensors(),
+            *build_condition_alert_sensors(),
+        ],
         schedules=[
             build_nightly_archive_schedule(jobs.nightly_archive),
             build_rollup_compaction_schedule(jobs.rollup_compaction),
         ],
-        resources=resources if resources is not None else build_resources(settings),
+        resources={"alerting": build_alerting_resource(settings), **resources}
+        if resources is not None
+        else build_resources(settings),
     )
 
 

@@ -1,0 +1,249 @@
+"""What is wrong right now: each function returns the alerts firing at ``now_ms`` (empty when all is well).
+
+They read Dagster's instance (runs, backfills, materialisations, check evaluations) and the hot store; they
+send nothing. ``open_keys`` are the keys of incidents still open, so a condition keeps evaluating them even
+after they left its normal window (an archive day stays watched until it is verified).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+
+import dagster as dg
+from dagster._core.events import DagsterEventType
+from dagster._core.execution.backfill import BulkActionsFilter
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    BACKFILL_ID_TAG,
+    PARTITION_NAME_TAG,
+    WILL_RETRY_TAG,
+)
+
+from bv_pipeline.alerts.model import Alert
+from bv_pipeline.alerts.runs import run_error_text
+from bv_pipeline.assets.cold import COLD_TIMESERIES
+from bv_pipeline.partitions import parse_site_day, site_day_key
+from bv_pipeline.storage.interfaces import HotStore
+
+HOT_STALE = "hot_stale"
+HOT_DB_SIZE = "hot_db_size"
+ARCHIVE_UNVERIFIED = "archive_unverified"
+BACKFILL_FAILED = "backfill_failed"
+ACE_AUTH = "ace_auth"
+
+MS_PER_MIN = 60_000
+BACKFILL_WINDOW_DAYS = 7
+ACE_AUTH_LOOKBACK_HOURS = 24
+ACE_AUTH_ERROR = re.compile(r"ACE (GET \S+) failed: HTTP (401|403)\b")
+MAX_RUNS_SCANNED = 1000
+
+
+def _utc(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+
+
+def _iso(ms: int) -> str:
+    return _utc(ms).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def stale_sites(hot: HotStore, sites: Iterable[str], now_ms: int, stale_minutes: int) -> list[Alert]:
+    """Sites whose newest hot sample is older than ``stale_minutes`` (sites without any sample are not stale:
+    a site that never synced shows up as failed runs)."""
+    out = []
+    for site in sorted(sites):
+        newest = hot.max_ts(site)
+        if newest is None:
+            continue
+        age_min = (now_ms - newest) // MS_PER_MIN
+        if age_min > stale_minutes:
+            out.append(
+                Alert(
+                    HOT_STALE,
+                    site,
+                    f"newest hot sample of {site} is {age_min} min old (threshold {stale_minutes} min)",
+                    {"newest_sample": _iso(newest), "age_minutes": int(age_min)},
+                )
+            )
+    return out
+
+
+def oversized_hot_db(size_bytes: int | None, max_mb: int, what: str) -> list[Alert]:
+    if size_bytes is None or size_bytes <= max_mb * 1_000_000:
+        return []
+    mb = round(size_bytes / 1_000_000, 1)
+    return [
+        Alert(
+            HOT_DB_SIZE,
+            "hot",
+            f"hot database {what} is {mb} MB (threshold {max_mb} MB)",
+            {"size_mb": mb, "threshold_mb": max_mb},
+        )
+    ]
+
+
+def unverified_archives(
+    instance: dg.DagsterInstance, sites: Iterable[str], now_ms: int, deadline_hour: int, open_keys: set[str]
+) -> list[Alert]:
+    """Site-days whose ``cold_timeseries`` is missing after the deadline (yesterday, from ``deadline_hour`` UTC
+    today) or whose latest materialisation has a failed ERROR-severity check."""
+    now = _utc(now_ms)
+    wanted = set(open_keys)
+    if now.hour >= deadline_hour:
+        yesterday = now.date() - dt.timedelta(days=1)
+        wanted |= {f"{site}|{yesterday.isoformat()}" for site in sites}
+    out = []
+    for key in sorted(wanted):
+        site, _, day_s = key.partition("|")
+        day = dt.date.fromisoformat(day_s)
+        partition = str(site_day_key(site, day))
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=COLD_TIMESERIES, asset_partitions=[partition]), limit=1
+        )
+        if not result.records:
+            out.append(
+                Alert(
+                    ARCHIVE_UNVERIFIED,
+                    key,
+                    f"no verified cold object for {site} {day_s} (due by {deadline_hour:02d}:00 UTC the next day)",
+                    {"partition": partition},
+                )
+            )
+            continue
+        failed = _failed_checks(instance, result.records[0].run_id)
+        if failed:
+            out.append(
+                Alert(
+                    ARCHIVE_UNVERIFIED,
+                    key,
+                    f"cold object for {site} {day_s} failed verification checks: {', '.join(failed)}",
+                    {"partition": partition, "run_id": result.records[0].run_id},
+                )
+            )
+    return out
+
+
+def _failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    failed = []
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+        ev = entry.dagster_event.event_specific_data if entry.dagster_event else None
+        if (
+            ev is not None
+            and ev.asset_key == COLD_TIMESERIES
+            and not ev.passed
+            and ev.severity == dg.AssetCheckSeverity.ERROR
+        ):
+            failed.append(ev.check_name)
+    return sorted(set(failed))
+
+
+def _partition_label(run: dg.DagsterRun) -> str:
+    if PARTITION_NAME_TAG in run.tags:
+        return run.tags[PARTITION_NAME_TAG]
+    start, end = run.tags.get(ASSET_PARTITION_RANGE_START_TAG), run.tags.get(ASSET_PARTITION_RANGE_END_TAG)
+    return f"{start}...{end}" if start else "-"
+
+
+def _recovered(instance: dg.DagsterInstance, failed: dg.RunRecord) -> bool:
+    """A later successful run covered the failed run's partition and assets (a re-execution, another backfill)."""
+    run = failed.dagster_run
+    partition = run.tags.get(PARTITION_NAME_TAG)
+    if partition is None:
+        return False
+    later = instance.get_run_records(
+        filters=dg.RunsFilter(
+            tags={PARTITION_NAME_TAG: partition},
+            statuses=[dg.DagsterRunStatus.SUCCESS],
+            created_after=failed.create_timestamp,
+        ),
+        limit=20,
+    )
+    wanted = run.asset_selection
+    for r in later:
+        got = r.dagster_run.asset_selection
+        if (wanted and got and wanted <= got) or (not wanted and r.dagster_run.job_name == run.job_name):
+            return True
+    return False
+
+
+def failed_backfills(instance: dg.DagsterInstance, now_ms: int, open_keys: set[str]) -> list[Alert]:
+    """Backfills (created in the last week, or still open as incidents) with failed partitions that no later
+    successful run has covered."""
+    since = _utc(now_ms) - dt.timedelta(days=BACKFILL_WINDOW_DAYS)
+    backfills = {b.backfill_id: b for b in instance.get_backfills(filters=BulkActionsFilter(created_after=since))}
+    for backfill_id in open_keys - backfills.keys():
+        b = instance.get_backfill(backfill_id)
+        if b is not None:
+            backfills[backfill_id] = b
+    out = []
+    for backfill_id, backfill in sorted(backfills.items()):
+        failed_runs = instance.get_run_records(
+            filters=dg.RunsFilter(tags={BACKFILL_ID_TAG: backfill_id}, statuses=[dg.DagsterRunStatus.FAILURE]),
+            limit=MAX_RUNS_SCANNED,
+        )
+        latest_by_partition: dict[str, dg.RunRecord] = {}
+        for r in failed_runs:  # newest first
+            if r.dagster_run.tags.get(WILL_RETRY_TAG, "").lower() == "true":
+                continue
+            latest_by_partition.setdefault(_partition_label(r.dagster_run), r)
+        unrecovered = sorted(p for p, r in latest_by_partition.items() if not _recovered(instance, r))
+        if unrecovered:
+            shown = ", ".join(unrecovered[:10]) + (f" (+{len(unrecovered) - 10} more)" if len(unrecovered) > 10 else "")
+            out.append(
+                Alert(
+                    BACKFILL_FAILED,
+                    backfill_id,
+                    f"backfill {backfill_id} has {len(unrecovered)} failed partition(s): {shown}",
+                    {"failed_partitions": len(unrecovered), "backfill_status": backfill.status.value},
+                )
+            )
+    return out
+
+
+def _run_site(run: dg.DagsterRun) -> str | None:
+    if "bv/site" in run.tags:
+        return run.tags["bv/site"]
+    partition = run.tags.get(PARTITION_NAME_TAG)
+    if not partition:
+        return None
+    try:
+        return parse_site_day(partition).site if "|" in partition else partition
+    except ValueError:
+        return None
+
+
+def ace_auth_failures(instance: dg.DagsterInstance, now_ms: int, threshold: int) -> list[Alert]:
+    """Sites whose last ``threshold`` finished runs all failed because ACE answered 401 or 403."""
+    since = _utc(now_ms) - dt.timedelta(hours=ACE_AUTH_LOOKBACK_HOURS)
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE], updated_after=since
+        ),
+        limit=MAX_RUNS_SCANNED,
+    )
+    by_site: dict[str, list[dg.RunRecord]] = defaultdict(list)
+    for r in sorted(records, key=lambda r: r.create_timestamp, reverse=True):
+        site = _run_site(r.dagster_run)
+        if site is not None and len(by_site[site]) < threshold:
+            by_site[site].append(r)
+    out = []
+    for site, recent in sorted(by_site.items()):
+        if len(recent) < threshold or any(r.dagster_run.status != dg.DagsterRunStatus.FAILURE for r in recent):
+            continue
+        matches = [ACE_AUTH_ERROR.search(run_error_text(instance, r.dagster_run.run_id)) for r in recent]
+        if all(matches):
+            statuses = sorted({m.group(2) for m in matches if m})
+            endpoint = matches[0].group(1) if matches[0] else "?"
+            out.append(
+                Alert(
+                    ACE_AUTH,
+                    site,
+                    f"ACE answered HTTP {'/'.join(statuses)} to the last {threshold} runs for {site} "
+                    "(API key missing/revoked, or no access to the site)",
+                    {"endpoint": endpoint, "last_run_id": recent[0].dagster_run.run_id},
+                )
+            )
+    return out
