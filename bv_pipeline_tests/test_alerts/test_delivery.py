@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from bv_pipeline.alerts.delivery import AlertDeliveryError, WebhookSender, resolve_format
@@ -12,12 +10,6 @@ from bv_pipeline_tests.fakes.webhook_receiver import WebhookReceiver, run_webhoo
 
 T0 = 1_780_000_000_000
 ALERT = Alert("hot_stale", "site-a", "newest hot sample of site-a is 90 min old", {"age_minutes": 90})
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    with run_webhook_receiver() as r:
-        yield r
 
 
 def sender(url: str, fmt: str = "json", sleeps: list[float] | None = None) -> WebhookSender:
