@@ -8,8 +8,8 @@ Nothing here runs at import time: callers call ``Settings.from_env()``.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field

@@ -173,7 +173,9 @@ def failed_backfills(instance: dg.DagsterInstance, now_ms: int, open_keys: set[s
     """Backfills (created in the last week, or still open as incidents) with failed partitions that no later
     successful run has covered."""
     since = _utc(now_ms) - dt.timedelta(days=BACKFILL_WINDOW_DAYS)
-    backfills = {b.backfill_id: b for b in instance.get_backfills(filters=BulkActionsFilter(created_after=since))}
+    backfills = {
+        b.backfill_id: b for b in instance.get_backfills(filters=BulkActionsFilter(created_after=since))
+    }
     for backfill_id in open_keys - backfills.keys():
         b = instance.get_backfill(backfill_id)
         if b is not None:
@@ -181,7 +183,9 @@ def failed_backfills(instance: dg.DagsterInstance, now_ms: int, open_keys: set[s
     out = []
     for backfill_id, backfill in sorted(backfills.items()):
         failed_runs = instance.get_run_records(
-            filters=dg.RunsFilter(tags={BACKFILL_ID_TAG: backfill_id}, statuses=[dg.DagsterRunStatus.FAILURE]),
+            filters=dg.RunsFilter(
+                tags={BACKFILL_ID_TAG: backfill_id}, statuses=[dg.DagsterRunStatus.FAILURE]
+            ),
             limit=MAX_RUNS_SCANNED,
         )
         latest_by_partition: dict[str, dg.RunRecord] = {}
@@ -191,7 +195,9 @@ def failed_backfills(instance: dg.DagsterInstance, now_ms: int, open_keys: set[s
             latest_by_partition.setdefault(_partition_label(r.dagster_run), r)
         unrecovered = sorted(p for p, r in latest_by_partition.items() if not _recovered(instance, r))
         if unrecovered:
-            shown = ", ".join(unrecovered[:10]) + (f" (+{len(unrecovered) - 10} more)" if len(unrecovered) > 10 else "")
+            shown = ", ".join(unrecovered[:10]) + (
+                f" (+{len(unrecovered) - 10} more)" if len(unrecovered) > 10 else ""
+            )
             out.append(
                 Alert(
                     BACKFILL_FAILED,
@@ -231,7 +237,9 @@ def ace_auth_failures(instance: dg.DagsterInstance, now_ms: int, threshold: int)
             by_site[site].append(r)
     out = []
     for site, recent in sorted(by_site.items()):
-        if len(recent) < threshold or any(r.dagster_run.status != dg.DagsterRunStatus.FAILURE for r in recent):
+        if len(recent) < threshold or any(
+            r.dagster_run.status != dg.DagsterRunStatus.FAILURE for r in recent
+        ):
             continue
         matches = [ACE_AUTH_ERROR.search(run_error_text(instance, r.dagster_run.run_id)) for r in recent]
         if all(matches):

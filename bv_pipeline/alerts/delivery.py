@@ -35,7 +35,9 @@ def resolve_format(url: str, configured: str) -> MessageFormat:
 
 
 def _iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return (
+        dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
 
 
 def _duration(ms: int) -> str:
@@ -118,7 +120,9 @@ class WebhookSender:
                 if attempt < self.attempts:
                     self.sleep(wait)
         # Never echo the URL: Slack webhook URLs are secrets.
-        raise AlertDeliveryError(f"alert webhook rejected {notice.alert.incident_id} ({notice.status}): {last}")
+        raise AlertDeliveryError(
+            f"alert webhook rejected {notice.alert.incident_id} ({notice.status}): {last}"
+        )
 
 
 def _retry_after(raw: str | None) -> float:

@@ -50,7 +50,13 @@ class AlertState:
             {
                 "v": STATE_VERSION,
                 "open": {
-                    i: {"since_ms": s, "kind": a.kind, "key": a.key, "summary": a.summary, "details": a.details}
+                    i: {
+                        "since_ms": s,
+                        "kind": a.kind,
+                        "key": a.key,
+                        "summary": a.summary,
+                        "details": a.details,
+                    }
                     for i, (s, a) in sorted(self.open.items())
                 },
             },

@@ -67,7 +67,9 @@ def test_failed_delivery_is_retried_on_the_next_tick(tmp_path: Path, receiver: W
     with dg.instance_for_test() as instance:
         stack.run("hot_sync_job", "site-a", DAY, instance)
         stack.advance(hours=3)
-        t = Ticker(stack, instance, "hot_staleness_alert_sensor", webhook_url=receiver.url, delivery_attempts=2)
+        t = Ticker(
+            stack, instance, "hot_staleness_alert_sensor", webhook_url=receiver.url, delivery_attempts=2
+        )
         receiver.fail_next = [500, 502]
         t.tick()
         assert receiver.requests == 2 and statuses(receiver) == []
