@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from bv_pipeline.api.reader import TimeseriesReader
 from bv_pipeline.api.web.config import ApiConfig
+from bv_pipeline.api.web.cors import JsonCORSMiddleware
 from bv_pipeline.api.web.errors import install_error_handlers
 from bv_pipeline.api.web.routes import health, sites, timeseries
 from bv_pipeline.api.web.security import Authorizer, TokenBucket
@@ -47,14 +48,35 @@ def create_app(
     for module in (timeseries, sites, health):
         app.include_router(module.router)
     add_middleware(app, cfg)
+    _publish_actual_error_statuses(app)
     return app
+
+
+def _publish_actual_error_statuses(app: FastAPI) -> None:
+    """Drop FastAPI's generated 422 answers from the OpenAPI document: invalid parameters are answered 400."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = generate()
+        for path in doc.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        schemas = doc.get("components", {}).get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def add_middleware(app: FastAPI, cfg: ApiConfig) -> None:
     """Every middleware of the app, in one place (the last added runs first, outermost)."""
     origins = list(cfg.allowed_origins)
     app.add_middleware(
-        CORSMiddleware,
+        JsonCORSMiddleware,
         allow_origins=["*"] if "*" in origins else origins,
         allow_credentials=False,  # bearer tokens, never cookies
         allow_methods=["GET", "OPTIONS"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -20,7 +21,7 @@ class ApiConfig:
     max_range_days: int = 366
     max_raw_samples: int = 2_000_000  # estimated samples a raw (or sub-hour) query may read
     default_cadence_s: int = 60  # assumed when a point's collect interval is unknown
-    max_output_points: int = 100_000  # upper bound of ``max_points``
+    max_output_points: int = 100_000  # upper bound of ``max_points`` (at most the schema's MAX_OUTPUT_POINTS)
     rate_limit_per_s: float = 20.0
     rate_limit_burst: int = 60
     max_list_points: int = 10_000
@@ -28,6 +29,7 @@ class ApiConfig:
         16  # cold day objects read at once (ranged GETs in flight); see TimeseriesReader
     )
     cold_cache_mib: int = 256  # in-memory cache of cold row-group byte ranges and rollup objects
+    start_date: dt.date | None = None  # BV_START_DATE: days before it are reported as ``before_start``
 
     @classmethod
     def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -57,6 +59,7 @@ class ApiConfig:
         return cls(
             api_tokens=settings.api_tokens,
             allowed_origins=settings.allowed_origins,
+            start_date=settings.start_date,
             max_points_per_query=int(num("BV_API_MAX_POINTS", cls.max_points_per_query, int, 1)),
             max_raw_samples=int(num("BV_API_SAMPLE_BUDGET", cls.max_raw_samples, int, 1)),
             rate_limit_per_s=num("BV_API_RATE_PER_S", cls.rate_limit_per_s, float, 0.001),

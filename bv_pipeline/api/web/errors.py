@@ -68,6 +68,11 @@ def install_error_handlers(app: FastAPI) -> None:
             503, {"error": "cold_read_failed", "detail": str(exc)[:500]}, {"Retry-After": "5"}
         )
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        # Starlette logs the traceback; the client gets JSON without internals.
+        return json_response(500, {"error": "internal_error", "detail": "unexpected server error"})
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
         return json_response(400, {"error": "invalid_parameter", "detail": _validation_detail(exc)})

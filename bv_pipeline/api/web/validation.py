@@ -8,6 +8,10 @@ from bv_pipeline.config import SITE_SLUG
 
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: beyond this datetime arithmetic overflows
 MAX_POINT_NAME = 512
+MAX_OUTPUT_POINTS = 100_000  # upper bound of ``max_points``
+# At least one name (a character that is neither a separator nor blank) and no control characters anywhere.
+POINT_NAMES_PATTERN = r"^[^\x00-\x1f\x7f]*[^,\s\x00-\x1f\x7f\x85\xa0][^\x00-\x1f\x7f]*$"
+SITE_PATTERN = SITE_SLUG.pattern  # in the OpenAPI document, so generated clients and tests send slugs
 
 
 def check_point_names(raw: str, limit: int) -> list[str]:

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from bv_pipeline.api import payloads
+from bv_pipeline.api import coverage, payloads
 from bv_pipeline.api.web.budget import check_budget
 from bv_pipeline.api.web.deps import Clock, Config, Reader
 from bv_pipeline.api.web.errors import ApiError
 from bv_pipeline.api.web.http_cache import cache_control, etag_matches
+from bv_pipeline.api.web.schemas import AUTH_ERRORS, PARAMETER_ERROR, ColumnarAnswer, RowsAnswer, error
 from bv_pipeline.api.web.security import Authorized
-from bv_pipeline.api.web.validation import MAX_TS_MS, check_point_names, check_site, known_site
+from bv_pipeline.api.web.validation import (
+    MAX_OUTPUT_POINTS,
+    MAX_TS_MS,
+    POINT_NAMES_PATTERN,
+    SITE_PATTERN,
+    check_point_names,
+    check_site,
+    known_site,
+)
 from bv_pipeline.storage.samples import MS_PER_DAY
 
 router = APIRouter(tags=["timeseries"])
@@ -23,18 +33,20 @@ router = APIRouter(tags=["timeseries"])
 @router.get(
     "/timeseries/query",
     summary="Samples of points over a time window, raw or aggregated",
+    operation_id="query_timeseries",
     responses={
         200: {
-            "description": "Samples (JSON rows by default; columnar, MessagePack or Arrow IPC on request)",
-            "content": {m: {} for m in payloads.SUPPORTED_MEDIA},
+            "model": RowsAnswer | ColumnarAnswer,
+            "description": "Samples (JSON rows by default; columnar, MessagePack or Arrow IPC on request; "
+            "the binary formats carry the same fields, Arrow's metadata in the schema)",
+            "content": {m: {} for m in payloads.SUPPORTED_MEDIA if m != payloads.MEDIA_JSON},
         },
         304: {"description": "Not modified (If-None-Match matched the ETag)"},
-        400: {"description": "Invalid parameter"},
-        401: {"description": "Missing bearer token"},
-        403: {"description": "Invalid bearer token"},
-        404: {"description": "Unknown site"},
-        413: {"description": "The raw request would exceed the sample budget"},
-        429: {"description": "Rate limited"},
+        **PARAMETER_ERROR,
+        404: error("Unknown site"),
+        413: error("The raw request would exceed the sample budget (with suggestions)"),
+        **AUTH_ERRORS,
+        503: error("A cold object could not be read (`Retry-After`); the query fails rather than miss days"),
     },
 )
 def query(
@@ -43,12 +55,14 @@ def query(
     reader: Reader,
     cfg: Config,
     clock: Clock,
-    site_name: Annotated[str, Query(description="Site slug, e.g. ses_falls_city", max_length=200)],
+    site_name: Annotated[str, Query(description="Site slug, e.g. ses_falls_city", pattern=SITE_PATTERN)],
     point_names: Annotated[
         str,
         Query(
-            description="Comma-separated point names (case-sensitive; unique case-insensitive matches are resolved)",
+            description="Comma-separated point names (case-sensitive; unique case-insensitive matches are "
+            "resolved), at most BV_API_MAX_POINTS of them (else 400 too_many_points), each at most 512 characters",
             max_length=100_000,
+            pattern=POINT_NAMES_PATTERN,
         ),
     ],
     start_time: Annotated[int, Query(ge=0, le=MAX_TS_MS, description="Window start, UTC epoch milliseconds")],
@@ -57,7 +71,8 @@ def query(
         Query(
             ge=0,
             le=MAX_TS_MS,
-            description="Window end, UTC epoch milliseconds, inclusive (as the old worker)",
+            description="Window end, UTC epoch milliseconds, inclusive (as the old worker); not before "
+            "start_time (else 400 invalid_time_range) and at most 366 days after it (else 400 range_too_long)",
         ),
     ],
     interval: Annotated[
@@ -65,7 +80,8 @@ def query(
         Query(description="Bucket size for avg/min/max/count aggregates; omit for raw samples"),
     ] = None,
     max_points: Annotated[
-        int | None, Query(ge=2, description="Downsample each series to at most this many points")
+        int | None,
+        Query(ge=2, le=MAX_OUTPUT_POINTS, description="Downsample each series to at most this many points"),
     ] = None,
     downsample: Annotated[Literal["minmax", "lttb"], Query(description="Downsampling method")] = "minmax",
     format: Annotated[
@@ -101,12 +117,15 @@ def query(
         downsample_method=downsample,
     )
     media = payloads.negotiate(request.headers.get("accept"))
-    meta = payloads.build_meta(result, unknown, renamed)
+    now_s = clock()
+    today = dt.datetime.fromtimestamp(now_s, dt.UTC).date()
+    day_states = coverage.refine(result.coverage, start_date=cfg.start_date, today=today)
+    meta = payloads.build_meta(result, unknown, renamed, day_states)
     request_key = "|".join([media, format, site_name, ",".join(names), str(start_time), str(end_time)])
     etag = payloads.data_etag(result, request_key, meta)
     headers = {
         "ETag": etag,
-        "Cache-Control": cache_control(result, clock()),
+        "Cache-Control": cache_control(result, now_s),
         "Vary": "Accept, Authorization, Origin",
     }
     if etag_matches(request.headers.get("if-none-match"), etag):
