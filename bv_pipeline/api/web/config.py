@@ -1,0 +1,69 @@
+"""``ApiConfig``: limits and security settings of the read API, from ``Settings`` and optional BV_API_* variables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from bv_pipeline.config import ConfigError, Settings
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """Limits and security settings of the read API (defaults suit the embedded stack)."""
+
+    api_tokens: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    max_points_per_query: int = 100
+    max_range_days: int = 366
+    max_raw_samples: int = 2_000_000  # estimated samples a raw (or sub-hour) query may read
+    default_cadence_s: int = 60  # assumed when a point's collect interval is unknown
+    max_output_points: int = 100_000  # upper bound of ``max_points`` (at most the schema's MAX_OUTPUT_POINTS)
+    rate_limit_per_s: float = 20.0
+    rate_limit_burst: int = 60
+    max_list_points: int = 10_000
+    cold_fetch_threads: int = (
+        16  # cold day objects read at once (ranged GETs in flight); see TimeseriesReader
+    )
+    cold_cache_mib: int = 256  # in-memory cache of cold row-group byte ranges and rollup objects
+    start_date: dt.date | None = None  # BV_START_DATE: days before it are reported as ``before_start``
+
+    @classmethod
+    def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> ApiConfig:
+        """Tokens and origins from Settings; limits from optional BV_API_* variables (validated)."""
+        env = os.environ if env is None else env
+
+        def num(
+            name: str,
+            default: float,
+            cast: Callable[[str], float],
+            minimum: float,
+            maximum: float = math.inf,
+        ) -> float:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = cast(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not a number") from None
+            if not math.isfinite(value) or value < minimum:
+                raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
+            if value > maximum:
+                raise ConfigError(f"{name}={raw!r} must be <= {maximum}")
+            return value
+
+        return cls(
+            api_tokens=settings.api_tokens,
+            allowed_origins=settings.allowed_origins,
+            start_date=settings.start_date,
+            max_points_per_query=int(num("BV_API_MAX_POINTS", cls.max_points_per_query, int, 1)),
+            max_raw_samples=int(num("BV_API_SAMPLE_BUDGET", cls.max_raw_samples, int, 1)),
+            rate_limit_per_s=num("BV_API_RATE_PER_S", cls.rate_limit_per_s, float, 0.001),
+            rate_limit_burst=int(num("BV_API_RATE_BURST", cls.rate_limit_burst, int, 1)),
+            cold_fetch_threads=int(num("BV_API_COLD_FETCH_THREADS", cls.cold_fetch_threads, int, 1, 256)),
+            cold_cache_mib=int(num("BV_API_COLD_CACHE_MIB", cls.cold_cache_mib, int, 0, 1 << 20)),
+        )
