@@ -118,6 +118,15 @@ def _data_dir(env: Mapping[str, str]) -> Path:
     return path
 
 
+def _existing_dir(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not Path(raw).is_dir():
+        raise ConfigError(f"{name}={raw!r} is not an existing directory")
+    return Path(raw)
+
+
 def _dagster_home(env: Mapping[str, str]) -> Path | None:
     raw = env.get("DAGSTER_HOME", "").strip()
     if not raw:
@@ -174,6 +183,7 @@ class Settings:
     alert_hot_db_mb: int = 8000
     alert_archive_deadline_hour: int = 6
     alert_ace_auth_failures: int = 3
+    metrics_multiproc_dir: Path | None = None  # PROMETHEUS_MULTIPROC_DIR: read API metrics across workers
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -278,4 +288,5 @@ class Settings:
             alert_hot_db_mb=_int(env, "BV_ALERT_HOT_DB_MB", 8000, maximum=10_000_000),
             alert_archive_deadline_hour=_int(env, "BV_ALERT_ARCHIVE_DEADLINE_HOUR", 6, minimum=0, maximum=23),
             alert_ace_auth_failures=_int(env, "BV_ALERT_ACE_AUTH_FAILURES", 3, maximum=100),
+            metrics_multiproc_dir=_existing_dir(env, "PROMETHEUS_MULTIPROC_DIR"),
         )

@@ -38,6 +38,10 @@ def describe(settings: Settings) -> list[str]:
         f"hot:   {'Cloudflare D1' if settings.use_d1 else f'SQLite {settings.hot_db_path}'}",
         f"cold:  {'R2 bucket ' + str(settings.r2_bucket) if settings.use_r2 else f'local directory {settings.cold_dir}'}",
         f"hot window: {settings.hot_storage_days} days; sync lookback {settings.sync_lookback_minutes} min",
+        f"read API: {len(settings.api_tokens)} token(s), {settings.api_max_points} points/query, "
+        f"{settings.api_rate_per_s}/s per token, cold cache {settings.api_cold_cache_mib} MiB",
+        f"alerts: {'webhook (' + settings.alert_format + ')' if settings.alert_webhook_url else 'not sent (BV_ALERT_WEBHOOK_URL unset)'}, "
+        f"stale after {settings.alert_stale_minutes} min, hot DB > {settings.alert_hot_db_mb} MB",
     ]
 
 

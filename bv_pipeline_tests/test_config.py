@@ -155,7 +155,7 @@ def test_r2_and_d1_secrets_are_checked_too() -> None:
 def test_data_dir_must_not_be_a_file(tmp_path: Path) -> None:
     a_file = tmp_path / "hot.sqlite3"
     a_file.write_bytes(b"")
-    with pytest.raises(ConfigError, match="BV_DATA_DIR=.*not a directory"):
+    with pytest.raises(ConfigError, match=r"BV_DATA_DIR=.*not a directory"):
         Settings.from_env({"BV_DATA_DIR": str(a_file)})
     assert Settings.from_env({"BV_DATA_DIR": str(tmp_path / "new")}).data_dir == tmp_path / "new"
 
@@ -170,7 +170,7 @@ def test_start_date_in_the_future() -> None:
 
 
 def test_dagster_home_must_be_absolute(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="DAGSTER_HOME='.dagster_home' must be an absolute path"):
+    with pytest.raises(ConfigError, match=r"DAGSTER_HOME='\.dagster_home' must be an absolute path"):
         Settings.from_env({"DAGSTER_HOME": ".dagster_home"})
     a_file = tmp_path / "f"
     a_file.write_bytes(b"")

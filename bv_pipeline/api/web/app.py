@@ -21,6 +21,7 @@ from bv_pipeline.api.reader import TimeseriesReader
 from bv_pipeline.api.web.config import ApiConfig
 from bv_pipeline.api.web.cors import JsonCORSMiddleware
 from bv_pipeline.api.web.errors import install_error_handlers
+from bv_pipeline.api.web.observability import install_observability
 from bv_pipeline.api.web.routes import health, sites, timeseries
 from bv_pipeline.api.web.security import Authorizer, TokenBucket
 from bv_pipeline.config import Settings
@@ -30,7 +31,7 @@ def create_app(
     reader: TimeseriesReader, config: ApiConfig | Settings, *, now: Callable[[], float] = time.time
 ) -> FastAPI:
     """Build the FastAPI app. ``config`` may be ``Settings`` (limits then take their defaults)."""
-    cfg = config if isinstance(config, ApiConfig) else ApiConfig.from_settings(config, env={})
+    cfg = config if isinstance(config, ApiConfig) else ApiConfig.from_settings(config)
     app = FastAPI(
         title="bv-pipeline chart read API",
         version="1.0.0",
@@ -48,6 +49,7 @@ def create_app(
     for module in (timeseries, sites, health):
         app.include_router(module.router)
     add_middleware(app, cfg)
+    install_observability(app)  # /metrics, gzip, access log: outermost
     _publish_actual_error_statuses(app)
     return app
 

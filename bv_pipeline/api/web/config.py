@@ -1,14 +1,11 @@
-"""``ApiConfig``: limits and security settings of the read API, from ``Settings`` and optional BV_API_* variables."""
+"""``ApiConfig``: limits and security settings of the read API, from ``Settings`` (BV_API_* variables)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import math
-import os
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from bv_pipeline.config import ConfigError, Settings
+from bv_pipeline.config import Settings
 
 
 @dataclass(frozen=True)
@@ -32,38 +29,16 @@ class ApiConfig:
     start_date: dt.date | None = None  # BV_START_DATE: days before it are reported as ``before_start``
 
     @classmethod
-    def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> ApiConfig:
-        """Tokens and origins from Settings; limits from optional BV_API_* variables (validated)."""
-        env = os.environ if env is None else env
-
-        def num(
-            name: str,
-            default: float,
-            cast: Callable[[str], float],
-            minimum: float,
-            maximum: float = math.inf,
-        ) -> float:
-            raw = env.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                value = cast(raw)
-            except ValueError:
-                raise ConfigError(f"{name}={raw!r} is not a number") from None
-            if not math.isfinite(value) or value < minimum:
-                raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
-            if value > maximum:
-                raise ConfigError(f"{name}={raw!r} must be <= {maximum}")
-            return value
-
+    def from_settings(cls, settings: Settings) -> ApiConfig:
+        """Tokens, origins and the BV_API_* limits, as read and validated by ``Settings.from_env``."""
         return cls(
             api_tokens=settings.api_tokens,
             allowed_origins=settings.allowed_origins,
             start_date=settings.start_date,
-            max_points_per_query=int(num("BV_API_MAX_POINTS", cls.max_points_per_query, int, 1)),
-            max_raw_samples=int(num("BV_API_SAMPLE_BUDGET", cls.max_raw_samples, int, 1)),
-            rate_limit_per_s=num("BV_API_RATE_PER_S", cls.rate_limit_per_s, float, 0.001),
-            rate_limit_burst=int(num("BV_API_RATE_BURST", cls.rate_limit_burst, int, 1)),
-            cold_fetch_threads=int(num("BV_API_COLD_FETCH_THREADS", cls.cold_fetch_threads, int, 1, 256)),
-            cold_cache_mib=int(num("BV_API_COLD_CACHE_MIB", cls.cold_cache_mib, int, 0, 1 << 20)),
+            max_points_per_query=settings.api_max_points,
+            max_raw_samples=settings.api_sample_budget,
+            rate_limit_per_s=settings.api_rate_per_s,
+            rate_limit_burst=settings.api_rate_burst,
+            cold_fetch_threads=settings.api_cold_fetch_threads,
+            cold_cache_mib=settings.api_cold_cache_mib,
         )

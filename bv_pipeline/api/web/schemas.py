@@ -124,9 +124,17 @@ class StoreHealth(BaseModel):
     error: str | None = None
 
 
+class SiteFreshness(BaseModel):
+    newest_sample: str | None = Field(description="UTC time of the newest sample in the hot tier")
+    age_s: int | None = Field(description="Seconds since that sample")
+
+
 class HealthAnswer(BaseModel):
     status: Literal["healthy", "unhealthy"]
     stores: dict[str, StoreHealth]
+    sites: dict[str, SiteFreshness] | None = Field(
+        default=None, description="Per site, when the hot tier answers: how fresh its data is"
+    )
 
 
 def error(description: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from bv_pipeline.api import coverage, payloads
+from bv_pipeline.api.web import metrics
 from bv_pipeline.api.web.budget import check_budget
 from bv_pipeline.api.web.deps import Clock, Config, Reader
 from bv_pipeline.api.web.errors import ApiError
@@ -116,6 +117,7 @@ def query(
         max_points=max_points,
         downsample_method=downsample,
     )
+    metrics.observe_query(reader, result)
     media = payloads.negotiate(request.headers.get("accept"))
     now_s = clock()
     today = dt.datetime.fromtimestamp(now_s, dt.UTC).date()
