@@ -48,9 +48,12 @@ QUERY_SAMPLES = Counter(
 )
 QUERY_DAYS = Counter(
     "bv_api_query_days",
-    "Days /timeseries/query read, by tier (hot, cold raw, cold rollup)",
-    ["tier"],
+    "Days /timeseries/query answered, by where each came from (hot, cold, compacted, split, not_loaded)",
+    ["source"],
     registry=REGISTRY,
+)
+ROLLUP_DAYS = Counter(
+    "bv_api_query_rollup_days", "Cold days answered from hourly rollups (interval=1h/1d)", registry=REGISTRY
 )
 COLD_OBJECTS = Counter(
     "bv_api_cold_objects_read", "Cold-tier objects read by queries (GETs, ranged or whole)", registry=REGISTRY
@@ -124,9 +127,9 @@ def observe_query(reader: object, result: Any) -> None:
     """Tier mix, cold reads and cache use of one answered query (``QueryResult``)."""
     QUERY_SAMPLES.labels("hot").inc(result.hot_samples)
     QUERY_SAMPLES.labels("cold").inc(result.cold_samples)
-    QUERY_DAYS.labels("hot").inc(len(result.hot_days))
-    QUERY_DAYS.labels("cold").inc(len(result.cold_days))
-    QUERY_DAYS.labels("rollup").inc(result.rollup_days)
+    for state in result.coverage.values():
+        QUERY_DAYS.labels(state).inc()
+    ROLLUP_DAYS.inc(result.rollup_days)
     COLD_OBJECTS.inc(result.cold_objects_read)
     COLD_BYTES.inc(result.cold_bytes_fetched)
     _cache_totals.add_increase(_byte_lrus(reader))
