@@ -67,7 +67,7 @@ def main(argv: Sequence[str]) -> int:
 
     settings = _settings_or_exit()
     env = dict(os.environ)
-    home = prepare_dagster_home(Path(env.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home").resolve())
+    home = prepare_dagster_home((settings.dagster_home or PROJECT_ROOT / ".dagster_home").resolve())
     env["DAGSTER_HOME"] = str(home)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 

@@ -198,3 +198,39 @@ def test_dagster_home_must_be_absolute(tmp_path: Path) -> None:
 def test_alert_and_api_values_name_the_variable(env: dict[str, str], name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BV_API_RATE_PER_S", "fast"),
+        ("BV_API_COLD_CACHE_MIB", "-1"),
+        ("BV_ALERT_WEBHOOK_URL", "slack"),
+        ("DAGSTER_HOME", "relative/home"),
+        ("PROMETHEUS_MULTIPROC_DIR", "/nonexistent/metrics"),
+    ],
+)
+def test_check_config_checks_what_run_and_serve_api_read(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bv_pipeline.runner import check_config_main
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exc:
+        check_config_main([])
+    assert exc.value.code == 2
+    assert f"configuration error: {name}" in capsys.readouterr().err
+
+
+def test_check_config_prints_api_and_alert_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from bv_pipeline.runner import check_config_main
+
+    monkeypatch.setenv("BV_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BV_ALERT_WEBHOOK_URL", "https://hooks.slack.com/services/T0/B0/secret")
+    monkeypatch.setenv("BV_ALERT_FORMAT", "slack")
+    assert check_config_main([]) == 0
+    out = capsys.readouterr().out
+    assert "read API: 0 token(s), 100 points/query" in out and "alerts: webhook (slack)" in out
+    assert "secret" not in out  # the webhook URL is a credential
