@@ -25,7 +25,9 @@ from dagster._core.storage.tags import (
 
 from bv_pipeline.alerts.model import Alert
 from bv_pipeline.alerts.runs import run_error_text
-from bv_pipeline.assets.cold import COLD_TIMESERIES
+from bv_pipeline.assets.cold import COLD_TIMESERIES, HOT_RETENTION
+from bv_pipeline.assets.hot import HOT_TIMESERIES
+from bv_pipeline.jobs import HOT_SYNC_JOB, NIGHTLY_ARCHIVE_JOB
 from bv_pipeline.partitions import parse_site_day, site_day_key
 from bv_pipeline.storage.interfaces import HotStore
 
@@ -40,6 +42,8 @@ BACKFILL_WINDOW_DAYS = 7
 ACE_AUTH_LOOKBACK_HOURS = 24
 ACE_AUTH_ERROR = re.compile(r"ACE (GET \S+) failed: HTTP (401|403)\b")
 MAX_RUNS_SCANNED = 1000
+ACE_JOBS = frozenset({HOT_SYNC_JOB, NIGHTLY_ARCHIVE_JOB})
+ACE_ASSETS = frozenset({HOT_TIMESERIES, COLD_TIMESERIES, HOT_RETENTION})  # backfills select assets
 
 
 def _utc(ms: int) -> dt.datetime:
@@ -86,15 +90,25 @@ def oversized_hot_db(size_bytes: int | None, max_mb: int, what: str) -> list[Ale
 
 
 def unverified_archives(
-    instance: dg.DagsterInstance, sites: Iterable[str], now_ms: int, deadline_hour: int, open_keys: set[str]
+    instance: dg.DagsterInstance,
+    hot: HotStore,
+    sites: Iterable[str],
+    now_ms: int,
+    deadline_hour: int,
+    open_keys: set[str],
 ) -> list[Alert]:
-    """Site-days whose ``cold_timeseries`` is missing after the deadline (yesterday, from ``deadline_hour`` UTC
-    today) or whose latest materialisation has a failed ERROR-severity check."""
+    """Site-days whose ``cold_timeseries`` is missing after the deadline or whose latest materialisation has a
+    failed ERROR-severity check. Due: yesterday, from ``deadline_hour`` UTC today, for every site the hot tier
+    synced yesterday (a site registered today has nothing to archive yet)."""
     now = _utc(now_ms)
     wanted = set(open_keys)
     if now.hour >= deadline_hour:
         yesterday = now.date() - dt.timedelta(days=1)
-        wanted |= {f"{site}|{yesterday.isoformat()}" for site in sites}
+        wanted |= {
+            f"{site}|{yesterday.isoformat()}"
+            for site in sites
+            if hot.list_sync_as_of(site, yesterday, yesterday)
+        }
     out = []
     for key in sorted(wanted):
         site, _, day_s = key.partition("|")
@@ -221,6 +235,11 @@ def _run_site(run: dg.DagsterRun) -> str | None:
         return None
 
 
+def _calls_ace(run: dg.DagsterRun) -> bool:
+    """Runs whose outcome says something about ACE access (a compaction's success does not)."""
+    return run.job_name in ACE_JOBS or bool(run.asset_selection and run.asset_selection & ACE_ASSETS)
+
+
 def ace_auth_failures(instance: dg.DagsterInstance, now_ms: int, threshold: int) -> list[Alert]:
     """Sites whose last ``threshold`` finished runs all failed because ACE answered 401 or 403."""
     since = _utc(now_ms) - dt.timedelta(hours=ACE_AUTH_LOOKBACK_HOURS)
@@ -233,7 +252,7 @@ def ace_auth_failures(instance: dg.DagsterInstance, now_ms: int, threshold: int)
     by_site: dict[str, list[dg.RunRecord]] = defaultdict(list)
     for r in sorted(records, key=lambda r: r.create_timestamp, reverse=True):
         site = _run_site(r.dagster_run)
-        if site is not None and len(by_site[site]) < threshold:
+        if site is not None and len(by_site[site]) < threshold and _calls_ace(r.dagster_run):
             by_site[site].append(r)
     out = []
     for site, recent in sorted(by_site.items()):

@@ -89,7 +89,7 @@ def _size(i: Inputs) -> list[Alert]:
 def _archive(i: Inputs) -> list[Alert]:
     open_keys = i.state.open_keys(conditions.ARCHIVE_UNVERIFIED)
     return conditions.unverified_archives(
-        i.instance, i.sites, i.now_ms, i.alerting.archive_deadline_hour, open_keys
+        i.instance, i.hot_store.get_store(), i.sites, i.now_ms, i.alerting.archive_deadline_hour, open_keys
     )
 
 

@@ -100,9 +100,11 @@ def test_hot_db_size(tmp_path: Path, receiver: WebhookReceiver) -> None:
 
 
 def test_unverified_archive_after_deadline_then_verified(tmp_path: Path, receiver: WebhookReceiver) -> None:
-    stack = Stack(tmp_path, sites=("site-a",), points=5)
+    stack = Stack(tmp_path, sites=("site-a", "site-b"), points=5)
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("sites", ["site-a"])
+        stack.set_now(dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC))
+        stack.run("hot_sync_job", "site-a", DAY, instance)
+        instance.add_dynamic_partitions("sites", ["site-b"])  # registered, never synced: nothing to archive
         stack.set_now(dt.datetime(2026, 3, 11, 5, 30, tzinfo=dt.UTC))
         t = Ticker(stack, instance, "archive_verification_alert_sensor", webhook_url=receiver.url)
         t.tick()
@@ -111,7 +113,9 @@ def test_unverified_archive_after_deadline_then_verified(tmp_path: Path, receive
         t.tick()
         t.tick()
         assert statuses(receiver) == [("firing", "archive_unverified:site-a|2026-03-10")]
-        # Next day: the incident of the 10th stays open (watched by its key) and the 11th is due too.
+        # Next day: the incident of the 10th stays open (watched by its key) and the synced 11th is due too.
+        stack.set_now(dt.datetime(2026, 3, 11, 12, 0, tzinfo=dt.UTC))
+        stack.run("hot_sync_job", "site-a", DAY + dt.timedelta(days=1), instance)
         stack.set_now(dt.datetime(2026, 3, 12, 6, 5, tzinfo=dt.UTC))
         t.tick()
         assert statuses(receiver) == [("firing", "archive_unverified:site-a|2026-03-11")]

@@ -2,8 +2,9 @@
 does not serve. One message per failure streak, one recovery message, retried runs and backfill runs excluded,
 ACE 401/403 streaks per site, backfills with failed partitions.
 
-The runs come from a small probe job rather than ``hot_sync_job``: that asset's RetryPolicy waits 15+30+60 s
-before a run fails for good, and the alert logic depends only on run status, tags and the failure's error text.
+The runs come from a small probe job named like the sync job (``hot_sync_job``) rather than the real one: that
+asset's RetryPolicy waits 15+30+60 s before a run fails for good, and the alert logic depends only on the job
+name, run status, tags and the failure's error text.
 """
 
 # No "from __future__ import annotations": Dagster resolves the op's Config annotation at definition time.
@@ -19,6 +20,7 @@ from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG, WILL
 from bv_pipeline.alerts.runs import ALERT_TAG
 from bv_pipeline.alerts.sensors import build_run_alert_sensors
 from bv_pipeline.assets.hot import HOT_TIMESERIES
+from bv_pipeline.jobs import HOT_SYNC_JOB
 from bv_pipeline.resources.ace import AceClient
 from bv_pipeline.resources.alerting import AlertingResource
 from bv_pipeline.resources.clock import ClockResource
@@ -45,7 +47,7 @@ def probe_ace(config: ProbeConfig) -> int:
     return table.num_rows
 
 
-@dg.job
+@dg.job(name=HOT_SYNC_JOB)
 def ace_probe_job() -> None:
     probe_ace()
 
@@ -86,7 +88,7 @@ def messages(receiver: WebhookReceiver) -> list[tuple[str, str]]:
 
 
 def test_failure_streak_is_one_message_and_success_one_recovery(receiver: WebhookReceiver) -> None:
-    incident = f"run_failure:ace_probe_job|{PARTITION}"
+    incident = f"run_failure:hot_sync_job|{PARTITION}"
     with dg.instance_for_test() as instance:
         sensors = RunSensors(instance, receiver.url)
         first = probe(instance, serve=False)
