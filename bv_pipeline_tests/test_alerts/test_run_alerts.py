@@ -145,6 +145,28 @@ def test_undelivered_failure_is_sent_with_the_next_failure(receiver: WebhookRece
         assert body["status"] == "firing" and body["details"]["failed_runs_in_a_row"] == 2
 
 
+def test_undelivered_recovery_is_sent_with_the_next_success(receiver: WebhookReceiver) -> None:
+    with dg.instance_for_test() as instance:
+        sensors = RunSensors(instance, receiver.url)
+        sensors.resources["alerting"] = AlertingResource(
+            webhook_url=receiver.url, delivery_backoff_s=0.0, delivery_attempts=1
+        )
+        probe(instance, serve=False)
+        sensors.tick()
+        assert [s for s, _ in messages(receiver)] == ["firing"]
+        receiver.fail_next = [503]
+        probe(instance, serve=True)
+        sensors.tick()
+        assert messages(receiver) == []
+        probe(instance, serve=True)
+        sensors.tick()
+        [body] = receiver.take()
+        assert body["status"] == "resolved" and body["details"]["failed_runs_before"] == 1
+        probe(instance, serve=True)
+        sensors.tick()
+        assert messages(receiver) == []
+
+
 def _condition_tick(
     stack: Stack, instance: dg.DagsterInstance, name: str, url: str, cursor: str | None
 ) -> str | None:
