@@ -10,6 +10,8 @@ from typing import Any
 
 import dagster as dg
 
+from bv_pipeline.assets.cold import COLD_TIMESERIES
+from bv_pipeline.partitions import build_site_days, site_day_key
 from bv_pipeline.resources.alerting import AlertingResource
 from bv_pipeline_tests.fakes.webhook_receiver import WebhookReceiver
 from bv_pipeline_tests.stack import Stack
@@ -120,5 +122,47 @@ def test_unverified_archive_after_deadline_then_verified(tmp_path: Path, receive
         t.tick()
         assert statuses(receiver) == [("firing", "archive_unverified:site-a|2026-03-11")]
         stack.run("nightly_archive_job", "site-a", DAY, instance)
+        t.tick()
+        assert statuses(receiver) == [("resolved", "archive_unverified:site-a|2026-03-10")]
+
+
+def test_archive_with_a_failed_check_did_not_verify(tmp_path: Path, receiver: WebhookReceiver) -> None:
+    """A cold object whose materialisation recorded a failed ERROR check (here from a stand-in asset with the same
+    key and check names: the real checks only fail on a corrupted object) counts as not verified."""
+    site_days = build_site_days(dt.date(2026, 1, 1))
+
+    @dg.asset(
+        key=COLD_TIMESERIES,
+        partitions_def=site_days,
+        check_specs=[
+            dg.AssetCheckSpec("object_readable", asset=COLD_TIMESERIES),
+            dg.AssetCheckSpec("no_duplicate_samples", asset=COLD_TIMESERIES),
+        ],
+    )
+    def corrupted_cold_object() -> dg.MaterializeResult:
+        return dg.MaterializeResult(
+            check_results=[
+                dg.AssetCheckResult(check_name="object_readable", passed=False),
+                dg.AssetCheckResult(check_name="no_duplicate_samples", passed=True),
+            ]
+        )
+
+    stack = Stack(tmp_path, sites=("site-a",), points=5)
+    with dg.instance_for_test() as instance:
+        stack.set_now(dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC))
+        stack.run("hot_sync_job", "site-a", DAY, instance)
+        dg.materialize(
+            [corrupted_cold_object],
+            partition_key=site_day_key("site-a", DAY),
+            instance=instance,
+            raise_on_error=False,
+        )
+        stack.set_now(dt.datetime(2026, 3, 11, 6, 5, tzinfo=dt.UTC))
+        t = Ticker(stack, instance, "archive_verification_alert_sensor", webhook_url=receiver.url)
+        t.tick()
+        [body] = receiver.take()
+        assert body["incident_id"] == "archive_unverified:site-a|2026-03-10"
+        assert body["summary"].endswith("failed verification checks: object_readable")
+        stack.run("nightly_archive_job", "site-a", DAY, instance)  # re-archived: the real checks pass
         t.tick()
         assert statuses(receiver) == [("resolved", "archive_unverified:site-a|2026-03-10")]
