@@ -42,6 +42,7 @@ BACKFILL_WINDOW_DAYS = 7
 ACE_AUTH_LOOKBACK_HOURS = 24
 ACE_AUTH_ERROR = re.compile(r"ACE (GET \S+) failed: HTTP (401|403)\b")
 MAX_RUNS_SCANNED = 1000
+MAX_PARTITIONS_CHECKED = 50
 ACE_JOBS = frozenset({HOT_SYNC_JOB, NIGHTLY_ARCHIVE_JOB})
 ACE_ASSETS = frozenset({HOT_TIMESERIES, COLD_TIMESERIES, HOT_RETENTION})  # backfills select assets
 
@@ -207,17 +208,22 @@ def failed_backfills(instance: dg.DagsterInstance, now_ms: int, open_keys: set[s
             if r.dagster_run.tags.get(WILL_RETRY_TAG, "").lower() == "true":
                 continue
             latest_by_partition.setdefault(_partition_label(r.dagster_run), r)
-        unrecovered = sorted(p for p, r in latest_by_partition.items() if not _recovered(instance, r))
+        # Each partition costs a query: stop counting at MAX_PARTITIONS_CHECKED (one is enough to fire).
+        unrecovered: list[str] = []
+        for partition, record in sorted(latest_by_partition.items()):
+            if len(unrecovered) == MAX_PARTITIONS_CHECKED:
+                break
+            if not _recovered(instance, record):
+                unrecovered.append(partition)
         if unrecovered:
-            shown = ", ".join(unrecovered[:10]) + (
-                f" (+{len(unrecovered) - 10} more)" if len(unrecovered) > 10 else ""
-            )
+            count = f"{len(unrecovered)}{'+' if len(unrecovered) == MAX_PARTITIONS_CHECKED else ''}"
+            shown = ", ".join(unrecovered[:10]) + (" ..." if len(unrecovered) > 10 else "")
             out.append(
                 Alert(
                     BACKFILL_FAILED,
                     backfill_id,
-                    f"backfill {backfill_id} has {len(unrecovered)} failed partition(s): {shown}",
-                    {"failed_partitions": len(unrecovered), "backfill_status": backfill.status.value},
+                    f"backfill {backfill_id} has {count} failed partition(s): {shown}",
+                    {"failed_partitions": count, "backfill_status": backfill.status.value},
                 )
             )
     return out

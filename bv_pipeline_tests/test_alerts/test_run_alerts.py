@@ -232,7 +232,7 @@ def test_backfill_with_failed_partitions_until_reexecuted(tmp_path: Path, receiv
         cursor = tick(cursor)
         [body] = receiver.take()
         assert (body["status"], body["incident_id"]) == ("firing", "backfill_failed:bf-ghost")
-        assert body["details"]["failed_partitions"] == 1 and PARTITION in body["summary"]
+        assert body["details"]["failed_partitions"] == "1" and PARTITION in body["summary"]
         probe(instance, serve=True)  # the partition re-executed successfully
         cursor = tick(cursor)
         assert messages(receiver) == [("resolved", "backfill_failed:bf-ghost")]
