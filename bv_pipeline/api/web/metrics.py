@@ -1,17 +1,17 @@
 """Prometheus metrics of the read API, served at ``/metrics``.
 
 Metrics live in one registry of this module. With several worker processes, set ``PROMETHEUS_MULTIPROC_DIR`` to
-an empty directory shared by the workers before they start (``bv-pipeline serve-api`` clears it): each process
-then writes its values to memory-mapped files there and ``/metrics`` aggregates every worker's files, whichever
-worker answers the scrape. prometheus_client decides the mode when it is first imported, so the variable must be
-in the environment of the workers.
+an empty directory shared by the workers before they start: each process then writes its values to memory-mapped
+files there and ``/metrics`` aggregates every worker's files, whichever worker answers the scrape.
+prometheus_client decides the mode when it is first imported, so the variable must be in the workers'
+environment, and the directory must be emptied by whatever starts them, before any of them imports this module
+(an old server's files would otherwise be added to the new one's counts).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -78,12 +78,6 @@ def render() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
-
-
-def clear_multiprocess_dir(path: Path) -> None:
-    """Remove the previous server's value files (counters would otherwise continue from them)."""
-    for f in path.glob("*.db"):
-        f.unlink()
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
