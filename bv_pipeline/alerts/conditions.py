@@ -40,7 +40,12 @@ ACE_AUTH = "ace_auth"
 MS_PER_MIN = 60_000
 BACKFILL_WINDOW_DAYS = 7
 ACE_AUTH_LOOKBACK_HOURS = 24
-ACE_AUTH_ERROR = re.compile(r"ACE (GET \S+) failed: HTTP (401|403)\b")
+# AceError texts: 401/403 fail at once; the real API answers an invalid key with HTTP 500, which the client
+# retries and then reports with its "the API key may be invalid" hint.
+ACE_AUTH_ERROR = re.compile(
+    r"ACE (?P<endpoint>GET \S+) failed(?:: HTTP (?P<status>401|403)\b"
+    r"| after \d+ attempts; last error: HTTP (?P<invalid_key>500)\b.*?the API key may be invalid)"
+)
 MAX_RUNS_SCANNED = 1000
 MAX_PARTITIONS_CHECKED = 50
 ACE_JOBS = frozenset({HOT_SYNC_JOB, NIGHTLY_ARCHIVE_JOB})
@@ -268,8 +273,8 @@ def ace_auth_failures(instance: dg.DagsterInstance, now_ms: int, threshold: int)
             continue
         matches = [ACE_AUTH_ERROR.search(run_error_text(instance, r.dagster_run.run_id)) for r in recent]
         if all(matches):
-            statuses = sorted({m.group(2) for m in matches if m})
-            endpoint = matches[0].group(1) if matches[0] else "?"
+            statuses = sorted({m["status"] or f"{m['invalid_key']} (invalid key)" for m in matches if m})
+            endpoint = matches[0]["endpoint"] if matches[0] else "?"
             out.append(
                 Alert(
                     ACE_AUTH,

@@ -30,16 +30,21 @@ from bv_pipeline_tests.stack import Stack
 
 NOW_MS = 1_773_130_000_000  # 2026-03-10T08:06:40Z
 PARTITION = "2026-03-10|ghost"
-SIM = AceSimulator(SimulatorConfig(sites=("demo",), points=3), clock=lambda: NOW_MS / 1000)
+SIM = AceSimulator(
+    SimulatorConfig(sites=("demo",), points=3, api_key="right-key"), clock=lambda: NOW_MS / 1000
+)
 
 
 class ProbeConfig(dg.Config):
     site: str
+    api_key: str = "right-key"
 
 
 @dg.op
 def probe_ace(config: ProbeConfig) -> int:
-    client = AceClient(IN_PROCESS_BASE_URL, "test-key", transport=SIM.transport(), sleep=lambda _s: None)
+    client = AceClient(
+        IN_PROCESS_BASE_URL, config.api_key, transport=SIM.transport(), sleep=lambda _s: None, max_attempts=3
+    )
     try:
         table, _ = client.fetch_samples(config.site, NOW_MS - 600_000, NOW_MS)
     finally:
@@ -52,10 +57,14 @@ def ace_probe_job() -> None:
     probe_ace()
 
 
-def probe(instance: dg.DagsterInstance, serve: bool, **tags: str) -> dg.ExecuteInProcessResult:
-    """A run for site "ghost" that fails with ACE 403 unless ``serve`` (then ACE answers, for "demo")."""
+def probe(
+    instance: dg.DagsterInstance, serve: bool, api_key: str = "right-key", **tags: str
+) -> dg.ExecuteInProcessResult:
+    """A run for site "ghost" that fails with ACE 403 unless ``serve`` (then ACE answers, for "demo"); a wrong
+    ``api_key`` fails it with the real API's HTTP 500 for invalid keys."""
+    config = {"site": "demo" if serve else "ghost", "api_key": api_key}
     return ace_probe_job.execute_in_process(
-        run_config={"ops": {"probe_ace": {"config": {"site": "demo" if serve else "ghost"}}}},
+        run_config={"ops": {"probe_ace": {"config": config}}},
         instance=instance,
         tags={PARTITION_NAME_TAG: PARTITION, "bv/site": "ghost", **tags},
         raise_on_error=False,
@@ -200,6 +209,13 @@ def test_ace_auth_streak_per_site(tmp_path: Path, receiver: WebhookReceiver) -> 
         probe(instance, serve=True)
         cursor = tick(cursor)
         assert messages(receiver) == [("resolved", "ace_auth:ghost")]
+        # A revoked key: the real API answers HTTP 500 "An unhandled exception occurred." (retried, then hinted).
+        for _ in range(3):
+            assert not probe(instance, serve=True, api_key="revoked-key").success
+        cursor = tick(cursor)
+        [body] = receiver.take()
+        assert (body["status"], body["incident_id"]) == ("firing", "ace_auth:ghost")
+        assert "HTTP 500 (invalid key)" in body["summary"]
 
 
 def test_backfill_with_failed_partitions_until_reexecuted(tmp_path: Path, receiver: WebhookReceiver) -> None:
