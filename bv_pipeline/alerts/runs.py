@@ -1,12 +1,14 @@
 """Run-failure incidents, kept on the runs themselves.
 
 An incident is a streak of failed runs of one job for one partition (for the sync: a site's day; for the nightly
-archive: a site-day). The failed run whose message was delivered gets the tag ``bv/alert=fired``; a later
-failure finds it (a run query by tag, however long the streak) and sends nothing unless a run succeeded in
-between; the first success after it sends one recovery message and gets ``bv/alert=resolved``. Dagster's run storage is the durable state: it survives daemon restarts, is
-shared by the failure and the success sensor, and a failure whose message could not be delivered leaves no tag,
-so the next failure of the streak tries again (likewise a recovery: the success is tagged ``bv/alert=resolved``). Runs Dagster will retry (``dagster/will_retry``) and backfill runs
-(the backfill alert reports those) open no incident.
+archive: a site-day). The failed run whose message was delivered gets the tag ``bv/alert=fired``; a later failure
+finds it (a run query by tag, however long the streak) and sends nothing unless a run succeeded in between; the
+first success after it sends one recovery message and gets ``bv/alert=resolved``.
+
+Dagster's run storage is the durable state: it survives daemon restarts and is shared by the failure and the
+success sensor. A message that could not be delivered leaves no tag, so the next failure (or success) of the key
+sends it. Runs Dagster will retry (``dagster/will_retry``) and backfill runs (the backfill alert reports those)
+open no incident.
 """
 
 from __future__ import annotations
