@@ -37,7 +37,7 @@ def build_definitions(settings: Settings, resources: dict[str, object] | None = 
         sensors=[
             build_ace_sync_sensor(settings.sites, jobs.hot_sync),
             *build_run_alert_sensors(),
-            *build_condition_alert_sensors(),
+            *build_condition_alert_sensors(settings.sites),
         ],
         schedules=[
             build_nightly_archive_schedule(jobs.nightly_archive),

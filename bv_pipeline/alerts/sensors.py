@@ -34,16 +34,19 @@ class Inputs:
     hot_store: HotStoreResource
     now_ms: int
     state: AlertState
+    configured_sites: tuple[str, ...]  # BV_SITES: the sites the sync keeps fresh
 
     @property
-    def sites(self) -> list[str]:
+    def registered_sites(self) -> list[str]:
         return self.instance.get_dynamic_partitions(SITES_PARTITION_NAME)
 
 
 Evaluate = Callable[[Inputs], list[Alert]]
 
 
-def _condition_sensor(name: str, kind: str, description: str, evaluate: Evaluate) -> dg.SensorDefinition:
+def _condition_sensor(
+    name: str, kind: str, description: str, evaluate: Evaluate, sites: tuple[str, ...]
+) -> dg.SensorDefinition:
     @dg.sensor(
         name=name,
         minimum_interval_seconds=CHECK_INTERVAL_S,
@@ -58,7 +61,7 @@ def _condition_sensor(name: str, kind: str, description: str, evaluate: Evaluate
     ) -> dg.SensorResult:
         state = AlertState.from_json(context.cursor)
         now_ms = clock.now_ms()
-        firing = evaluate(Inputs(context.instance, alerting, hot_store, now_ms, state))
+        firing = evaluate(Inputs(context.instance, alerting, hot_store, now_ms, state, sites))
         undelivered = []
         for notice in transitions(state, firing, {kind}, now_ms):
             try:
@@ -78,7 +81,9 @@ def _condition_sensor(name: str, kind: str, description: str, evaluate: Evaluate
 
 
 def _stale(i: Inputs) -> list[Alert]:
-    return conditions.stale_sites(i.hot_store.get_store(), i.sites, i.now_ms, i.alerting.stale_minutes)
+    return conditions.stale_sites(
+        i.hot_store.get_store(), i.configured_sites, i.now_ms, i.alerting.stale_minutes
+    )
 
 
 def _size(i: Inputs) -> list[Alert]:
@@ -89,7 +94,12 @@ def _size(i: Inputs) -> list[Alert]:
 def _archive(i: Inputs) -> list[Alert]:
     open_keys = i.state.open_keys(conditions.ARCHIVE_UNVERIFIED)
     return conditions.unverified_archives(
-        i.instance, i.hot_store.get_store(), i.sites, i.now_ms, i.alerting.archive_deadline_hour, open_keys
+        i.instance,
+        i.hot_store.get_store(),
+        i.registered_sites,
+        i.now_ms,
+        i.alerting.archive_deadline_hour,
+        open_keys,
     )
 
 
@@ -101,37 +111,42 @@ def _ace_auth(i: Inputs) -> list[Alert]:
     return conditions.ace_auth_failures(i.instance, i.now_ms, i.alerting.ace_auth_failures)
 
 
-def build_condition_alert_sensors() -> list[dg.SensorDefinition]:
+def build_condition_alert_sensors(sites: tuple[str, ...]) -> list[dg.SensorDefinition]:
     return [
         _condition_sensor(
             "hot_staleness_alert_sensor",
             conditions.HOT_STALE,
             "Alert when a site's newest hot sample is older than BV_ALERT_STALE_MINUTES; recover when fresh.",
             _stale,
+            sites,
         ),
         _condition_sensor(
             "hot_db_size_alert_sensor",
             conditions.HOT_DB_SIZE,
             "Alert when the hot database is larger than BV_ALERT_HOT_DB_MB.",
             _size,
+            sites,
         ),
         _condition_sensor(
             "archive_verification_alert_sensor",
             conditions.ARCHIVE_UNVERIFIED,
             "Alert when yesterday's cold object of a site is not verified by BV_ALERT_ARCHIVE_DEADLINE_HOUR UTC.",
             _archive,
+            sites,
         ),
         _condition_sensor(
             "backfill_alert_sensor",
             conditions.BACKFILL_FAILED,
             "Alert when a backfill has failed partitions; recover when later runs covered all of them.",
             _backfills,
+            sites,
         ),
         _condition_sensor(
             "ace_auth_alert_sensor",
             conditions.ACE_AUTH,
             "Alert when ACE answered 401/403 to the last BV_ALERT_ACE_AUTH_FAILURES runs of a site.",
             _ace_auth,
+            sites,
         ),
     ]
 
