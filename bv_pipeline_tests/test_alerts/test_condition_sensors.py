@@ -10,9 +10,12 @@ from typing import Any
 
 import dagster as dg
 
+from bv_pipeline.alerts.hot_size import hot_db_size
 from bv_pipeline.assets.cold import COLD_TIMESERIES
 from bv_pipeline.partitions import build_site_days, site_day_key
 from bv_pipeline.resources.alerting import AlertingResource
+from bv_pipeline.resources.hot_store import HotStoreResource
+from bv_pipeline_tests.fakes.d1_server import FakeD1
 from bv_pipeline_tests.fakes.webhook_receiver import WebhookReceiver
 from bv_pipeline_tests.stack import Stack
 
@@ -166,3 +169,24 @@ def test_archive_with_a_failed_check_did_not_verify(tmp_path: Path, receiver: We
         stack.run("nightly_archive_job", "site-a", DAY, instance)  # re-archived: the real checks pass
         t.tick()
         assert statuses(receiver) == [("resolved", "archive_unverified:site-a|2026-03-10")]
+
+
+def test_hot_db_size_on_d1(tmp_path: Path, fake_d1: FakeD1, receiver: WebhookReceiver) -> None:
+    """D1's size comes from Cloudflare's database API (``file_size``) through the official SDK."""
+    hot = HotStoreResource(
+        d1_account_id=fake_d1.account_id,
+        d1_database_id=fake_d1.database_id,
+        d1_api_token=fake_d1.token,
+        d1_base_url=fake_d1.base_url,
+    )
+    stack = Stack(tmp_path, sites=("site-a",), points=5, hot_resource=hot)
+    stack.set_now(dt.datetime(2026, 3, 10, 8, 2, tzinfo=dt.UTC))
+    with dg.instance_for_test() as instance:
+        stack.run("hot_sync_job", "site-a", DAY, instance)
+        size = fake_d1.totals(fake_d1.database_id).size_bytes
+        assert size > 0
+        assert hot_db_size(hot) == (size, f"D1 {fake_d1.database_id}")
+        t = Ticker(stack, instance, "hot_db_size_alert_sensor", webhook_url=receiver.url, hot_db_max_mb=0)
+        t.tick()
+        [body] = receiver.take()
+        assert body["incident_id"] == "hot_db_size:hot" and f"D1 {fake_d1.database_id}" in body["summary"]
