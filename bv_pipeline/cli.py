@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "simulate-ace": ("bv_pipeline.simulator.server", "Serve the ACE FlightDeck simulator over HTTP"),
     "serve-api": ("bv_pipeline.api.server", "Serve the chart read API over HTTP"),
+    "send-test-alert": ("bv_pipeline.alerts.send_test", "Send a test message to BV_ALERT_WEBHOOK_URL"),
     "check-config": (
         "bv_pipeline.runner",
         "Validate the environment configuration and print the resolved settings",

@@ -83,3 +83,21 @@ def test_transitions_open_once_and_resolve_once() -> None:
     assert resolved.status == "resolved" and resolved.since_ms == T0 and resolved.at_ms == T0 + 2
     state.apply(resolved)
     assert list(state.open) == ["hot_db_size:hot"]
+
+
+def test_send_test_alert_command(
+    receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bv_pipeline.cli import main
+
+    monkeypatch.delenv("BV_ALERT_WEBHOOK_URL", raising=False)
+    assert main(["send-test-alert"]) == 2
+    assert "BV_ALERT_WEBHOOK_URL is not set" in capsys.readouterr().err
+    monkeypatch.setenv("BV_ALERT_WEBHOOK_URL", receiver.url)
+    monkeypatch.setenv("BV_ALERT_FORMAT", "slack")
+    assert main(["send-test-alert"]) == 0
+    [body] = receiver.take()
+    assert set(body) == {"text"} and "delivery works" in body["text"]
+    receiver.fail_next = [400]
+    assert main(["send-test-alert"]) == 1
+    assert "delivery failed" in capsys.readouterr().err
