@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bv_pipeline.api.reader import TimeseriesReader
 from bv_pipeline.api.service import ApiConfig, create_app
 from bv_pipeline.api.web.access_log import ACCESS_LOGGER
+from bv_pipeline.api.web.observability import SiteFreshness
 from bv_pipeline.storage.samples import day_bounds_ms
 from bv_pipeline_tests.test_api import _data as D
 
@@ -181,3 +182,36 @@ def test_metrics_add_up_across_worker_processes(tmp_path: Path) -> None:
     assert values[("bv_api_requests_total", "200")] == 7
     assert values[("bv_api_request_duration_seconds_count", None)] == 7
     assert len(list(tmp_path.glob("*.db"))) >= 2  # one value file per process and metric type
+
+
+def test_health_freshness_is_cached_for_its_ttl(tmp_path: Path) -> None:
+    """/health is polled often; the newest sample per site is read once per TTL (one D1 request per site)."""
+    ds = D.build(tmp_path)
+    calls: list[str] = []
+    max_ts = ds.hot.max_ts
+
+    class CountingHot:
+        def __getattr__(self, name: str) -> object:
+            return getattr(ds.hot, name)
+
+        def max_ts(self, site: str) -> int | None:
+            calls.append(site)
+            return max_ts(site)
+
+    reader = TimeseriesReader(CountingHot(), ds.cold)  # type: ignore[arg-type]
+    clock = [100.0]
+    freshness = SiteFreshness(ttl_s=30.0, monotonic=lambda: clock[0])
+    try:
+        first = freshness.report(reader, NOW_S)
+        sites = len(calls)
+        assert sites == len(reader.list_sites()) >= 1
+        clock[0] += 29.0
+        assert freshness.report(reader, NOW_S + 29)[D.SITE]["age_s"] == first[D.SITE]["age_s"] + 29
+        assert len(calls) == sites  # cached
+        clock[0] += 2.0
+        freshness.report(reader, NOW_S + 31)
+        assert len(calls) == 2 * sites  # refreshed after the TTL
+        age = first[D.SITE]["age_s"]
+        assert freshness.report(reader, NOW_S + 31)[D.SITE]["age_s"] == age + 31  # age follows the clock
+    finally:
+        reader.close()
