@@ -157,10 +157,21 @@ def recovery_notice(instance: dg.DagsterInstance, run: dg.DagsterRun, now_ms: in
         RUN_FAILURE,
         incident_key(run),
         f"{run.job_name} succeeded again for partition {run.tags.get(PARTITION_NAME_TAG) or '(none)'}",
-        {"run_id": run.run_id, "failed_runs_before": 1 + failed_after},
+        {
+            "run_id": run.run_id,
+            "failed_run_id": last.dagster_run.run_id,
+            "failed_runs_before": 1 + failed_after,
+        },
     )
     return Notice("resolved", alert, _ms(last.create_timestamp, now_ms), now_ms)
 
 
 def mark(instance: dg.DagsterInstance, run: dg.DagsterRun, value: str) -> None:
     instance.add_run_tags(run.run_id, {ALERT_TAG: value})
+
+
+def mark_resolved(instance: dg.DagsterInstance, success: dg.DagsterRun, notice: Notice) -> None:
+    """Tag the success and re-tag the announced failure: the incident stays closed even after run retention
+    deleted the success (failures are kept longer than successes)."""
+    mark(instance, success, RESOLVED)
+    instance.add_run_tags(str(notice.alert.details["failed_run_id"]), {ALERT_TAG: RESOLVED})

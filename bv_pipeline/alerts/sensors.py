@@ -18,7 +18,7 @@ from bv_pipeline.alerts import conditions
 from bv_pipeline.alerts.delivery import AlertDeliveryError
 from bv_pipeline.alerts.hot_size import hot_db_size
 from bv_pipeline.alerts.model import Alert, AlertState, transitions
-from bv_pipeline.alerts.runs import FIRED, RESOLVED, failure_notice, mark, recovery_notice
+from bv_pipeline.alerts.runs import FIRED, failure_notice, mark, mark_resolved, recovery_notice
 from bv_pipeline.partitions import SITES_PARTITION_NAME
 from bv_pipeline.resources.alerting import AlertingResource
 from bv_pipeline.resources.clock import ClockResource
@@ -177,6 +177,6 @@ def build_run_alert_sensors() -> list[dg.SensorDefinition]:
         notice = recovery_notice(context.instance, context.dagster_run, clock.now_ms())
         if notice is not None:
             alerting.deliver(notice, context.log)
-            mark(context.instance, context.dagster_run, RESOLVED)
+            mark_resolved(context.instance, context.dagster_run, notice)
 
     return [run_failure_alert_sensor, run_recovery_alert_sensor]

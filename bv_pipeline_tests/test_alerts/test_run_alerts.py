@@ -116,6 +116,14 @@ def test_failure_streak_is_one_message_and_success_one_recovery(receiver: Webhoo
         [body] = receiver.take()
         assert (body["status"], body["incident_id"]) == ("resolved", incident)
         assert body["details"]["failed_runs_before"] == 3
+        assert body["details"]["failed_run_id"] == first.run_id
+        probe(instance, serve=True)
+        sensors.tick()
+        assert messages(receiver) == []
+        # Run retention deletes successes before failures: the announced failure itself says "resolved".
+        for record in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS])):
+            instance.delete_run(record.dagster_run.run_id)
+        assert instance.get_run_by_id(first.run_id).tags[ALERT_TAG] == "resolved"  # type: ignore[union-attr]
         probe(instance, serve=True)
         sensors.tick()
         assert messages(receiver) == []
