@@ -185,6 +185,7 @@ class Settings:
     alert_ace_auth_failures: int = 3
     metrics_multiproc_dir: Path | None = None  # PROMETHEUS_MULTIPROC_DIR: read API metrics across workers
     extra: dict[str, str] = field(default_factory=dict)
+    automation: AutomationSettings = field(default_factory=lambda: AutomationSettings())
 
     @property
     def hot_db_path(self) -> Path:
@@ -257,7 +258,7 @@ class Settings:
         if alert_format not in ALERT_FORMATS:
             raise ConfigError(f"BV_ALERT_FORMAT={alert_format!r} must be one of {', '.join(ALERT_FORMATS)}")
 
-        return cls(
+        settings = cls(
             ace_api_base=ace_base,
             ace_api_key_set=bool(ace_key),
             sites=sites,
@@ -289,4 +290,63 @@ class Settings:
             alert_archive_deadline_hour=_int(env, "BV_ALERT_ARCHIVE_DEADLINE_HOUR", 6, minimum=0, maximum=23),
             alert_ace_auth_failures=_int(env, "BV_ALERT_ACE_AUTH_FAILURES", 3, maximum=100),
             metrics_multiproc_dir=_existing_dir(env, "PROMETHEUS_MULTIPROC_DIR"),
+            automation=AutomationSettings.from_env(env),
         )
+        archive = settings.automation.archive_time_utc
+        if settings.alert_archive_deadline_hour <= archive.hour:
+            raise ConfigError(
+                f"BV_ALERT_ARCHIVE_DEADLINE_HOUR={settings.alert_archive_deadline_hour} must be after "
+                f"BV_ARCHIVE_TIME={archive.strftime('%H:%M')}: the nightly archive must have run by the deadline"
+            )
+        return settings
+
+
+# -- Automation: when Dagster does things, and how long it keeps its own run history ---------------------------
+
+
+def _utc_time(env: Mapping[str, str], name: str, default: dt.time) -> dt.time:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not re.fullmatch(r"\d{2}:\d{2}", raw):
+        raise ConfigError(f"{name}={raw!r} is not a UTC time of day like 02:00")
+    try:
+        return dt.time.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid UTC time of day (00:00 to 23:59)") from None
+
+
+@dataclass(frozen=True)
+class AutomationSettings:
+    sync_interval_seconds: int = 300
+    archive_time_utc: dt.time = dt.time(2, 0)
+    compaction_time_utc: dt.time = dt.time(3, 30)
+    run_retention_time_utc: dt.time = dt.time(4, 30)
+    run_retention_days: int = 7
+    failed_run_retention_days: int = 30
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AutomationSettings:
+        settings = cls(
+            sync_interval_seconds=_int(env, "BV_SYNC_INTERVAL_SECONDS", 300, minimum=5, maximum=3600),
+            archive_time_utc=_utc_time(env, "BV_ARCHIVE_TIME", dt.time(2, 0)),
+            compaction_time_utc=_utc_time(env, "BV_COMPACTION_TIME", dt.time(3, 30)),
+            run_retention_time_utc=_utc_time(env, "BV_RUN_RETENTION_TIME", dt.time(4, 30)),
+            run_retention_days=_int(env, "BV_RUN_RETENTION_DAYS", 7, minimum=1, maximum=3650),
+            failed_run_retention_days=_int(env, "BV_FAILED_RUN_RETENTION_DAYS", 30, minimum=1, maximum=3650),
+        )
+        if settings.failed_run_retention_days < settings.run_retention_days:
+            raise ConfigError(
+                f"BV_FAILED_RUN_RETENTION_DAYS={settings.failed_run_retention_days} must be >= "
+                f"BV_RUN_RETENTION_DAYS={settings.run_retention_days}: failures are kept at least as long"
+            )
+        if settings.compaction_time_utc == settings.archive_time_utc:
+            raise ConfigError(
+                "BV_COMPACTION_TIME must differ from BV_ARCHIVE_TIME: compaction reads what archival wrote"
+            )
+        return settings
+
+    @staticmethod
+    def cron(at: dt.time) -> str:
+        """A daily cron expression for a UTC time of day."""
+        return f"{at.minute} {at.hour} * * *"
