@@ -181,7 +181,7 @@ class Settings:
     alert_format: str = "auto"
     alert_stale_minutes: int = 60
     alert_hot_db_mb: int = 8000
-    alert_archive_deadline_hour: int = 6
+    alert_archive_grace_hours: int = 4
     alert_ace_auth_failures: int = 3
     metrics_multiproc_dir: Path | None = None  # PROMETHEUS_MULTIPROC_DIR: read API metrics across workers
     extra: dict[str, str] = field(default_factory=dict)
@@ -258,7 +258,7 @@ class Settings:
         if alert_format not in ALERT_FORMATS:
             raise ConfigError(f"BV_ALERT_FORMAT={alert_format!r} must be one of {', '.join(ALERT_FORMATS)}")
 
-        settings = cls(
+        return cls(
             ace_api_base=ace_base,
             ace_api_key_set=bool(ace_key),
             sites=sites,
@@ -287,18 +287,11 @@ class Settings:
             alert_format=alert_format,
             alert_stale_minutes=_int(env, "BV_ALERT_STALE_MINUTES", 60, minimum=5, maximum=7 * 24 * 60),
             alert_hot_db_mb=_int(env, "BV_ALERT_HOT_DB_MB", 8000, maximum=10_000_000),
-            alert_archive_deadline_hour=_int(env, "BV_ALERT_ARCHIVE_DEADLINE_HOUR", 6, minimum=0, maximum=23),
+            alert_archive_grace_hours=_int(env, "BV_ALERT_ARCHIVE_GRACE_HOURS", 4, maximum=24),
             alert_ace_auth_failures=_int(env, "BV_ALERT_ACE_AUTH_FAILURES", 3, maximum=100),
             metrics_multiproc_dir=_existing_dir(env, "PROMETHEUS_MULTIPROC_DIR"),
             automation=AutomationSettings.from_env(env),
         )
-        archive = settings.automation.archive_time_utc
-        if settings.alert_archive_deadline_hour <= archive.hour:
-            raise ConfigError(
-                f"BV_ALERT_ARCHIVE_DEADLINE_HOUR={settings.alert_archive_deadline_hour} must be after "
-                f"BV_ARCHIVE_TIME={archive.strftime('%H:%M')}: the nightly archive must have run by the deadline"
-            )
-        return settings
 
 
 # -- Automation: when Dagster does things, and how long it keeps its own run history ---------------------------

@@ -87,7 +87,7 @@ def test_alert_and_api_variables_are_read(tmp_path: Path) -> None:
         "BV_ALERT_FORMAT": "JSON",
         "BV_ALERT_STALE_MINUTES": "45",
         "BV_ALERT_HOT_DB_MB": "9000",
-        "BV_ALERT_ARCHIVE_DEADLINE_HOUR": "7",
+        "BV_ALERT_ARCHIVE_GRACE_HOURS": "3",
         "BV_ALERT_ACE_AUTH_FAILURES": "5",
         "BV_API_MAX_POINTS": "50",
         "BV_API_SAMPLE_BUDGET": "1000",
@@ -99,7 +99,7 @@ def test_alert_and_api_variables_are_read(tmp_path: Path) -> None:
     }
     s = Settings.from_env(env)
     assert s.alert_webhook_url == "https://hooks.slack.com/services/T0/B0/xyz" and s.alert_format == "json"
-    assert (s.alert_stale_minutes, s.alert_hot_db_mb, s.alert_archive_deadline_hour) == (45, 9000, 7)
+    assert (s.alert_stale_minutes, s.alert_hot_db_mb, s.alert_archive_grace_hours) == (45, 9000, 3)
     assert s.alert_ace_auth_failures == 5
     assert (s.api_max_points, s.api_sample_budget, s.api_rate_per_s, s.api_rate_burst) == (50, 1000, 2.5, 10)
     assert (s.api_cold_fetch_threads, s.api_cold_cache_mib) == (32, 0)
@@ -185,7 +185,7 @@ def test_dagster_home_must_be_absolute(tmp_path: Path) -> None:
         ({"BV_ALERT_FORMAT": "teams"}, "BV_ALERT_FORMAT"),
         ({"BV_ALERT_STALE_MINUTES": "1"}, "BV_ALERT_STALE_MINUTES"),
         ({"BV_ALERT_HOT_DB_MB": "lots"}, "BV_ALERT_HOT_DB_MB"),
-        ({"BV_ALERT_ARCHIVE_DEADLINE_HOUR": "24"}, "BV_ALERT_ARCHIVE_DEADLINE_HOUR"),
+        ({"BV_ALERT_ARCHIVE_GRACE_HOURS": "0"}, "BV_ALERT_ARCHIVE_GRACE_HOURS"),
         ({"BV_ALERT_ACE_AUTH_FAILURES": "0"}, "BV_ALERT_ACE_AUTH_FAILURES"),
         ({"BV_API_MAX_POINTS": "0"}, "BV_API_MAX_POINTS"),
         ({"BV_API_SAMPLE_BUDGET": "many"}, "BV_API_SAMPLE_BUDGET"),
@@ -234,3 +234,11 @@ def test_check_config_prints_api_and_alert_settings(
     out = capsys.readouterr().out
     assert "read API: 0 token(s), 100 points/query" in out and "alerts: webhook (slack)" in out
     assert "secret" not in out  # the webhook URL is a credential
+
+
+def test_archive_alert_is_due_a_grace_period_after_the_archive_time() -> None:
+    from bv_pipeline.resources.wiring import build_alerting_resource
+
+    assert build_alerting_resource(Settings.from_env({})).archive_due_hours == 2 + 4
+    late = Settings.from_env({"BV_ARCHIVE_TIME": "23:30", "BV_ALERT_ARCHIVE_GRACE_HOURS": "2"})
+    assert build_alerting_resource(late).archive_due_hours == 23.5 + 2

@@ -100,21 +100,19 @@ def unverified_archives(
     hot: HotStore,
     sites: Iterable[str],
     now_ms: int,
-    deadline_hour: int,
+    due_hours: float,
     open_keys: set[str],
 ) -> list[Alert]:
-    """Site-days whose ``cold_timeseries`` is missing after the deadline or whose latest materialisation has a
-    failed ERROR-severity check. Due: yesterday, from ``deadline_hour`` UTC today, for every site the hot tier
-    synced yesterday (a site registered today has nothing to archive yet)."""
+    """Site-days whose ``cold_timeseries`` is missing once due, or whose latest materialisation has a failed
+    ERROR-severity check. Day D is due ``due_hours`` after its end (the archive time on D+1 plus a grace
+    period), for every site the hot tier synced that day (a site registered today has nothing to archive yet)."""
     now = _utc(now_ms)
     wanted = set(open_keys)
-    if now.hour >= deadline_hour:
-        yesterday = now.date() - dt.timedelta(days=1)
-        wanted |= {
-            f"{site}|{yesterday.isoformat()}"
-            for site in sites
-            if hot.list_sync_as_of(site, yesterday, yesterday)
-        }
+    for back in range(1, 4):  # due_hours < 48 (archive time + grace): the last three days cover every setting
+        day = now.date() - dt.timedelta(days=back)
+        day_end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+        if now >= day_end + dt.timedelta(hours=due_hours):
+            wanted |= {f"{site}|{day.isoformat()}" for site in sites if hot.list_sync_as_of(site, day, day)}
     out = []
     for key in sorted(wanted):
         site, _, day_s = key.partition("|")
@@ -128,7 +126,7 @@ def unverified_archives(
                 Alert(
                     ARCHIVE_UNVERIFIED,
                     key,
-                    f"no verified cold object for {site} {day_s} (due by {deadline_hour:02d}:00 UTC the next day)",
+                    f"no verified cold object for {site} {day_s} ({due_hours:g} h after the day's end)",
                     {"partition": partition},
                 )
             )

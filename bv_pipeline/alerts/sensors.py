@@ -98,7 +98,7 @@ def _archive(i: Inputs) -> list[Alert]:
         i.hot_store.get_store(),
         i.registered_sites,
         i.now_ms,
-        i.alerting.archive_deadline_hour,
+        i.alerting.archive_due_hours,
         open_keys,
     )
 
@@ -130,7 +130,7 @@ def build_condition_alert_sensors(sites: tuple[str, ...]) -> list[dg.SensorDefin
         _condition_sensor(
             "archive_verification_alert_sensor",
             conditions.ARCHIVE_UNVERIFIED,
-            "Alert when yesterday's cold object of a site is not verified by BV_ALERT_ARCHIVE_DEADLINE_HOUR UTC.",
+            "Alert when a synced day's cold object is not verified BV_ALERT_ARCHIVE_GRACE_HOURS after the nightly archive.",
             _archive,
             sites,
         ),

@@ -15,7 +15,8 @@ class AlertingResource(dg.ConfigurableResource):
     message_format: str = "auto"  # BV_ALERT_FORMAT: auto | slack | json
     stale_minutes: int = 60  # BV_ALERT_STALE_MINUTES: newest hot sample older than this fires
     hot_db_max_mb: int = 8000  # BV_ALERT_HOT_DB_MB: hot database larger than this fires
-    archive_deadline_hour: int = 6  # BV_ALERT_ARCHIVE_DEADLINE_HOUR: UTC hour by which yesterday is verified
+    # BV_ARCHIVE_TIME + BV_ALERT_ARCHIVE_GRACE_HOURS: hours after a day's end by which it must be verified
+    archive_due_hours: float = 6.0
     ace_auth_failures: int = 3  # BV_ALERT_ACE_AUTH_FAILURES: consecutive runs failing on ACE 401/403
     delivery_attempts: int = 4
     delivery_backoff_s: float = 1.0

@@ -75,6 +75,12 @@ def build_alerting_resource(settings: Settings) -> AlertingResource:
         message_format=settings.alert_format,
         stale_minutes=settings.alert_stale_minutes,
         hot_db_max_mb=settings.alert_hot_db_mb,
-        archive_deadline_hour=settings.alert_archive_deadline_hour,
+        archive_due_hours=_archive_due_hours(settings),
         ace_auth_failures=settings.alert_ace_auth_failures,
     )
+
+
+def _archive_due_hours(settings: Settings) -> float:
+    """Hours after day D's end: its nightly archive runs on D+1 at BV_ARCHIVE_TIME and is due a grace later."""
+    t = settings.automation.archive_time_utc
+    return t.hour + t.minute / 60 + settings.alert_archive_grace_hours
