@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "bv_pipeline.maintenance",
         "Refill the hot tier's archive-manifest cache from the manifests in object storage",
     ),
+    "send-test-alert": ("bv_pipeline.alerts.send_test", "Send a test message to BV_ALERT_WEBHOOK_URL"),
     "check-config": (
         "bv_pipeline.runner",
         "Validate the environment configuration and print the resolved settings",

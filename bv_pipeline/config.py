@@ -8,6 +8,7 @@ Nothing here runs at import time: callers call ``Settings.from_env()``.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -19,6 +20,12 @@ SITE_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 D1_VARS = ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN", "D1_DATABASE_ID")
 R2_VARS = ("R2_ENDPOINT_URL", "R2_BUCKET", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY")
+# S3 bucket naming rules (R2 follows them): 3-63 characters, lowercase letters, digits, '.' and '-', starting and
+# ending with a letter or digit, no "..", not an IPv4 address, no reserved prefix or suffix.
+S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+S3_BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+S3_BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+ALERT_FORMATS = ("auto", "slack", "json")
 
 
 class ConfigError(ValueError):
@@ -60,6 +67,78 @@ def _url(env: Mapping[str, str], name: str) -> str | None:
     return raw.rstrip("/")
 
 
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be a number >= {minimum}")
+    return value
+
+
+def _secret(env: Mapping[str, str], name: str) -> str:
+    """A credential sent in an HTTP header: printable ASCII only (a pasted newline or a smart quote would only
+    fail later, inside a request, with an error that does not name the variable). The value is never echoed."""
+    raw = env.get(name, "")
+    if not raw.strip():
+        return ""
+    if any(c in raw for c in "\r\n"):
+        raise ConfigError(f"{name} contains a line break (copied with a trailing newline?)")
+    # Checked on the raw value: resources read it again through EnvVar, unstripped.
+    bad = [c for c in raw if not (0x21 <= ord(c) <= 0x7E)]
+    if bad:
+        raise ConfigError(f"{name} contains {len(bad)} non-ASCII, space or control character(s)")
+    return raw
+
+
+def validate_bucket_name(name: str, *, variable: str = "R2_BUCKET") -> str:
+    ok = (
+        S3_BUCKET.fullmatch(name) is not None
+        and ".." not in name
+        and not re.fullmatch(r"\d+\.\d+\.\d+\.\d+", name)
+        and not name.startswith(S3_BUCKET_RESERVED_PREFIXES)
+        and not name.endswith(S3_BUCKET_RESERVED_SUFFIXES)
+    )
+    if not ok:
+        raise ConfigError(
+            f"{variable}={name!r} is not a valid bucket name (3-63 lowercase letters, digits, '.' or '-', "
+            "starting and ending with a letter or digit, not an IP address)"
+        )
+    return name
+
+
+def _data_dir(env: Mapping[str, str]) -> Path:
+    path = Path(env.get("BV_DATA_DIR", "").strip() or ".bv_data")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"BV_DATA_DIR={str(path)!r} exists and is not a directory")
+    return path
+
+
+def _existing_dir(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not Path(raw).is_dir():
+        raise ConfigError(f"{name}={raw!r} is not an existing directory")
+    return Path(raw)
+
+
+def _dagster_home(env: Mapping[str, str]) -> Path | None:
+    raw = env.get("DAGSTER_HOME", "").strip()
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_absolute():
+        raise ConfigError(f"DAGSTER_HOME={raw!r} must be an absolute path (Dagster refuses relative ones)")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"DAGSTER_HOME={raw!r} exists and is not a directory")
+    return path
+
+
 def _all_or_none(env: Mapping[str, str], names: tuple[str, ...], what: str) -> bool:
     present = [n for n in names if env.get(n, "").strip()]
     if present and len(present) != len(names):
@@ -91,6 +170,22 @@ class Settings:
     r2_bucket: str | None = None
     api_tokens: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    dagster_home: Path | None = None  # None: bv-pipeline run uses ./.dagster_home
+    # Read API limits (ApiConfig.from_settings copies them).
+    api_max_points: int = 100
+    api_sample_budget: int = 2_000_000
+    api_rate_per_s: float = 20.0
+    api_rate_burst: int = 60
+    api_cold_fetch_threads: int = 16
+    api_cold_cache_mib: int = 256
+    # Alerting (README "Alerts and monitoring").
+    alert_webhook_url: str | None = None
+    alert_format: str = "auto"
+    alert_stale_minutes: int = 60
+    alert_hot_db_mb: int = 8000
+    alert_archive_grace_hours: int = 4
+    alert_ace_auth_failures: int = 3
+    metrics_multiproc_dir: Path | None = None  # PROMETHEUS_MULTIPROC_DIR: read API metrics across workers
     extra: dict[str, str] = field(default_factory=dict)
     automation: AutomationSettings = field(default_factory=lambda: AutomationSettings())
 
@@ -107,10 +202,10 @@ class Settings:
         return self.ace_api_base is None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, today: dt.date | None = None) -> Settings:
         env = os.environ if env is None else env
         ace_base = _url(env, "ACE_API_BASE")
-        ace_key = env.get("ACE_API_KEY", "").strip()
+        ace_key = _secret(env, "ACE_API_KEY")
         if ace_base and not ace_key:
             raise ConfigError("ACE_API_BASE is set but ACE_API_KEY is empty: the real API needs a key")
 
@@ -131,11 +226,19 @@ class Settings:
                 start = dt.date.fromisoformat(raw_start)
             except ValueError:
                 raise ConfigError(f"BV_START_DATE={raw_start!r} is not a YYYY-MM-DD date") from None
+            today = today or dt.datetime.now(dt.UTC).date()
+            if start > today:
+                raise ConfigError(f"BV_START_DATE={raw_start!r} is in the future (today is {today} UTC)")
 
         use_d1 = _all_or_none(env, D1_VARS, "D1")
         use_r2 = _all_or_none(env, R2_VARS, "R2")
         if use_r2:
             _url(env, "R2_ENDPOINT_URL")
+            validate_bucket_name(env["R2_BUCKET"].strip())
+            for name in ("R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY"):
+                _secret(env, name)
+        if use_d1:
+            _secret(env, "CLOUDFLARE_API_TOKEN")
 
         tokens = tuple(t.strip() for t in env.get("BV_API_TOKENS", "").split(",") if t.strip())
         for t in tokens:
@@ -153,11 +256,15 @@ class Settings:
                     f"BV_ALLOWED_ORIGINS: {o!r} is not an origin like https://charts.example.com"
                 )
 
+        alert_format = env.get("BV_ALERT_FORMAT", "").strip().lower() or "auto"
+        if alert_format not in ALERT_FORMATS:
+            raise ConfigError(f"BV_ALERT_FORMAT={alert_format!r} must be one of {', '.join(ALERT_FORMATS)}")
+
         return cls(
             ace_api_base=ace_base,
             ace_api_key_set=bool(ace_key),
             sites=sites,
-            data_dir=Path(env.get("BV_DATA_DIR", "").strip() or ".bv_data"),
+            data_dir=_data_dir(env),
             hot_storage_days=_int(env, "HOT_STORAGE_DAYS", 20, maximum=3650),
             start_date=start,
             sync_lookback_minutes=_int(env, "BV_SYNC_LOOKBACK_MINUTES", 10, minimum=0, maximum=24 * 60),
@@ -173,6 +280,20 @@ class Settings:
             r2_bucket=env.get("R2_BUCKET", "").strip() or None,
             api_tokens=tokens,
             allowed_origins=origins,
+            dagster_home=_dagster_home(env),
+            api_max_points=_int(env, "BV_API_MAX_POINTS", 100),
+            api_sample_budget=_int(env, "BV_API_SAMPLE_BUDGET", 2_000_000),
+            api_rate_per_s=_float(env, "BV_API_RATE_PER_S", 20.0, minimum=0.001),
+            api_rate_burst=_int(env, "BV_API_RATE_BURST", 60),
+            api_cold_fetch_threads=_int(env, "BV_API_COLD_FETCH_THREADS", 16, maximum=256),
+            api_cold_cache_mib=_int(env, "BV_API_COLD_CACHE_MIB", 256, minimum=0, maximum=1 << 20),
+            alert_webhook_url=_url(env, "BV_ALERT_WEBHOOK_URL"),
+            alert_format=alert_format,
+            alert_stale_minutes=_int(env, "BV_ALERT_STALE_MINUTES", 60, minimum=5, maximum=7 * 24 * 60),
+            alert_hot_db_mb=_int(env, "BV_ALERT_HOT_DB_MB", 8000, maximum=10_000_000),
+            alert_archive_grace_hours=_int(env, "BV_ALERT_ARCHIVE_GRACE_HOURS", 4, maximum=24),
+            alert_ace_auth_failures=_int(env, "BV_ALERT_ACE_AUTH_FAILURES", 3, maximum=100),
+            metrics_multiproc_dir=_existing_dir(env, "PROMETHEUS_MULTIPROC_DIR"),
             automation=AutomationSettings.from_env(env),
         )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from bv_pipeline.alerts.sensors import build_condition_alert_sensors, build_run_alert_sensors
 from bv_pipeline.assets.cold import COLD_TIMESERIES, build_cold_assets
 from bv_pipeline.assets.hot import build_hot_assets
 from bv_pipeline.assets.raw_month import build_raw_month_assets
@@ -18,7 +19,7 @@ from bv_pipeline.config import Settings
 from bv_pipeline.jobs import build_jobs
 from bv_pipeline.maintenance import rebuild_cache_job
 from bv_pipeline.partitions import build_site_days
-from bv_pipeline.resources.wiring import build_resources
+from bv_pipeline.resources.wiring import build_alerting_resource, build_resources
 from bv_pipeline.run_retention import build_run_retention
 from bv_pipeline.schedules import build_nightly_archive_schedule, build_rollup_compaction_schedule
 from bv_pipeline.sensors import build_ace_sync_sensor
@@ -40,14 +41,20 @@ def build_definitions(settings: Settings, resources: dict[str, object] | None = 
             *build_settle_assets(site_days, [COLD_TIMESERIES]),
         ],
         jobs=[*jobs.all(), retention_job, rebuild_cache_job, settle_job],
-        sensors=[build_ace_sync_sensor(settings.sites, jobs.hot_sync, auto.sync_interval_seconds)],
+        sensors=[
+            build_ace_sync_sensor(settings.sites, jobs.hot_sync, auto.sync_interval_seconds),
+            *build_run_alert_sensors(),
+            *build_condition_alert_sensors(settings.sites),
+        ],
         schedules=[
             build_nightly_archive_schedule(jobs.nightly_archive, auto.cron(auto.archive_time_utc)),
             build_rollup_compaction_schedule(jobs.rollup_compaction, auto.cron(auto.compaction_time_utc)),
             retention_schedule,
             build_settle_schedule(settle_job, settings.settle_delay_hours),
         ],
-        resources=resources if resources is not None else build_resources(settings),
+        resources={"alerting": build_alerting_resource(settings), **resources}
+        if resources is not None
+        else build_resources(settings),
     )
 
 

@@ -40,6 +40,10 @@ def describe(settings: Settings) -> list[str]:
         f"cold:  {'R2 bucket ' + str(settings.r2_bucket) if settings.use_r2 else f'local directory {settings.cold_dir}'}",
         f"hot window: {settings.hot_storage_days} days; sync lookback {settings.sync_lookback_minutes} min",
         _describe_automation(settings),
+        f"read API: {len(settings.api_tokens)} token(s), {settings.api_max_points} points/query, "
+        f"{settings.api_rate_per_s}/s per token, cold cache {settings.api_cold_cache_mib} MiB",
+        f"alerts: {'webhook (' + settings.alert_format + ')' if settings.alert_webhook_url else 'not sent (BV_ALERT_WEBHOOK_URL unset)'}, "
+        f"stale after {settings.alert_stale_minutes} min, hot DB > {settings.alert_hot_db_mb} MB",
     ]
 
 
@@ -98,7 +102,7 @@ def main(argv: Sequence[str]) -> int:
     settings = _settings_or_exit()
     env = dict(os.environ)
     home, home_note = prepare_dagster_home(
-        Path(env.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home").resolve()
+        (settings.dagster_home or PROJECT_ROOT / ".dagster_home").resolve()
     )
     env["DAGSTER_HOME"] = str(home)
     settings.data_dir.mkdir(parents=True, exist_ok=True)

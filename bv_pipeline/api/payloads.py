@@ -59,7 +59,16 @@ def negotiate(accept: str | None) -> str:
     return best
 
 
-def build_meta(result: QueryResult, unknown: list[str], renamed: dict[str, str]) -> dict[str, Any]:
+def build_meta(
+    result: QueryResult,
+    unknown: list[str],
+    renamed: dict[str, str],
+    coverage: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Query metadata; ``coverage`` is ISO day -> state (see ``bv_pipeline.api.coverage``), by default the
+    reader's own (without the HTTP layer's ``before_start``/``future`` refinement)."""
+    if coverage is None:
+        coverage = {d.isoformat(): state for d, state in result.coverage.items()}
     meta: dict[str, Any] = {
         "source": result.source,
         "hot_samples": result.hot_samples,
@@ -70,6 +79,7 @@ def build_meta(result: QueryResult, unknown: list[str], renamed: dict[str, str])
         "unknown_points": unknown,
         "interval": result.interval,
         "downsampled": result.downsampled,
+        "coverage": coverage,
     }
     if renamed:
         meta["resolved_points"] = renamed

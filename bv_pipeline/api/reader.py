@@ -36,7 +36,7 @@ import polars as pl
 import pyarrow as pa
 from pydantic import PrivateAttr
 
-from bv_pipeline.api import cold_read
+from bv_pipeline.api import cold_read, coverage
 from bv_pipeline.api.aggregate import (
     INTERVALS_MS,
     ROLLUP_INTERVALS,
@@ -89,6 +89,7 @@ class QueryResult:
     rollup_days: int = 0
     downsampled: bool = False
     immutable: bool = False  # every day in the window comes from archived (hot-deleted) cold objects
+    coverage: dict[dt.date, coverage.DayState] = field(default_factory=dict)  # which tier answered each day
     elapsed_ms: float = 0.0
 
 
@@ -109,6 +110,7 @@ class _Counter:
         self.bytes = 0
         self.objects = 0
         self.rollup_days = 0
+        self.compacted_days: set[dt.date] = set()
 
     def add(self, n: int) -> None:
         with self._lock:
@@ -119,14 +121,12 @@ class _Counter:
             self.objects += 1
             self.rollup_days += rollup
 
-    def parts_read(self, parts: int) -> None:
+    def compacted_read(self, days: Iterable[dt.date], parts: int, *, rollup: bool) -> None:
+        served = set(days)
         with self._lock:
+            self.compacted_days |= served
             self.objects += parts
-
-    def compacted_read(self, days: int, parts: int) -> None:
-        with self._lock:
-            self.objects += parts
-            self.rollup_days += days
+            self.rollup_days += len(served) if rollup else 0
 
 
 def utc_days(start_ms: int, end_ms: int) -> list[dt.date]:
@@ -153,6 +153,13 @@ def _to_frame(table: pa.Table) -> pl.DataFrame:
     assert isinstance(df, pl.DataFrame)
     df = df.select(list(RAW_SCHEMA))
     return df if df.schema == RAW_SCHEMA else df.cast(RAW_SCHEMA)  # type: ignore[arg-type]
+
+
+def _days_with_rows(frame: pl.DataFrame) -> set[dt.date]:
+    if not frame.height:
+        return set()
+    epoch = dt.date(1970, 1, 1)
+    return {epoch + dt.timedelta(days=n) for n in (frame["ts_ms"] // MS_PER_DAY).unique().to_list()}
 
 
 def _empty_raw() -> pl.DataFrame:
@@ -363,6 +370,7 @@ class TimeseriesReader:
         result.cold_objects_read = counter.objects
         result.source = self._source(n_hot, n_cold, hot_days, cold_days)
         result.immutable = len(cold_days) == len(days)
+        result.coverage = self._coverage(site, days, hot_days, hot, manifest, result.cold_days, counter)
         result.elapsed_ms = (time.perf_counter() - t0) * 1000
         return result
 
@@ -378,6 +386,31 @@ class TimeseriesReader:
         if hot_days and cold_days:
             return "split"
         return "cold" if cold_days else "hot"
+
+    def _coverage(
+        self,
+        site: str,
+        days: list[dt.date],
+        hot_days: list[dt.date],
+        hot: pl.DataFrame,
+        manifest: dict[dt.date, ManifestEntry],
+        cold_read_days: list[dt.date],
+        counter: _Counter,
+    ) -> dict[dt.date, coverage.DayState]:
+        """Which tier answered each day; sync state is asked for only when a hot day returned no rows and
+        nothing else tells whether it was ever loaded (so a chart with data costs no extra hot-tier request)."""
+        hot_rows_days = _days_with_rows(hot)
+        unknown = [d for d in hot_days if d not in hot_rows_days and d not in manifest]
+        synced = set(self.hot.list_sync_as_of(site, unknown[0], unknown[-1])) if unknown else set()
+        return coverage.day_states(
+            days,
+            hot_days=set(hot_days),
+            hot_rows_days=hot_rows_days,
+            synced_days=synced,
+            cold_read_days=set(cold_read_days),
+            compacted_days=counter.compacted_days,
+            archived_days=set(manifest),
+        )
 
     def _read_hot(
         self, site: str, points: list[str], hot_days: list[dt.date], start_ms: int, end_ms: int
@@ -474,9 +507,9 @@ class TimeseriesReader:
             # Parts live under a generation-stamped key and are never rewritten: key and size name one version.
             lambda key, size: self._fetcher(key, ("immutable-part", size), counter),
         )
-        counter.parts_read(got.parts_read)
-        frames = [_to_frame(pa.concat_tables(got.tables))] if got.tables else []
         done = got.days
+        counter.compacted_read(done, got.parts_read, rollup=False)
+        frames = [_to_frame(pa.concat_tables(got.tables))] if got.tables else []
         return frames, [t for t in tasks if t.use_rollup or t.points != points or t.day not in done]
 
     def _read_compacted(
@@ -493,7 +526,7 @@ class TimeseriesReader:
             # Parts live under a generation-stamped key and are never rewritten: key and size name one version.
             lambda key, size: self._fetcher(key, ("immutable-part", size), counter),
         )
-        counter.compacted_read(len(got.days), got.parts_read)
+        counter.compacted_read(got.days, got.parts_read, rollup=True)
         return got.frames, [t for t in tasks if not (t.use_rollup and t.day in got.days)]
 
     def _run_cold(

@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from bv_pipeline.api.reader import TimeseriesReader
-from bv_pipeline.api.service import ApiConfig, create_app
+from bv_pipeline.api.web.app import create_app
+from bv_pipeline.api.web.config import ApiConfig
 from bv_pipeline.config import ConfigError, Settings
 from bv_pipeline.storage.interfaces import HotStore, ObjectStore
 

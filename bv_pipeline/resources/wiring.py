@@ -11,6 +11,7 @@ import dagster as dg
 
 from bv_pipeline.config import Settings
 from bv_pipeline.resources.ace import AceResource
+from bv_pipeline.resources.alerting import AlertingResource
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.cold_store import ColdStoreResource
 from bv_pipeline.resources.hot_store import HotStoreResource
@@ -59,4 +60,29 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         settle_delay_hours=settings.settle_delay_hours,
         settle_warn_late_samples=settings.settle_warn_late_samples,
     )
-    return {"ace": ace, "hot_store": hot, "cold_store": cold, "clock": ClockResource(), "policy": policy}
+    return {
+        "ace": ace,
+        "hot_store": hot,
+        "cold_store": cold,
+        "clock": ClockResource(),
+        "policy": policy,
+        "alerting": build_alerting_resource(settings),
+    }
+
+
+def build_alerting_resource(settings: Settings) -> AlertingResource:
+    return AlertingResource(
+        # A Slack webhook URL is a secret: resolved at run time, like the other credentials.
+        webhook_url=dg.EnvVar("BV_ALERT_WEBHOOK_URL") if settings.alert_webhook_url else None,
+        message_format=settings.alert_format,
+        stale_minutes=settings.alert_stale_minutes,
+        hot_db_max_mb=settings.alert_hot_db_mb,
+        archive_due_hours=_archive_due_hours(settings),
+        ace_auth_failures=settings.alert_ace_auth_failures,
+    )
+
+
+def _archive_due_hours(settings: Settings) -> float:
+    """Hours after day D's end: its nightly archive runs on D+1 at BV_ARCHIVE_TIME and is due a grace later."""
+    t = settings.automation.archive_time_utc
+    return t.hour + t.minute / 60 + settings.alert_archive_grace_hours

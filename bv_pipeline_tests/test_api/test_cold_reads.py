@@ -243,10 +243,10 @@ def test_service_answers_503_when_a_cold_day_cannot_be_read(failing_client: Test
 
 
 def test_cold_read_settings_are_validated() -> None:
-    settings = Settings.from_env({})
-    cfg = ApiConfig.from_settings(settings, {"BV_API_COLD_FETCH_THREADS": "32", "BV_API_COLD_CACHE_MIB": "0"})
+    settings = Settings.from_env({"BV_API_COLD_FETCH_THREADS": "32", "BV_API_COLD_CACHE_MIB": "0"})
+    cfg = ApiConfig.from_settings(settings)
     assert (cfg.cold_fetch_threads, cfg.cold_cache_mib) == (32, 0)
-    assert ApiConfig.from_settings(settings, {}).cold_fetch_threads == 16
+    assert ApiConfig.from_settings(Settings.from_env({})).cold_fetch_threads == 16
     for env in (
         {"BV_API_COLD_FETCH_THREADS": "0"},
         {"BV_API_COLD_FETCH_THREADS": "1000"},
@@ -254,4 +254,4 @@ def test_cold_read_settings_are_validated() -> None:
         {"BV_API_COLD_CACHE_MIB": "-1"},
     ):
         with pytest.raises(ConfigError, match=next(iter(env))):
-            ApiConfig.from_settings(settings, env)
+            Settings.from_env(env)

@@ -111,6 +111,12 @@ def test_compacted_and_daily_paths_agree(data: Data) -> None:
     assert a.cold_objects_read == 2  # the January part and the February part
     split = compacted.query(SITE, POINTS, *SPLIT)
     assert split.source == "split" and split.hot_samples > 0 and split.cold_samples > 0
+    # Coverage names the tier that answered each day: the monthly objects, or the day objects without them.
+    tiers = {COLD[-2]: "compacted", COLD[-1]: "compacted", HOT_ONLY[0]: "hot", HOT_ONLY[1]: "hot"}
+    assert split.coverage == tiers
+    assert daily.query(SITE, POINTS, *SPLIT).coverage == {
+        d: s.replace("compacted", "cold") for d, s in tiers.items()
+    }
     compacted.close()
     daily.close()
 
@@ -138,6 +144,7 @@ def test_rearchived_day_comes_from_its_day_object(data: Data) -> None:
     assert not a.frame.equals(before)  # the re-archived values are visible
     assert a.frame.equals(daily.query(SITE, points, *ALL_COLD).frame)
     assert a.cold_objects_read == 3  # two parts plus the stale day's object
+    assert a.coverage[COLD[2]] == "cold" and a.coverage[COLD[3]] == "compacted"
     # Once compacted again, the monthly objects answer every day again.
     compact_samples_month(
         ManifestStore(data.cold), data.cold, SITE, JAN, now_ms=NOW + HOUR, min_group_rows=200

@@ -411,10 +411,20 @@ def test_sites_and_point_discovery(client: TestClient) -> None:
     assert tagged["total"] == 3 and tagged["returned"] == 1
 
 
-def test_health_ok(client: TestClient) -> None:
+def test_health_ok(client: TestClient, ds: D.Dataset) -> None:
     r = client.get("/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "healthy", "stores": {"hot": {"ok": True}, "cold": {"ok": True}}}
+    body = r.json()
+    assert body["status"] == "healthy" and body["stores"] == {"hot": {"ok": True}, "cold": {"ok": True}}
+    newest = ds.hot.max_ts(D.SITE)
+    assert newest is not None
+    assert body["sites"][D.SITE] == {
+        "newest_sample": dt.datetime.fromtimestamp(newest / 1000, dt.UTC).isoformat(timespec="seconds"),
+        "age_s": round(NOW_S - newest / 1000),
+    }
+    # A site the hot tier knows without samples (points only) has no freshness yet.
+    others = {s for s in body["sites"] if s != D.SITE}
+    assert all(body["sites"][s] == {"newest_sample": None, "age_s": None} for s in others)
 
 
 def test_health_503_when_cold_store_unreachable(ds: D.Dataset) -> None:

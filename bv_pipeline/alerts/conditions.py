@@ -1,0 +1,285 @@
+"""What is wrong right now: each function returns the alerts firing at ``now_ms`` (empty when all is well).
+
+They read Dagster's instance (runs, backfills, materialisations, check evaluations) and the hot store; they
+send nothing. ``open_keys`` are the keys of incidents still open, so a condition keeps evaluating them even
+after they left its normal window (an archive day stays watched until it is verified).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+
+import dagster as dg
+from dagster._core.events import DagsterEventType
+from dagster._core.execution.backfill import BulkActionsFilter
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    BACKFILL_ID_TAG,
+    PARTITION_NAME_TAG,
+    WILL_RETRY_TAG,
+)
+
+from bv_pipeline.alerts.model import Alert
+from bv_pipeline.alerts.runs import run_error_text
+from bv_pipeline.assets.cold import COLD_TIMESERIES, HOT_RETENTION
+from bv_pipeline.assets.hot import HOT_TIMESERIES
+from bv_pipeline.jobs import HOT_SYNC_JOB, NIGHTLY_ARCHIVE_JOB
+from bv_pipeline.partitions import parse_site_day, site_day_key
+from bv_pipeline.storage.interfaces import HotStore
+
+HOT_STALE = "hot_stale"
+HOT_DB_SIZE = "hot_db_size"
+ARCHIVE_UNVERIFIED = "archive_unverified"
+BACKFILL_FAILED = "backfill_failed"
+ACE_AUTH = "ace_auth"
+
+MS_PER_MIN = 60_000
+BACKFILL_WINDOW_DAYS = 7
+ACE_AUTH_LOOKBACK_HOURS = 24
+# AceError texts: 401/403 fail at once; the real API answers an invalid key with HTTP 500, which the client
+# retries and then reports with its "the API key may be invalid" hint.
+ACE_AUTH_ERROR = re.compile(
+    r"ACE (?P<endpoint>GET \S+) failed(?:: HTTP (?P<status>401|403)\b"
+    r"| after \d+ attempts; last error: HTTP (?P<invalid_key>500)\b.*?the API key may be invalid)"
+)
+MAX_RUNS_SCANNED = 1000
+MAX_PARTITIONS_CHECKED = 50
+ACE_JOBS = frozenset({HOT_SYNC_JOB, NIGHTLY_ARCHIVE_JOB})
+ACE_ASSETS = frozenset({HOT_TIMESERIES, COLD_TIMESERIES, HOT_RETENTION})  # backfills select assets
+
+
+def _utc(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+
+
+def _iso(ms: int) -> str:
+    return _utc(ms).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def stale_sites(hot: HotStore, sites: Iterable[str], now_ms: int, stale_minutes: int) -> list[Alert]:
+    """Sites whose newest hot sample is older than ``stale_minutes`` (sites without any sample are not stale:
+    a site that never synced shows up as failed runs)."""
+    out = []
+    for site in sorted(sites):
+        newest = hot.max_ts(site)
+        if newest is None:
+            continue
+        age_min = (now_ms - newest) // MS_PER_MIN
+        if age_min > stale_minutes:
+            out.append(
+                Alert(
+                    HOT_STALE,
+                    site,
+                    f"newest hot sample of {site} is {age_min} min old (threshold {stale_minutes} min)",
+                    {"newest_sample": _iso(newest), "age_minutes": int(age_min)},
+                )
+            )
+    return out
+
+
+def oversized_hot_db(size_bytes: int | None, max_mb: int, what: str) -> list[Alert]:
+    if size_bytes is None or size_bytes <= max_mb * 1_000_000:
+        return []
+    mb = round(size_bytes / 1_000_000, 1)
+    return [
+        Alert(
+            HOT_DB_SIZE,
+            "hot",
+            f"hot database {what} is {mb} MB (threshold {max_mb} MB)",
+            {"size_mb": mb, "threshold_mb": max_mb},
+        )
+    ]
+
+
+def unverified_archives(
+    instance: dg.DagsterInstance,
+    hot: HotStore,
+    sites: Iterable[str],
+    now_ms: int,
+    due_hours: float,
+    open_keys: set[str],
+) -> list[Alert]:
+    """Site-days whose ``cold_timeseries`` is missing once due, or whose latest materialisation has a failed
+    ERROR-severity check. Day D is due ``due_hours`` after its end (the archive time on D+1 plus a grace
+    period), for every site the hot tier synced that day (a site registered today has nothing to archive yet)."""
+    now = _utc(now_ms)
+    wanted = set(open_keys)
+    for back in range(1, 4):  # due_hours < 48 (archive time + grace): the last three days cover every setting
+        day = now.date() - dt.timedelta(days=back)
+        day_end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+        if now >= day_end + dt.timedelta(hours=due_hours):
+            wanted |= {f"{site}|{day.isoformat()}" for site in sites if hot.list_sync_as_of(site, day, day)}
+    out = []
+    for key in sorted(wanted):
+        site, _, day_s = key.partition("|")
+        day = dt.date.fromisoformat(day_s)
+        partition = str(site_day_key(site, day))
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=COLD_TIMESERIES, asset_partitions=[partition]), limit=1
+        )
+        if not result.records:
+            out.append(
+                Alert(
+                    ARCHIVE_UNVERIFIED,
+                    key,
+                    f"no verified cold object for {site} {day_s} ({due_hours:g} h after the day's end)",
+                    {"partition": partition},
+                )
+            )
+            continue
+        failed = _failed_checks(instance, result.records[0].run_id)
+        if failed:
+            out.append(
+                Alert(
+                    ARCHIVE_UNVERIFIED,
+                    key,
+                    f"cold object for {site} {day_s} failed verification checks: {', '.join(failed)}",
+                    {"partition": partition, "run_id": result.records[0].run_id},
+                )
+            )
+    return out
+
+
+def _failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    failed = []
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+        ev = entry.dagster_event.event_specific_data if entry.dagster_event else None
+        if (
+            ev is not None
+            and ev.asset_key == COLD_TIMESERIES
+            and not ev.passed
+            and ev.severity == dg.AssetCheckSeverity.ERROR
+        ):
+            failed.append(ev.check_name)
+    return sorted(set(failed))
+
+
+def _partition_label(run: dg.DagsterRun) -> str:
+    if PARTITION_NAME_TAG in run.tags:
+        return run.tags[PARTITION_NAME_TAG]
+    start, end = run.tags.get(ASSET_PARTITION_RANGE_START_TAG), run.tags.get(ASSET_PARTITION_RANGE_END_TAG)
+    return f"{start}...{end}" if start else "-"
+
+
+def _recovered(instance: dg.DagsterInstance, failed: dg.RunRecord) -> bool:
+    """A later successful run covered the failed run's partition and assets (a re-execution, another backfill)."""
+    run = failed.dagster_run
+    partition = run.tags.get(PARTITION_NAME_TAG)
+    if partition is None:
+        return False
+    later = instance.get_run_records(
+        filters=dg.RunsFilter(
+            tags={PARTITION_NAME_TAG: partition},
+            statuses=[dg.DagsterRunStatus.SUCCESS],
+            created_after=failed.create_timestamp,
+        ),
+        limit=20,
+    )
+    wanted = run.asset_selection
+    for r in later:
+        got = r.dagster_run.asset_selection
+        if (wanted and got and wanted <= got) or (not wanted and r.dagster_run.job_name == run.job_name):
+            return True
+    return False
+
+
+def failed_backfills(instance: dg.DagsterInstance, now_ms: int, open_keys: set[str]) -> list[Alert]:
+    """Backfills (created in the last week, or still open as incidents) with failed partitions that no later
+    successful run has covered."""
+    since = _utc(now_ms) - dt.timedelta(days=BACKFILL_WINDOW_DAYS)
+    backfills = {
+        b.backfill_id: b for b in instance.get_backfills(filters=BulkActionsFilter(created_after=since))
+    }
+    for backfill_id in open_keys - backfills.keys():
+        b = instance.get_backfill(backfill_id)
+        if b is not None:
+            backfills[backfill_id] = b
+    out = []
+    for backfill_id, backfill in sorted(backfills.items()):
+        failed_runs = instance.get_run_records(
+            filters=dg.RunsFilter(
+                tags={BACKFILL_ID_TAG: backfill_id}, statuses=[dg.DagsterRunStatus.FAILURE]
+            ),
+            limit=MAX_RUNS_SCANNED,
+        )
+        latest_by_partition: dict[str, dg.RunRecord] = {}
+        for r in failed_runs:  # newest first
+            if r.dagster_run.tags.get(WILL_RETRY_TAG, "").lower() == "true":
+                continue
+            latest_by_partition.setdefault(_partition_label(r.dagster_run), r)
+        # Each partition costs a query: stop counting at MAX_PARTITIONS_CHECKED (one is enough to fire).
+        unrecovered: list[str] = []
+        for partition, record in sorted(latest_by_partition.items()):
+            if len(unrecovered) == MAX_PARTITIONS_CHECKED:
+                break
+            if not _recovered(instance, record):
+                unrecovered.append(partition)
+        if unrecovered:
+            count = f"{len(unrecovered)}{'+' if len(unrecovered) == MAX_PARTITIONS_CHECKED else ''}"
+            shown = ", ".join(unrecovered[:10]) + (" ..." if len(unrecovered) > 10 else "")
+            out.append(
+                Alert(
+                    BACKFILL_FAILED,
+                    backfill_id,
+                    f"backfill {backfill_id} has {count} failed partition(s): {shown}",
+                    {"failed_partitions": count, "backfill_status": backfill.status.value},
+                )
+            )
+    return out
+
+
+def _run_site(run: dg.DagsterRun) -> str | None:
+    if "bv/site" in run.tags:
+        return run.tags["bv/site"]
+    partition = run.tags.get(PARTITION_NAME_TAG)
+    if not partition:
+        return None
+    try:
+        return parse_site_day(partition).site if "|" in partition else partition
+    except ValueError:
+        return None
+
+
+def _calls_ace(run: dg.DagsterRun) -> bool:
+    """Runs whose outcome says something about ACE access (a compaction's success does not)."""
+    return run.job_name in ACE_JOBS or bool(run.asset_selection and run.asset_selection & ACE_ASSETS)
+
+
+def ace_auth_failures(instance: dg.DagsterInstance, now_ms: int, threshold: int) -> list[Alert]:
+    """Sites whose last ``threshold`` finished runs all failed because ACE answered 401 or 403."""
+    since = _utc(now_ms) - dt.timedelta(hours=ACE_AUTH_LOOKBACK_HOURS)
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE], updated_after=since
+        ),
+        limit=MAX_RUNS_SCANNED,
+    )
+    by_site: dict[str, list[dg.RunRecord]] = defaultdict(list)
+    for r in sorted(records, key=lambda r: r.create_timestamp, reverse=True):
+        site = _run_site(r.dagster_run)
+        if site is not None and len(by_site[site]) < threshold and _calls_ace(r.dagster_run):
+            by_site[site].append(r)
+    out = []
+    for site, recent in sorted(by_site.items()):
+        if len(recent) < threshold or any(
+            r.dagster_run.status != dg.DagsterRunStatus.FAILURE for r in recent
+        ):
+            continue
+        matches = [ACE_AUTH_ERROR.search(run_error_text(instance, r.dagster_run.run_id)) for r in recent]
+        if all(matches):
+            statuses = sorted({m["status"] or f"{m['invalid_key']} (invalid key)" for m in matches if m})
+            endpoint = matches[0]["endpoint"] if matches[0] else "?"
+            out.append(
+                Alert(
+                    ACE_AUTH,
+                    site,
+                    f"ACE answered HTTP {'/'.join(statuses)} to the last {threshold} runs for {site} "
+                    "(API key missing/revoked, or no access to the site)",
+                    {"endpoint": endpoint, "last_run_id": recent[0].dagster_run.run_id},
+                )
+            )
+    return out
