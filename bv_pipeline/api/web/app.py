@@ -1,6 +1,6 @@
 """``create_app(reader, config) -> FastAPI``: the chart read API over HTTP.
 
-Endpoints: ``GET /timeseries/query`` (the old query worker's contract, plus aggregates, downsampling, columnar
+Endpoints: ``GET /`` (the chart explorer page), ``GET /timeseries/query`` (the old query worker's contract, plus aggregates, downsampling, columnar
 JSON, MessagePack and Arrow IPC), ``GET /sites``, ``GET /sites/{site}/points``, ``GET /health``.
 
 Hardening, after the review of the old worker (seeds/003): bearer tokens compared with ``hmac.compare_digest``;
@@ -21,7 +21,7 @@ from bv_pipeline.api.reader import TimeseriesReader
 from bv_pipeline.api.web.config import ApiConfig
 from bv_pipeline.api.web.cors import JsonCORSMiddleware
 from bv_pipeline.api.web.errors import install_error_handlers
-from bv_pipeline.api.web.routes import health, sites, timeseries
+from bv_pipeline.api.web.routes import health, page, sites, timeseries
 from bv_pipeline.api.web.security import Authorizer, TokenBucket
 from bv_pipeline.config import Settings
 
@@ -45,8 +45,9 @@ def create_app(
     app.state.authorizer = Authorizer(cfg.api_tokens, TokenBucket(cfg.rate_limit_per_s, cfg.rate_limit_burst))
 
     install_error_handlers(app)
-    for module in (timeseries, sites, health):
+    for module in (timeseries, sites, health, page):
         app.include_router(module.router)
+    page.mount_static(app)
     add_middleware(app, cfg)
     _publish_actual_error_statuses(app)
     return app
