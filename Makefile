@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: run test lint bench clean install
+.PHONY: run test lint bench clean install vendor-uplot
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,17 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## Re-vendor the explorer page's charting library (uPlot, MIT) from the npm registry; commit the result.
+UPLOT_VERSION := 1.6.32
+UPLOT_DIR     := bv_pipeline/api/web/static/vendor/uplot
+vendor-uplot:
+	rm -rf $(UPLOT_DIR).tmp && mkdir -p $(UPLOT_DIR).tmp
+	cd $(UPLOT_DIR).tmp && npm pack --silent uplot@$(UPLOT_VERSION) && tar xzf uplot-$(UPLOT_VERSION).tgz
+	cp $(UPLOT_DIR).tmp/package/dist/uPlot.iife.min.js $(UPLOT_DIR).tmp/package/dist/uPlot.min.css \
+	   $(UPLOT_DIR).tmp/package/LICENSE $(UPLOT_DIR)/
+	echo $(UPLOT_VERSION) > $(UPLOT_DIR)/VERSION
+	rm -rf $(UPLOT_DIR).tmp
 
 clean:
 	rm -rf $(VENV) .bv_data .dagster_home .pytest_cache

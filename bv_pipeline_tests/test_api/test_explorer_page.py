@@ -248,3 +248,18 @@ def test_not_loaded_days_are_told_apart(page: Page) -> None:
     resp = page.request.get("/")
     assert "script-src 'self'" in resp.headers["content-security-policy"]
     assert page.request.get("/static/vendor/uplot/VERSION").text().strip() == "1.6.32"
+
+
+def test_every_static_file_is_package_data() -> None:
+    """An installed package serves the page: every file under static/ matches pyproject's package-data."""
+    import tomllib
+
+    from bv_pipeline.api.web.routes.page import STATIC_DIR
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "bv_pipeline.api.web"
+    ]
+    packaged = {p for pattern in patterns for p in STATIC_DIR.parent.glob(pattern) if p.is_file()}
+    files = {p for p in STATIC_DIR.rglob("*") if p.is_file()}
+    assert len(files) >= 7 and files - packaged == set()
