@@ -244,6 +244,16 @@ def test_not_loaded_days_are_told_apart(page: Page) -> None:
     page.wait_for_function("() => window.bvExplorer.last !== null")
     assert "the pipeline holds none of these days" in page.locator("#status").inner_text()
     assert page.locator("#coverage .day.not_loaded").count() == 2
+    # A preset is relative to now: seven days ending now, 5-minute buckets (the point's collect interval).
+    with page.expect_response(is_query) as preset_info:
+        page.click('#presets button[data-preset="7d"]')
+    start, end = window_of(preset_info.value)
+    assert end - start == 7 * 86_400_000 and abs(end / 1000 - time.time()) < 60
+    preset = preset_info.value.json()
+    assert preset["metadata"]["interval"] == "5min" and set(preset["metadata"]["coverage"].values()) == {
+        "not_loaded"
+    }
+    expect(page.locator('#presets button[data-preset="7d"]')).to_have_class("active")
     # The page and its assets are served with a strict policy and no third-party origin.
     resp = page.request.get("/")
     assert "script-src 'self'" in resp.headers["content-security-policy"]
