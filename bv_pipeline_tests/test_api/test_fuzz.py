@@ -169,3 +169,51 @@ def test_document_lists_the_statuses_the_api_answers(api_schema: schemathesis.Ba
     assert "422" not in str(doc["paths"]) and "HTTPValidationError" not in str(doc)
     error_ref = {"$ref": "#/components/schemas/ErrorBody"}
     assert all(query[s]["content"]["application/json"]["schema"] == error_ref for s in query if s >= "400")
+
+
+def test_real_answers_match_the_document(api_schema: schemathesis.BaseSchema) -> None:
+    """Generated requests rarely name a real site and point, so real 200/304 answers are checked explicitly: in
+    every JSON shape (rows, columnar, raw, aggregated, downsampled), plus a 304 and discovery."""
+    query = api_schema["/timeseries/query"]["GET"]
+    lo, hi = D.day_bounds_ms(D.DAYS[2])[0], D.day_bounds_ms(D.DAYS[8])[1] - 1
+    base = {
+        "site_name": D.SITE,
+        "point_names": f"{D.TEMP},{D.MODE},No.Such",
+        "start_time": lo,
+        "end_time": hi,
+    }
+    variants: list[dict[str, Any]] = [
+        {},
+        {"format": "columnar"},
+        {"interval": "1h"},
+        {"interval": "1d", "format": "columnar"},
+        {"max_points": 50, "downsample": "lttb"},
+    ]
+    for extra in variants:
+        response = query.Case(query={**base, **extra}).call_and_validate(headers=AUTH)
+        assert response.status_code == 200, response.text
+        assert response.json()["metadata"]["coverage"]
+    etag = query.Case(query=base).call(headers=AUTH).headers["etag"][0]  # schemathesis: name -> values
+    not_modified = query.Case(query=base).call_and_validate(headers={**AUTH, "If-None-Match": etag})
+    assert not_modified.status_code == 304
+    points = api_schema["/sites/{site}/points"]["GET"].Case(path_parameters={"site": D.SITE})
+    assert points.call_and_validate(headers=AUTH).json()["total"] == len(D.POINTS)
+
+
+def test_unexpected_failure_is_a_json_500_without_internals(
+    api_schema: schemathesis.BaseSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from starlette.testclient import TestClient
+
+    app = api_schema.app  # type: ignore[attr-defined]
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("secret internals: /path/to/store")
+
+    monkeypatch.setattr(app.state.reader, "query", broken)
+    client = TestClient(app, raise_server_exceptions=False)
+    lo = D.day_bounds_ms(D.DAYS[7])[0]
+    params = {"site_name": D.SITE, "point_names": D.TEMP, "start_time": lo, "end_time": lo + 3_600_000}
+    r = client.get("/timeseries/query", params=params, headers=AUTH)
+    assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+    assert r.json() == {"error": "internal_error", "detail": "unexpected server error"}

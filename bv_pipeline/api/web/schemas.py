@@ -129,14 +129,20 @@ class HealthAnswer(BaseModel):
     stores: dict[str, StoreHealth]
 
 
-def error(description: str) -> dict[str, Any]:
+def header(description: str) -> dict[str, Any]:
+    """An OpenAPI response header that is always sent."""
+    return {"description": description, "required": True, "schema": {"type": "string"}}
+
+
+def error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     """An OpenAPI response entry with the error body."""
-    return {"model": ErrorBody, "description": description}
+    return {"model": ErrorBody, "description": description, **({"headers": headers} if headers else {})}
 
 
+RETRY_AFTER = {"Retry-After": header("Seconds to wait before retrying")}
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: error("Missing or malformed bearer token (`WWW-Authenticate: Bearer`)"),
+    401: error("Missing or malformed bearer token", {"WWW-Authenticate": header("`Bearer`")}),
     403: error("The bearer token is not valid"),
-    429: error("Rate limited for this token (`Retry-After` seconds)"),
+    429: error("Rate limited for this token", RETRY_AFTER),
 }
 PARAMETER_ERROR: dict[int | str, dict[str, Any]] = {400: error("Invalid parameter")}
