@@ -77,7 +77,10 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, base_url: str) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 820}, base_url=base_url)
+    # A browser far from UTC: the page must still show UTC times, as its range inputs and the API's days are.
+    context = browser.new_context(
+        viewport={"width": 1400, "height": 820}, base_url=base_url, timezone_id="America/Chicago"
+    )
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -179,6 +182,13 @@ def test_search_chart_zoom_and_coverage(page: Page) -> None:
     assert axes == [["%", "%"], ["degF", "degF"]]
     legend = page.locator("#chart .u-legend .u-series .u-label").all_inner_texts()
     assert legend[1:] == [f"{D.DAMPER} (%)", f"{D.TEMP} (degF)"]
+
+    # Hovering the first bucket shows its time in UTC (2025-03-01 00:00), not the browser's zone (02-28 18:00).
+    first = page.locator("#chart .u-over").bounding_box()
+    assert first is not None
+    page.mouse.move(first["x"] + 1, first["y"] + first["height"] / 2)
+    when = page.locator("#chart .u-legend .u-series").first.locator(".u-value").inner_text()
+    assert when == "2025-03-01 12:00am"
 
     # The coverage strip shows each day's tier as the answer's metadata gives it.
     coverage = body["metadata"]["coverage"]

@@ -402,6 +402,8 @@
     const opts = {
       width: chartWidth(),
       height: 380,
+      // UTC on the axis and in the legend, like the custom range and the API's days.
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
       scales,
       axes,
       series,
