@@ -283,3 +283,36 @@ def test_every_static_file_is_package_data() -> None:
     packaged = {p for pattern in patterns for p in STATIC_DIR.parent.glob(pattern) if p.is_file()}
     files = {p for p in STATIC_DIR.rglob("*") if p.is_file()}
     assert len(files) >= 7 and files - packaged == set()
+
+
+def test_query_plan_for_each_preset(page: Page) -> None:
+    """The resolution rules, run in the browser: raw up to 2 days, then the finest bucket within 4 per output
+    point (sub-hour only up to a week, never finer than the cadence); max_points is 2 per pixel."""
+    page.goto("/")
+    plans = page.evaluate(
+        """async () => {
+            const {queryParams, budgetFallback} = await import("/static/js/query_plan.js");
+            const H = 3600000, D = 24 * H;
+            const out = {};
+            for (const [name, span] of Object.entries({"1h": H, "6h": 6*H, "1d": D, "3d": 3*D, "7d": 7*D,
+                                                         "30d": 30*D, "90d": 90*D, "1y": 365*D})) {
+                const p = queryParams("s", [{name: "a", cadenceMs: 60000}], 0, span, 1000);
+                out[name] = [p.interval || "raw", p.max_points];
+            }
+            out["3d at 5 min"] = [queryParams("s", [{name: "a", cadenceMs: 300000}], 0, 3*D, 1000).interval];
+            out["fallback"] = [budgetFallback({interval: "5min"}).interval, budgetFallback({interval: "1h"})];
+            return out;
+        }"""
+    )
+    assert plans == {
+        "1h": ["raw", 2000],
+        "6h": ["raw", 2000],
+        "1d": ["raw", 2000],
+        "3d": ["1min", 2000],
+        "7d": ["5min", 2000],
+        "30d": ["1h", 2000],
+        "90d": ["1h", 2000],
+        "1y": ["1d", 2000],
+        "3d at 5 min": ["5min"],
+        "fallback": ["1h", None],
+    }
