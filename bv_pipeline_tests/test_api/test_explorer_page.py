@@ -111,12 +111,15 @@ def plotted(page: Page) -> dict[str, Any]:
 
 
 def expected_plot(body: dict[str, Any]) -> dict[str, Any]:
+    """The x length and value counts uPlot must hold for an answer: per point its values, and for bucketed
+    answers also its bucket minima and maxima (the band around the average)."""
     xs = set()
     for s in body["series"]:
         xs |= set(s["timestamps"])
+    columns = ["values", "min", "max"] if body["metadata"]["interval"] else ["values"]
     return {
         "x": len(xs),
-        "values": [sum(isinstance(v, int | float) for v in s["values"]) for s in body["series"]],
+        "values": [sum(isinstance(v, int | float) for v in s[c]) for s in body["series"] for c in columns],
     }
 
 
@@ -181,7 +184,8 @@ def test_search_chart_zoom_and_coverage(page: Page) -> None:
     axes = page.evaluate("() => window.bvExplorer.plot.axes.slice(1).map(a => [a.scale, a.label])")
     assert axes == [["%", "%"], ["degF", "degF"]]
     legend = page.locator("#chart .u-legend .u-series .u-label").all_inner_texts()
-    assert legend[1:] == [f"{D.DAMPER} (%)", f"{D.TEMP} (degF)"]
+    assert legend[1:] == [f"{D.DAMPER} (%)", "min", "max", f"{D.TEMP} (degF)", "min", "max"]
+    assert page.evaluate("() => window.bvExplorer.plot.bands.map(b => b.series)") == [[3, 2], [6, 5]]
 
     # Hovering the first bucket shows its time in UTC (2025-03-01 00:00), not the browser's zone (02-28 18:00).
     first = page.locator("#chart .u-over").bounding_box()

@@ -49,12 +49,20 @@ export class TimeChart {
     this.alignStrip();
   }
 
-  /** Show an answer (columnar JSON) of `points` ({name, unit, color}) for [start, end]; returns x length. */
+  /**
+   * Show an answer (columnar JSON) of `points` ({name, unit, color}) for [start, end]; returns x length.
+   * Bucketed answers are drawn as the average with a band from the bucket minimum to maximum, so spikes that
+   * an average hides stay visible.
+   */
   show(points, body, start, end) {
-    const tables = body.series.map((s) => [s.timestamps.map((t) => t / 1000), numeric(s.values)]);
+    const bucketed = body.metadata.interval !== null && body.metadata.interval !== undefined;
+    const tables = body.series.map((s) => {
+      const xs = s.timestamps.map((t) => t / 1000);
+      return bucketed ? [xs, numeric(s.values), numeric(s.min), numeric(s.max)] : [xs, numeric(s.values)];
+    });
     const data = tables.length === 1 ? tables[0] : uPlot.join(tables);
-    const key = points.map((p) => p.name).join("\n");
-    if (!this.plot || this.key !== key) this.build(points, data);
+    const key = `${bucketed}\n${points.map((p) => p.name).join("\n")}`;
+    if (!this.plot || this.key !== key) this.build(points, data, bucketed);
     else this.plot.setData(data, false);
     this.key = key;
     this.setRange(start, end);
@@ -70,7 +78,7 @@ export class TimeChart {
     if (this.plot) this.plot.setSize({ width: this.width(), height: HEIGHT });
   }
 
-  build(points, data) {
+  build(points, data, bucketed) {
     this.destroy();
     const units = [...new Set(points.map(unitOf))];
     const scales = { x: { time: true } };
@@ -78,15 +86,16 @@ export class TimeChart {
     const axes = [{}].concat(
       units.map((u, i) => ({ scale: u, label: u, side: i % 2 === 0 ? 3 : 1, grid: { show: i === 0 }, size: 60 })),
     );
-    const series = [{}].concat(
-      points.map((p) => ({
-        label: `${p.name} (${unitOf(p)})`,
-        scale: unitOf(p),
-        stroke: p.color,
-        width: 1.5,
-        points: { show: false },
-      })),
-    );
+    const series = [{}];
+    const bands = [];
+    for (const p of points) {
+      series.push({ label: `${p.name} (${unitOf(p)})`, scale: unitOf(p), stroke: p.color, width: 1.5, points: { show: false } });
+      if (!bucketed) continue;
+      const envelope = { scale: unitOf(p), stroke: `${p.color}55`, width: 0.5, points: { show: false } };
+      series.push({ ...envelope, label: "min" }, { ...envelope, label: "max" });
+      const min = series.length - 2;
+      bands.push({ series: [min + 1, min], fill: `${p.color}22` });
+    }
     const opts = {
       width: this.width(),
       height: HEIGHT,
@@ -95,6 +104,7 @@ export class TimeChart {
       scales,
       axes,
       series,
+      bands,
       cursor: {
         drag: { x: true, y: false, setScale: false },
         bind: {
