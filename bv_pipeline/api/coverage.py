@@ -24,7 +24,6 @@ import polars as pl
 from bv_pipeline.storage.samples import MS_PER_DAY
 
 DayState = Literal["hot", "cold", "compacted", "split", "not_loaded", "before_start", "future"]
-LOADED_STATES: frozenset[str] = frozenset({"hot", "cold", "compacted", "split"})
 
 
 def day_states(

@@ -25,10 +25,11 @@ import dagster as dg
 import polars as pl
 from pydantic import PrivateAttr
 
-from bv_pipeline.api import coverage, day_plan
+from bv_pipeline.api import day_plan
 from bv_pipeline.api.aggregate import INTERVALS_MS, DownsampleMethod, downsample, finalize
 from bv_pipeline.api.catalogue import SiteCatalogue
 from bv_pipeline.api.cold_tier import ColdTierReader, ReadCounter
+from bv_pipeline.api.coverage import DayState, day_states, days_with_rows
 from bv_pipeline.api.day_plan import Source
 from bv_pipeline.api.hot_read import read_hot
 from bv_pipeline.api.merge import merge_agg, merge_raw
@@ -62,7 +63,9 @@ class QueryResult:
     rollup_days: int = 0
     downsampled: bool = False
     immutable: bool = False  # every day in the window comes from archived (hot-deleted) cold objects
-    coverage: dict[dt.date, coverage.DayState] = field(default_factory=dict)  # which tier answered each day
+    coverage: dict[dt.date, DayState] = field(
+        default_factory=dict
+    )  # which tier answered each day (if any point)
     elapsed_ms: float = 0.0
 
 
@@ -230,13 +233,13 @@ class TimeseriesReader:
         archived: set[dt.date],
         cold_read_days: list[dt.date],
         counter: ReadCounter,
-    ) -> dict[dt.date, coverage.DayState]:
+    ) -> dict[dt.date, DayState]:
         """Which tier answered each day; sync state is asked for only when a hot day returned no rows and
         nothing else tells whether it was ever loaded (so a chart with data costs no extra hot-tier request)."""
-        hot_rows_days = coverage.days_with_rows(hot)
+        hot_rows_days = days_with_rows(hot)
         unknown = [d for d in hot_days if d not in hot_rows_days and d not in archived]
         synced = set(self.hot.list_sync_as_of(site, unknown[0], unknown[-1])) if unknown else set()
-        return coverage.day_states(
+        return day_states(
             days,
             hot_days=set(hot_days),
             hot_rows_days=hot_rows_days,

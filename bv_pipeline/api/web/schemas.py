@@ -55,7 +55,7 @@ class QueryMetadata(BaseModel):
         "(monthly raw or yearly rollup objects), `split` (some points from each tier) when loaded; "
         "`not_loaded` (never synced, archived or backfilled), `before_start` (before BV_START_DATE) or "
         "`future` (after today, UTC) when no tier holds the day. An empty answer over loaded days means the "
-        "points had no data."
+        "points had no data. Empty when no requested point is known."
     )
     resolved_points: dict[str, str] | None = Field(
         default=None, description="Requested name -> catalogue name, for case-insensitive matches"
