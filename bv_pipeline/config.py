@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 SITE_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 D1_VARS = ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN", "D1_DATABASE_ID")
+DEFAULT_DAGSTER_GRAPHQL_URL = "http://127.0.0.1:3000/graphql"  # what `bv-pipeline run` serves by default
 R2_VARS = ("R2_ENDPOINT_URL", "R2_BUCKET", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY")
 
 
@@ -89,6 +90,11 @@ class Settings:
     r2_bucket: str | None = None
     api_tokens: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    # Asynchronous exports: the Dagster webserver's GraphQL endpoint the API launches export runs through.
+    dagster_graphql_url: str = DEFAULT_DAGSTER_GRAPHQL_URL
+    export_ttl_hours: int = 168
+    export_max_active_per_token: int = 2
+    export_max_samples: int = 100_000_000
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -168,4 +174,8 @@ class Settings:
             r2_bucket=env.get("R2_BUCKET", "").strip() or None,
             api_tokens=tokens,
             allowed_origins=origins,
+            dagster_graphql_url=_url(env, "BV_DAGSTER_GRAPHQL_URL") or DEFAULT_DAGSTER_GRAPHQL_URL,
+            export_ttl_hours=_int(env, "BV_EXPORT_TTL_HOURS", 168, maximum=24 * 366),
+            export_max_active_per_token=_int(env, "BV_EXPORT_MAX_ACTIVE_PER_TOKEN", 2, maximum=1000),
+            export_max_samples=_int(env, "BV_EXPORT_MAX_SAMPLES", 100_000_000, maximum=10**12),
         )

@@ -15,6 +15,7 @@ from bv_pipeline.assets.rollup_year import build_rollup_year_assets
 from bv_pipeline.assets.source import build_ace_timeseries
 from bv_pipeline.config import Settings
 from bv_pipeline.jobs import build_jobs
+from bv_pipeline.ops.exports import build_export_cleanup_schedule, export_cleanup_job, export_job
 from bv_pipeline.partitions import build_site_days
 from bv_pipeline.resources.wiring import build_resources
 from bv_pipeline.schedules import build_nightly_archive_schedule, build_rollup_compaction_schedule
@@ -32,11 +33,12 @@ def build_definitions(settings: Settings, resources: dict[str, object] | None = 
             *build_rollup_year_assets(),
             *build_raw_month_assets(),
         ],
-        jobs=jobs.all(),
+        jobs=[*jobs.all(), export_job, export_cleanup_job],
         sensors=[build_ace_sync_sensor(settings.sites, jobs.hot_sync)],
         schedules=[
             build_nightly_archive_schedule(jobs.nightly_archive),
             build_rollup_compaction_schedule(jobs.rollup_compaction),
+            build_export_cleanup_schedule(),
         ],
         resources=resources if resources is not None else build_resources(settings),
     )

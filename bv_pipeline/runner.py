@@ -67,6 +67,10 @@ def main(argv: Sequence[str]) -> int:
     env["DAGSTER_HOME"] = str(home)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 
+    if not env.get("BV_DAGSTER_GRAPHQL_URL", "").strip():
+        # POST /exports launches export runs through this webserver's GraphQL API.
+        env["BV_DAGSTER_GRAPHQL_URL"] = f"http://{args.host}:{args.dagster_port}/graphql"
+
     token = None
     if not settings.api_tokens:
         # Demo only: a fresh random token per start, printed below. Production sets BV_API_TOKENS.

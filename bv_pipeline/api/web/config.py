@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from bv_pipeline.config import ConfigError, Settings
+from bv_pipeline.config import DEFAULT_DAGSTER_GRAPHQL_URL, ConfigError, Settings
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,10 @@ class ApiConfig:
     )
     cold_cache_mib: int = 256  # in-memory cache of cold row-group byte ranges and rollup objects
     start_date: dt.date | None = None  # BV_START_DATE: days before it are reported as ``before_start``
+    dagster_graphql_url: str = DEFAULT_DAGSTER_GRAPHQL_URL  # where POST /exports launches export_job
+    export_ttl_hours: int = 168
+    export_max_active_per_token: int = 2
+    export_max_samples: int = 100_000_000
 
     @classmethod
     def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -60,6 +64,10 @@ class ApiConfig:
             api_tokens=settings.api_tokens,
             allowed_origins=settings.allowed_origins,
             start_date=settings.start_date,
+            dagster_graphql_url=settings.dagster_graphql_url,
+            export_ttl_hours=settings.export_ttl_hours,
+            export_max_active_per_token=settings.export_max_active_per_token,
+            export_max_samples=settings.export_max_samples,
             max_points_per_query=int(num("BV_API_MAX_POINTS", cls.max_points_per_query, int, 1)),
             max_raw_samples=int(num("BV_API_SAMPLE_BUDGET", cls.max_raw_samples, int, 1)),
             rate_limit_per_s=num("BV_API_RATE_PER_S", cls.rate_limit_per_s, float, 0.001),

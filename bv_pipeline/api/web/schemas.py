@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from bv_pipeline.api.coverage import DayState
+from bv_pipeline.api.web.validation import MAX_TS_MS, SITE_PATTERN
 
 Value = float | str | None
 
@@ -27,7 +28,9 @@ class ErrorBody(BaseModel):
     error: str = Field(
         description="Machine-readable code: invalid_parameter, invalid_time_range, range_too_long, "
         "too_many_points, unauthorized, forbidden, unknown_site, not_found, method_not_allowed, "
-        "too_many_samples, rate_limited, cors_rejected, cold_read_failed, internal_error"
+        "too_many_samples, rate_limited, cors_rejected, cold_read_failed, internal_error; exports: "
+        "unknown_points, export_too_large, too_many_active_exports, dagster_unavailable, unknown_export, "
+        "export_not_ready, export_expired, export_missing"
     )
     detail: str | list[ParameterProblem] | None = Field(
         description="What was wrong; for invalid_parameter from the schema, one entry per parameter"
@@ -36,6 +39,10 @@ class ErrorBody(BaseModel):
     estimated_samples: int | None = Field(default=None, description="too_many_samples: the estimate")
     budget: int | None = Field(default=None, description="too_many_samples: the configured budget")
     suggestions: list[str] | None = Field(default=None, description="too_many_samples: how to fit the budget")
+    links: dict[str, Any] | None = Field(
+        default=None,
+        description="too_many_samples: `export` is the equivalent POST /exports request (method, href, body)",
+    )
 
 
 class QueryMetadata(BaseModel):
@@ -146,3 +153,57 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     429: error("Rate limited for this token", RETRY_AFTER),
 }
 PARAMETER_ERROR: dict[int | str, dict[str, Any]] = {400: error("Invalid parameter")}
+
+
+class ExportRequest(BaseModel):
+    """`POST /exports`: the same window and points as `/timeseries/query`, written to a file asynchronously."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    site_name: str = Field(description="Site slug", pattern=SITE_PATTERN)
+    point_names: list[str] = Field(
+        min_length=1,
+        max_length=10_000,
+        description="Point names (as in /timeseries/query; at most BV_API_MAX_POINTS, every one must exist)",
+    )
+    start_time: int = Field(ge=0, le=MAX_TS_MS, description="Window start, UTC epoch milliseconds")
+    end_time: int = Field(ge=0, le=MAX_TS_MS, description="Window end, UTC epoch milliseconds, inclusive")
+    interval: Literal["1min", "5min", "15min", "1h", "1d"] | None = Field(
+        default=None, description="Bucket size for avg/min/max/count rows; omit (null) for raw samples"
+    )
+    format: Literal["csv", "parquet"] = Field(default="csv", description="File format of the result")
+
+
+class ExportProgress(BaseModel):
+    rows: int = Field(description="Rows written so far")
+    estimated_rows: int
+    chunks_done: int
+    chunks_total: int = Field(description="0 until the run has planned its chunks")
+
+
+class ExportDownload(BaseModel):
+    url: str = Field(description="Presigned URL (R2/S3) or this API's /exports/{id}/download")
+    url_expires_at: str | None
+    filename: str
+    media_type: str
+
+
+class ExportAnswer(BaseModel):
+    export_id: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    request: dict[str, Any] = Field(description="The request as accepted (point names resolved)")
+    progress: ExportProgress
+    rows: int | None = Field(description="Rows in the result (succeeded)")
+    bytes: int | None = Field(description="Size of the result in bytes (succeeded)")
+    error: str | None = Field(description="Why it failed (failed)")
+    created_at: str
+    updated_at: str
+    expires_at: str = Field(description="After this the export is deleted (BV_EXPORT_TTL_HOURS)")
+    run_id: str | None = Field(description="The Dagster run writing it")
+    run_url: str | None = Field(description="The run in the Dagster UI")
+    links: dict[str, str]
+    download: ExportDownload | None = Field(default=None, description="GET /exports/{id} once succeeded")
+
+
+class ExportList(BaseModel):
+    exports: list[ExportAnswer]
