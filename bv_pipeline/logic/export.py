@@ -152,31 +152,53 @@ def _run(
 
     with tempfile.TemporaryDirectory(prefix="bv-export-", dir=workdir) as tmp:
         path = Path(tmp) / f"data.{spec.format}"
-        rows = 0
         with path.open("wb") as fh:
             writer: _CsvWriter | _ParquetWriter = (
                 _CsvWriter(fh) if spec.format == "csv" else _ParquetWriter(fh, interval_ms is not None)
             )
-            for i, (lo, hi) in enumerate(chunks):
-                result = reader.query(spec.site, list(spec.points), lo, hi, interval=spec.interval)
-                frame = _agg_columns(result.frame) if interval_ms else _raw_columns(result.frame)
-                rows += frame.height
-                if max_samples is not None and rows > max_samples:
-                    raise ExportTooLarge(f"the export exceeds the maximum of {max_samples:,} rows")
-                if frame.height:
-                    writer.write(frame)
-                status = status.advance(now_ms(), rows=rows, chunks_done=i + 1)
-                store.put(status.status_key, status.to_json())
-                if on_chunk is not None:
-                    on_chunk(status)
-            if rows == 0 and spec.format == "csv":
+            status = _write_chunks(reader, store, status, chunks, writer, now_ms, max_samples, on_chunk)
+            if status.rows == 0 and spec.format == "csv":
                 writer.write(_empty_frame(interval_ms is not None))  # a header, so the file is valid CSV
             writer.close()
         size = path.stat().st_size
         put_file(store, status.data_key, path)
-    done = status.advance(now_ms(), state="succeeded", rows=rows, bytes=size)
+    done = status.advance(now_ms(), state="succeeded", bytes=size)
     store.put(done.status_key, done.to_json())
     return done
+
+
+def _write_chunks(
+    reader: TimeseriesReader,
+    store: ObjectStore,
+    status: ExportStatus,
+    chunks: list[tuple[int, int]],
+    writer: _CsvWriter | _ParquetWriter,
+    now_ms: Callable[[], int],
+    max_samples: int | None,
+    on_chunk: Callable[[ExportStatus], Any] | None,
+) -> ExportStatus:
+    """Read and append every chunk, storing progress after each (returned: the last status stored).
+
+    The writer is closed on failure too (before its file handle), the file being discarded then."""
+    spec = status.spec
+    rows = 0
+    try:
+        for i, (lo, hi) in enumerate(chunks):
+            result = reader.query(spec.site, list(spec.points), lo, hi, interval=spec.interval)
+            frame = _agg_columns(result.frame) if spec.interval else _raw_columns(result.frame)
+            rows += frame.height
+            if max_samples is not None and rows > max_samples:
+                raise ExportTooLarge(f"the export exceeds the maximum of {max_samples:,} rows")
+            if frame.height:
+                writer.write(frame)
+            status = status.advance(now_ms(), rows=rows, chunks_done=i + 1)
+            store.put(status.status_key, status.to_json())
+            if on_chunk is not None:
+                on_chunk(status)
+    except BaseException:
+        writer.close()
+        raise
+    return status
 
 
 def _empty_frame(aggregated: bool) -> pl.DataFrame:

@@ -17,6 +17,7 @@ from bv_pipeline.storage.cold_keys import validate_object_key
 from bv_pipeline.storage.interfaces import ObjectStore
 
 MULTIPART_CHUNK_BYTES = 16 * 1024 * 1024  # every part but the last the same size (S3 and R2 semantics)
+MULTIPART_THRESHOLD_BYTES = MULTIPART_CHUNK_BYTES  # smaller files are one PUT
 
 
 def put_file(store: ObjectStore, key: str, path: Path) -> None:
@@ -26,7 +27,7 @@ def put_file(store: ObjectStore, key: str, path: Path) -> None:
         from boto3.s3.transfer import TransferConfig
 
         config = TransferConfig(
-            multipart_threshold=MULTIPART_CHUNK_BYTES,
+            multipart_threshold=MULTIPART_THRESHOLD_BYTES,
             multipart_chunksize=MULTIPART_CHUNK_BYTES,
             max_concurrency=4,
         )
