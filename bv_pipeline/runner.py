@@ -53,6 +53,12 @@ def prepare_dagster_home(home: Path) -> Path:
     return home
 
 
+def point_exports_at_webserver(env: dict[str, str], host: str, dagster_port: int) -> None:
+    """POST /exports launches export runs through the webserver this command starts (unless set explicitly)."""
+    if not env.get("BV_DAGSTER_GRAPHQL_URL", "").strip():
+        env["BV_DAGSTER_GRAPHQL_URL"] = f"http://{host}:{dagster_port}/graphql"
+
+
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="bv-pipeline run")
     parser.add_argument("--host", default="127.0.0.1")
@@ -67,9 +73,7 @@ def main(argv: Sequence[str]) -> int:
     env["DAGSTER_HOME"] = str(home)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 
-    if not env.get("BV_DAGSTER_GRAPHQL_URL", "").strip():
-        # POST /exports launches export runs through this webserver's GraphQL API.
-        env["BV_DAGSTER_GRAPHQL_URL"] = f"http://{args.host}:{args.dagster_port}/graphql"
+    point_exports_at_webserver(env, args.host, args.dagster_port)
 
     token = None
     if not settings.api_tokens:

@@ -29,10 +29,13 @@ def test_default_definitions_load_and_validate(monkeypatch: pytest.MonkeyPatch, 
         "hot_sync_job",
         "nightly_archive_job",
         "rollup_compaction_job",
+        "export_job",
+        "export_cleanup_job",
     }
     assert {s.name for s in loaded.schedules or []} == {
         "nightly_archive_schedule",
         "rollup_compaction_schedule",
+        "export_cleanup_schedule",
     }
 
 

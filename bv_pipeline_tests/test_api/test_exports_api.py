@@ -192,6 +192,7 @@ def test_expired_exports_are_gone_for_download(api: Api) -> None:
         ({"start_time": 0, "end_time": 400 * 86_400_000}, 400, "range_too_long"),
         ({"point_names": ["No.Such.Point", D.TEMP]}, 400, "unknown_points"),
         ({"point_names": ["a,b"]}, 400, "invalid_parameter"),
+        ({"point_names": ["  "]}, 400, "invalid_parameter"),
         ({"site_name": "no_such_site"}, 404, "unknown_site"),
     ],
 )

@@ -7,9 +7,9 @@ leave extra fields allowed: new metadata fields are additive.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bv_pipeline.api.coverage import DayState
 from bv_pipeline.api.web.validation import MAX_TS_MS, SITE_PATTERN
@@ -155,13 +155,24 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 PARAMETER_ERROR: dict[int | str, dict[str, Any]] = {400: error("Invalid parameter")}
 
 
+# One point name: no commas or control characters, not blank, at most 512 characters (as in /timeseries/query).
+ExportPointName = Annotated[
+    str,
+    StringConstraints(
+        min_length=1,
+        max_length=512,
+        pattern=r"^[^,\x00-\x1f\x7f]*[^,\s\x00-\x1f\x7f\x85\xa0][^,\x00-\x1f\x7f]*$",
+    ),
+]
+
+
 class ExportRequest(BaseModel):
     """`POST /exports`: the same window and points as `/timeseries/query`, written to a file asynchronously."""
 
     model_config = ConfigDict(extra="forbid")
 
     site_name: str = Field(description="Site slug", pattern=SITE_PATTERN)
-    point_names: list[str] = Field(
+    point_names: list[ExportPointName] = Field(
         min_length=1,
         max_length=10_000,
         description="Point names (as in /timeseries/query; at most BV_API_MAX_POINTS, every one must exist)",
