@@ -170,8 +170,9 @@ def test_search_chart_zoom_and_coverage(page: Page) -> None:
         damper.click()
     page.fill("#search", "SupplyTemp")
     expect(page.locator("#search-total")).to_have_text("2 points match")
-    with page.expect_response(is_query) as both_info:
-        page.locator(f'#results li[data-point="{D.TEMP}"]').click()
+    with page.expect_response(is_query) as both_info:  # by keyboard this time
+        page.locator(f'#results li[data-point="{D.TEMP}"]').focus()
+        page.keyboard.press("Enter")
     both = both_info.value
     body = both.json()
     assert both.status == 200 and [s["name"] for s in body["series"]] == [D.DAMPER, D.TEMP]

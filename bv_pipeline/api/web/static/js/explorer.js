@@ -131,6 +131,22 @@ async function search() {
   $("results").replaceChildren(...body.points.map(pointItem));
 }
 
+/** A list item that acts like a button: click, Enter or Space. */
+function actionItem(label, action) {
+  const li = document.createElement("li");
+  li.tabIndex = 0;
+  li.setAttribute("role", "button");
+  li.setAttribute("aria-label", label);
+  li.addEventListener("click", action);
+  li.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") {
+      e.preventDefault();
+      action();
+    }
+  });
+  return li;
+}
+
 function pointMeta(p) {
   const parts = [p.unit || "no unit", p.kind || "unknown kind"];
   if (p.marker_tags && p.marker_tags.length) parts.push(p.marker_tags.join(" "));
@@ -139,7 +155,7 @@ function pointMeta(p) {
 }
 
 function pointItem(p) {
-  const li = document.createElement("li");
+  const li = actionItem(`Chart ${p.name}`, () => addPoint(p));
   li.dataset.point = p.name;
   const name = document.createElement("div");
   name.className = "name";
@@ -149,7 +165,6 @@ function pointItem(p) {
   meta.textContent = pointMeta(p);
   li.append(name, meta);
   if (state.points.some((c) => c.name === p.name)) li.classList.add("charted");
-  li.addEventListener("click", () => addPoint(p));
   return li;
 }
 
@@ -175,7 +190,7 @@ function removePoint(name) {
 
 function renderSelected() {
   const items = state.points.map((p) => {
-    const li = document.createElement("li");
+    const li = actionItem(`Remove ${p.name} from the chart`, () => removePoint(p.name));
     li.dataset.point = p.name;
     const swatch = document.createElement("span");
     swatch.className = "swatch";
@@ -191,7 +206,6 @@ function renderSelected() {
     meta.className = "meta";
     meta.textContent = pointMeta(p);
     li.append(remove, swatch, name, meta);
-    li.addEventListener("click", () => removePoint(p.name));
     return li;
   });
   $("selected").replaceChildren(...items);
