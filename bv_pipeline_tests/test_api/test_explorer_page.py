@@ -241,6 +241,22 @@ def test_search_chart_zoom_and_coverage(page: Page) -> None:
     shown = page.locator("#status").inner_text()
     assert "buckets of 5min shown" in shown and f"source {zbody['metadata']['source']}" in shown
 
+    # The address holds the chart: a new tab (no token in its sessionStorage) signs in and shows the same view.
+    link = page.evaluate("location.hash")
+    assert f"start={start}" in link and f"end={end}" in link
+    tab = page.context.new_page()
+    tab.goto(f"/{link}")
+    tab.fill("#token", TOKEN)
+    with tab.expect_response(is_query) as restored_info:
+        tab.click("#signin-button")
+    restored = restored_info.value
+    assert window_of(restored) == (start, end)
+    assert parse_qs(urlparse(restored.url).query)["point_names"] == [f"{D.DAMPER},{D.TEMP}"]
+    expect(tab.locator("#selected li")).to_have_count(2)
+    tab.wait_for_function("() => window.bvExplorer.last !== null")
+    assert plotted(tab) == expected_plot(restored.json())
+    tab.close()
+
 
 def test_not_loaded_days_are_told_apart(page: Page) -> None:
     sign_in(page, TOKEN)
