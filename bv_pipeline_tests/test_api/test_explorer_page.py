@@ -170,8 +170,9 @@ def test_search_chart_zoom_and_coverage(page: Page) -> None:
         damper.click()
     page.fill("#search", "SupplyTemp")
     expect(page.locator("#search-total")).to_have_text("2 points match")
-    with page.expect_response(is_query) as both_info:
-        page.locator(f'#results li[data-point="{D.TEMP}"]').click()
+    with page.expect_response(is_query) as both_info:  # by keyboard this time
+        page.locator(f'#results li[data-point="{D.TEMP}"]').focus()
+        page.keyboard.press("Enter")
     both = both_info.value
     body = both.json()
     assert both.status == 200 and [s["name"] for s in body["series"]] == [D.DAMPER, D.TEMP]
@@ -239,6 +240,22 @@ def test_search_chart_zoom_and_coverage(page: Page) -> None:
     assert plotted(page)["x"] > 240 // 10 * 2  # finer than the hourly view of the same days
     shown = page.locator("#status").inner_text()
     assert "buckets of 5min shown" in shown and f"source {zbody['metadata']['source']}" in shown
+
+    # The address holds the chart: a new tab (no token in its sessionStorage) signs in and shows the same view.
+    link = page.evaluate("location.hash")
+    assert f"start={start}" in link and f"end={end}" in link
+    tab = page.context.new_page()
+    tab.goto(f"/{link}")
+    tab.fill("#token", TOKEN)
+    with tab.expect_response(is_query) as restored_info:
+        tab.click("#signin-button")
+    restored = restored_info.value
+    assert window_of(restored) == (start, end)
+    assert parse_qs(urlparse(restored.url).query)["point_names"] == [f"{D.DAMPER},{D.TEMP}"]
+    expect(tab.locator("#selected li")).to_have_count(2)
+    tab.wait_for_function("() => window.bvExplorer.last !== null")
+    assert plotted(tab) == expected_plot(restored.json())
+    tab.close()
 
 
 def test_not_loaded_days_are_told_apart(page: Page) -> None:

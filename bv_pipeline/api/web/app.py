@@ -44,7 +44,7 @@ def create_app(
     cfg = config if isinstance(config, ApiConfig) else ApiConfig.from_settings(config, env={})
     app = FastAPI(
         title="bv-pipeline chart read API",
-        version="1.0.0",
+        version="1.1.0",  # 1.1: coverage metadata, documented answers (400 not 422), JSON errors everywhere
         description=(
             "Time series of building-IoT points from the hot tier (recent days) and the cold tier (archived "
             "Parquet), merged without gaps or duplicates. Data endpoints need `Authorization: Bearer <token>`."

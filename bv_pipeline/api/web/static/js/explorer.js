@@ -85,8 +85,57 @@ async function signIn(token) {
     showMessage("Signed in, but the hot tier knows no site yet: wait for the first sync.", "info");
     return;
   }
+  const link = parseLink(window.location.hash);
+  if (link && body.sites.includes(link.site)) {
+    await openLink(link);
+    return;
+  }
   if (!state.window) setPreset("1d", false);
   selectSite(body.sites[0]);
+}
+
+// ---- links: the address holds the site, points and window, so a chart can be shared or reloaded --------------
+
+function parseLink(hash) {
+  const q = new URLSearchParams(hash.replace(/^#/, ""));
+  const start = Number(q.get("start"));
+  const end = Number(q.get("end"));
+  const points = (q.get("points") || "").split(",").filter(Boolean);
+  if (!q.get("site") || !points.length || !Number.isFinite(start) || !Number.isFinite(end) || end <= start) return null;
+  return { site: q.get("site"), points: points.slice(0, MAX_CHARTED), start, end };
+}
+
+function writeLink() {
+  if (!state.points.length || !state.window) return;
+  const q = new URLSearchParams({
+    site: state.site,
+    points: state.points.map((p) => p.name).join(","),
+    start: String(state.window.start),
+    end: String(state.window.end),
+  });
+  history.replaceState(null, "", `#${q}`);
+}
+
+async function openLink(link) {
+  selectSite(link.site);
+  clearPreset();
+  setWindow(link.start, link.end, { home: true, fetch: false });
+  // Each point's metadata (unit, kind, cadence) from the catalogue; names it no longer has are reported.
+  const missing = [];
+  for (const name of link.points) {
+    try {
+      const found = await api.get(`/sites/${encodeURIComponent(link.site)}/points`, { search: name, limit: 50 });
+      const p = found.points.find((c) => c.name === name);
+      if (p) addPoint(p, false);
+      else missing.push(name);
+    } catch (err) {
+      handleError(err);
+      return;
+    }
+  }
+  renderSelected();
+  await load();
+  if (missing.length) showMessage(`Not in this site's catalogue: ${missing.join(", ")}`, "info");
 }
 
 function signOut() {
@@ -131,6 +180,22 @@ async function search() {
   $("results").replaceChildren(...body.points.map(pointItem));
 }
 
+/** A list item that acts like a button: click, Enter or Space. */
+function actionItem(label, action) {
+  const li = document.createElement("li");
+  li.tabIndex = 0;
+  li.setAttribute("role", "button");
+  li.setAttribute("aria-label", label);
+  li.addEventListener("click", action);
+  li.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") {
+      e.preventDefault();
+      action();
+    }
+  });
+  return li;
+}
+
 function pointMeta(p) {
   const parts = [p.unit || "no unit", p.kind || "unknown kind"];
   if (p.marker_tags && p.marker_tags.length) parts.push(p.marker_tags.join(" "));
@@ -139,7 +204,7 @@ function pointMeta(p) {
 }
 
 function pointItem(p) {
-  const li = document.createElement("li");
+  const li = actionItem(`Chart ${p.name}`, () => addPoint(p));
   li.dataset.point = p.name;
   const name = document.createElement("div");
   name.className = "name";
@@ -149,11 +214,10 @@ function pointItem(p) {
   meta.textContent = pointMeta(p);
   li.append(name, meta);
   if (state.points.some((c) => c.name === p.name)) li.classList.add("charted");
-  li.addEventListener("click", () => addPoint(p));
   return li;
 }
 
-function addPoint(p) {
+function addPoint(p, fetch = true) {
   if (state.points.some((c) => c.name === p.name)) return;
   if (state.points.length >= MAX_CHARTED) {
     showMessage(`At most ${MAX_CHARTED} points at once: remove one first.`, "info");
@@ -163,6 +227,7 @@ function addPoint(p) {
   const color = COLORS.find((c) => !used.has(c)) || COLORS[0];
   const cadenceMs = (p.collect_interval_s || 0) * 1000;
   state.points.push({ name: p.name, unit: p.unit, kind: p.kind, marker_tags: p.marker_tags, cadenceMs, color });
+  if (!fetch) return;
   renderSelected();
   load();
 }
@@ -175,7 +240,7 @@ function removePoint(name) {
 
 function renderSelected() {
   const items = state.points.map((p) => {
-    const li = document.createElement("li");
+    const li = actionItem(`Remove ${p.name} from the chart`, () => removePoint(p.name));
     li.dataset.point = p.name;
     const swatch = document.createElement("span");
     swatch.className = "swatch";
@@ -191,7 +256,6 @@ function renderSelected() {
     meta.className = "meta";
     meta.textContent = pointMeta(p);
     li.append(remove, swatch, name, meta);
-    li.addEventListener("click", () => removePoint(p.name));
     return li;
   });
   $("selected").replaceChildren(...items);
@@ -277,6 +341,7 @@ async function load() {
   const xLength = chart.show(state.points, body, start, end);
   chart.showCoverage(body.metadata.coverage, start, end);
   renderStatus(body, params);
+  writeLink();
   state.last = {
     params,
     series: body.series.map((s) => ({ name: s.name, points: s.timestamps.length })),
