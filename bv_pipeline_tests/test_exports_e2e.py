@@ -106,24 +106,26 @@ def build_year(data_dir: Path, sim: AceSimulator) -> int:
 
 def _start_webserver(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [*WEBSERVER, "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
             cwd=ROOT,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def _wait_until_serving(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"dagster-webserver exited: {log.read_text()[-3000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).status_code == 200:
-                return proc
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    proc.kill()
     raise RuntimeError(f"dagster-webserver did not start: {log.read_text()[-3000:]}")
 
 
@@ -145,12 +147,18 @@ def test_year_of_20_points_exported_through_dagster(tmp_path: Path, monkeypatch:
         monkeypatch.setenv(k, v)
 
     t0 = time.perf_counter()
-    sim = AceSimulator(SimulatorConfig(sites=(SITE,), points=POINTS, seed=SEED))
-    total_rows = build_year(data_dir, sim)
-    assert total_rows > 10_000_000
-    t_data = time.perf_counter()
-    port = _free_port()
-    webserver = _start_webserver(port, dict(os.environ), tmp_path / "webserver.log")
+    # The webserver loads the code location (which needs no data) while the year is written.
+    port, log = _free_port(), tmp_path / "webserver.log"
+    webserver = _start_webserver(port, dict(os.environ), log)
+    try:
+        sim = AceSimulator(SimulatorConfig(sites=(SITE,), points=POINTS, seed=SEED))
+        total_rows = build_year(data_dir, sim)
+        assert total_rows > 10_000_000
+        t_data = time.perf_counter()
+        _wait_until_serving(webserver, port, log)
+    except BaseException:
+        webserver.kill()
+        raise
     t_web = time.perf_counter()
     hot = SqliteHotStore(data_dir / "hot.sqlite3")
     reader = TimeseriesReader(hot, LocalObjectStore(data_dir / "cold"), max_workers=4)
