@@ -1,6 +1,6 @@
 """Export benchmark: a year of 20 simulated points (1-minute cadence, ~10.4 M rows) exported by ``run_export``.
 
-    .venv/bin/python -m bench.bench_export [--points 20] [--days 365] [--chunk-samples 1000000] [--formats parquet,csv]
+    .venv/bin/python -m bench.bench_export [--points 20] [--days 365] [--chunk-samples 1000000] [--formats parquet,csv,csv.gz]
 
 Builds the year straight into a local cold tier (the simulator's truth, encoded by the pipeline's own
 ``encode_day`` with a verified manifest entry per day), then runs the export job's function for each format with
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--points", type=int, default=20)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--chunk-samples", type=int, default=1_000_000)
-    parser.add_argument("--formats", default="parquet,csv")
+    parser.add_argument("--formats", default="parquet,csv,csv.gz")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         t = time.perf_counter()

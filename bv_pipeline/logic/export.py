@@ -8,12 +8,13 @@ far, so ``GET /exports/{id}`` can show progress.
 Output columns (sorted by timestamp, then point name):
 - raw: ``point_name, timestamp, value, value_text`` (``value_text`` for text samples, ``value`` null then);
 - aggregated: ``point_name, timestamp`` (bucket start), ``avg, min, max, count``.
-CSV writes ``timestamp`` as epoch milliseconds plus a ``time_utc`` ISO-8601 column and floats in their shortest
+CSV (plain or gzip-compressed, ``csv.gz``) writes ``timestamp`` as epoch milliseconds plus a ``time_utc`` ISO-8601 column and floats in their shortest
 round-trip form (``-0.0``, ``NaN`` kept); Parquet stores ``timestamp`` as ``timestamp[ms, UTC]`` and float64 bits.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import tempfile
 from collections.abc import Callable
@@ -77,6 +78,17 @@ class _CsvWriter:
         self._fh.flush()
 
 
+class _GzipCsvWriter(_CsvWriter):
+    """CSV through gzip (level 3: most of level 6's ratio on this data at a fraction of its time)."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._gz = gzip.GzipFile(fileobj=fh, mode="wb", compresslevel=3, mtime=0)
+        super().__init__(self._gz)
+
+    def close(self) -> None:
+        self._gz.close()  # writes the gzip trailer; the underlying file stays open
+
+
 class _ParquetWriter:
     def __init__(self, fh: IO[bytes], aggregated: bool) -> None:
         fields = [
@@ -98,6 +110,14 @@ class _ParquetWriter:
 
     def close(self) -> None:
         self._writer.close()
+
+
+def _open_writer(fmt: str, fh: IO[bytes], aggregated: bool) -> _CsvWriter | _ParquetWriter:
+    if fmt == "csv":
+        return _CsvWriter(fh)
+    if fmt == "csv.gz":
+        return _GzipCsvWriter(fh)
+    return _ParquetWriter(fh, aggregated)
 
 
 def run_export(
@@ -153,11 +173,9 @@ def _run(
     with tempfile.TemporaryDirectory(prefix="bv-export-", dir=workdir) as tmp:
         path = Path(tmp) / f"data.{spec.format}"
         with path.open("wb") as fh:
-            writer: _CsvWriter | _ParquetWriter = (
-                _CsvWriter(fh) if spec.format == "csv" else _ParquetWriter(fh, interval_ms is not None)
-            )
+            writer = _open_writer(spec.format, fh, interval_ms is not None)
             status = _write_chunks(reader, store, status, chunks, writer, now_ms, max_samples, on_chunk)
-            if status.rows == 0 and spec.format == "csv":
+            if status.rows == 0 and isinstance(writer, _CsvWriter):
                 writer.write(_empty_frame(interval_ms is not None))  # a header, so the file is valid CSV
             writer.close()
         size = path.stat().st_size

@@ -26,12 +26,16 @@ from bv_pipeline.storage.samples import MS_PER_DAY
 EXPORTS_PREFIX = "exports"
 STATUS_NAME = "status.json"
 RUN_NAME = "run.json"
-ExportFormat = Literal["csv", "parquet"]
+ExportFormat = Literal["csv", "csv.gz", "parquet"]
 ExportState = Literal["queued", "running", "succeeded", "failed"]
-FORMATS: tuple[str, ...] = ("csv", "parquet")
+FORMATS: tuple[str, ...] = ("csv", "csv.gz", "parquet")
 ACTIVE_STATES: frozenset[str] = frozenset({"queued", "running"})
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed"})
-MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
+MEDIA_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "csv.gz": "application/gzip",
+    "parquet": "application/vnd.apache.parquet",
+}
 _EXPORT_ID = re.compile(r"^(?P<ts>\d{8}T\d{6}Z)-(?P<rand>[0-9a-f]{16})$")
 _OWNER = re.compile(r"^[0-9a-f]{32}$")
 

@@ -209,3 +209,22 @@ def test_export_job_failure_marks_the_status_failed(ds: D.Dataset, tmp_path: Pat
     assert failed.state == "failed" and failed.error and failed.run_id == result.run_id
     assert store.size(failed.data_key) is None
     assert dg.DagsterEventType.STEP_FAILURE in [e.event_type for e in result.all_events]
+
+
+def test_gzip_csv_export_decompresses_to_the_plain_csv(ds: D.Dataset, tmp_path: Path) -> None:
+    import gzip
+
+    store = LocalObjectStore(tmp_path / "store")
+    plain, packed = queued(store, "csv", interval="15min"), queued(store, "csv.gz", interval="15min")
+    reader = TimeseriesReader(ds.hot, ds.cold, max_workers=2)
+    try:
+        run_export(reader, store, plain, now_ms=lambda: NOW_MS, chunk_samples=500)
+        done = run_export(reader, store, packed, now_ms=lambda: NOW_MS, chunk_samples=500)
+    finally:
+        reader.close()
+    assert packed.data_key.endswith("/data.csv.gz")
+    data = store.get(packed.data_key)
+    assert len(data) == done.bytes and data[:2] == b"\x1f\x8b"
+    assert gzip.decompress(data) == store.get(plain.data_key)
+    header = store.get(plain.data_key).split(b"\n", 1)[0]
+    assert header == b"point_name,timestamp,time_utc,avg,min,max,count"

@@ -182,7 +182,9 @@ class ExportRequest(BaseModel):
     interval: Literal["1min", "5min", "15min", "1h", "1d"] | None = Field(
         default=None, description="Bucket size for avg/min/max/count rows; omit (null) for raw samples"
     )
-    format: Literal["csv", "parquet"] = Field(default="csv", description="File format of the result")
+    format: Literal["csv", "csv.gz", "parquet"] = Field(
+        default="csv", description="File format of the result (csv.gz: CSV compressed with gzip)"
+    )
 
 
 class ExportProgress(BaseModel):

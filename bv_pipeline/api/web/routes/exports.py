@@ -197,7 +197,7 @@ def get_export(export_id: ExportId, token_key: Authorized, service: Exports) -> 
     responses={
         200: {
             "description": "The file (local-directory cold tier)",
-            "content": {"text/csv": {}, "application/vnd.apache.parquet": {}},
+            "content": {"text/csv": {}, "application/gzip": {}, "application/vnd.apache.parquet": {}},
         },
         307: {
             "description": "Redirect to a time-limited presigned URL",
