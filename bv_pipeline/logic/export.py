@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from bv_pipeline.api.aggregate import INTERVALS_MS
 from bv_pipeline.api.reader import TimeseriesReader
 from bv_pipeline.resources.export_files import put_file
-from bv_pipeline.storage.exports import ExportStatus, estimate_samples, plan_chunks
+from bv_pipeline.storage.exports import ExportStatus, estimate_samples, plan_chunks, point_cadences
 from bv_pipeline.storage.interfaces import ObjectStore
 from bv_pipeline.storage.samples import MS_PER_DAY
 
@@ -160,11 +160,7 @@ def _run(
 ) -> ExportStatus:
     spec = status.spec
     interval_ms = INTERVALS_MS[spec.interval] if spec.interval else None
-    catalogue = reader.catalogue(spec.site)
-    cadences = [
-        (m.collect_interval_s if (m := catalogue.get(p)) and m.collect_interval_s else DEFAULT_CADENCE_S)
-        for p in spec.points
-    ]
+    cadences = point_cadences(reader.catalogue(spec.site), spec.points, DEFAULT_CADENCE_S)
     per_day = estimate_samples(cadences, 0, MS_PER_DAY, interval_ms)
     chunks = plan_chunks(spec.start_ms, spec.end_ms, per_day, chunk_samples)
     status = status.advance(now_ms(), state="running", rows=0, chunks_done=0, chunks_total=len(chunks))

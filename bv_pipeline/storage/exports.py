@@ -15,12 +15,13 @@ import datetime as dt
 import math
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import orjson
 
+from bv_pipeline.storage.interfaces import PointMeta
 from bv_pipeline.storage.samples import MS_PER_DAY
 
 EXPORTS_PREFIX = "exports"
@@ -199,6 +200,15 @@ def download_filename(status: ExportStatus) -> str:
 
 
 # ---- sizing and chunk planning --------------------------------------------------------------------------------
+
+
+def point_cadences(catalogue: Mapping[str, PointMeta], points: Sequence[str], default_s: int) -> list[int]:
+    """Each point's collect interval in seconds, ``default_s`` where the catalogue does not know it."""
+    out = []
+    for p in points:
+        meta = catalogue.get(p)
+        out.append(meta.collect_interval_s if meta is not None and meta.collect_interval_s else default_s)
+    return out
 
 
 def estimate_samples(cadences_s: Sequence[int], start_ms: int, end_ms: int, interval_ms: int | None) -> int:

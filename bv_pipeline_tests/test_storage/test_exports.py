@@ -170,3 +170,10 @@ def test_a_day_larger_than_the_budget_is_one_chunk() -> None:
     chunks = E.plan_chunks(0, 3 * MS_PER_DAY, 10_000_000, 1000)
     assert chunks == [(0, MS_PER_DAY), (MS_PER_DAY, 2 * MS_PER_DAY), (2 * MS_PER_DAY, 3 * MS_PER_DAY)]
     assert E.plan_chunks(5, 5, 10, 10) == []
+
+
+def test_point_cadences_fall_back_to_the_default() -> None:
+    from bv_pipeline.storage.interfaces import PointMeta
+
+    catalogue = {"a": PointMeta(name="a", collect_interval_s=300), "b": PointMeta(name="b")}
+    assert E.point_cadences(catalogue, ["a", "b", "unknown"], 60) == [300, 60, 60]

@@ -29,12 +29,18 @@ from bv_pipeline.api.web.schemas import (
 )
 from bv_pipeline.api.web.security import Authorized
 from bv_pipeline.api.web.validation import check_point_names, known_site
-from bv_pipeline.storage.exports import MEDIA_TYPES, ExportSpec, ExportStatus, estimate_samples, owner_of
+from bv_pipeline.storage.exports import (
+    MEDIA_TYPES,
+    ExportSpec,
+    ExportStatus,
+    estimate_samples,
+    owner_of,
+    point_cadences,
+)
 from bv_pipeline.storage.samples import MS_PER_DAY
 
 router = APIRouter(tags=["exports"])
 EXPORT_ID_PATTERN = r"^\d{8}T\d{6}Z-[0-9a-f]{16}$"
-DEFAULT_CADENCE_S = 60
 
 
 def _service(request: Request) -> ExportService:
@@ -126,11 +132,7 @@ def create_export(
             "some points are not known for this site",
             extra={"unknown_points": unknown},
         )
-    catalogue = reader.catalogue(site)
-    cadences = [
-        (m.collect_interval_s if (m := catalogue.get(p)) and m.collect_interval_s else DEFAULT_CADENCE_S)
-        for p in resolved
-    ]
+    cadences = point_cadences(reader.catalogue(site), resolved, cfg.default_cadence_s)
     interval_ms = INTERVALS_MS[body.interval] if body.interval else None
     estimate = estimate_samples(cadences, body.start_time, end_excl, interval_ms)
     if estimate > service.limits.max_samples:
