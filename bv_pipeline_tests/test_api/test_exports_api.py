@@ -304,3 +304,50 @@ def _spec() -> Any:
     from bv_pipeline.storage.exports import ExportSpec
 
     return ExportSpec(site=D.SITE, points=(D.TEMP,), start_ms=0, end_ms=1, interval=None, format="csv")
+
+
+def test_on_s3_the_download_is_a_presigned_url(ds: D.Dataset, s3_bucket: Any) -> None:
+    """With an R2/S3 cold tier the status carries a presigned URL and /download redirects to a fresh one."""
+    import hashlib
+
+    import httpx
+
+    from bv_pipeline.resources.cold_store import ColdStoreResource
+    from bv_pipeline.storage.exports import ExportSpec, new_export_id
+
+    store = ColdStoreResource(
+        r2_endpoint_url=s3_bucket.endpoint_url,
+        r2_bucket=s3_bucket.bucket,
+        r2_access_key_id=s3_bucket.access_key_id,
+        r2_secret_access_key=s3_bucket.secret_access_key,
+        region_name="us-east-1",
+    ).get_store()
+    s3_reader = TimeseriesReader(ds.hot, store, max_workers=2)
+    try:
+        api = make_api(ds, s3_reader)
+        owner = owner_of(hashlib.sha256(api.tokens[0].encode()).hexdigest())
+        status = ExportStatus(
+            export_id=new_export_id(NOW_MS),
+            owner=owner,
+            state="succeeded",
+            spec=ExportSpec(D.SITE, (D.TEMP,), 0, 86_400_000, None, "parquet"),
+            created_ms=NOW_MS,
+            updated_ms=NOW_MS,
+            expires_ms=NOW_MS + 2 * 3_600_000,
+            rows=3,
+            bytes=11,
+        )
+        store.put(status.data_key, b"parquet!!!!")
+        store.put(status.status_key, status.to_json())
+        got = api.get(f"/exports/{status.export_id}").json()
+        url = got["download"]["url"]
+        assert url.startswith(s3_bucket.endpoint_url) and "Signature=" in url
+        assert got["download"]["url_expires_at"] == "2025-03-12T01:00:00.000Z"  # one hour from now
+        fetched = httpx.get(url, timeout=30)
+        assert fetched.status_code == 200 and fetched.content == b"parquet!!!!"
+        redirect = api.get(f"/exports/{status.export_id}/download")
+        assert redirect.status_code == 307 and redirect.headers["location"].startswith(s3_bucket.endpoint_url)
+        assert httpx.get(redirect.headers["location"], timeout=30).content == b"parquet!!!!"
+        assert api.get(f"/exports/{status.export_id}", which=1).status_code == 404
+    finally:
+        s3_reader.close()
