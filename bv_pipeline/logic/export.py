@@ -3,13 +3,14 @@
 Memory stays bounded by one chunk (about ``chunk_samples`` rows): each chunk is read by ``TimeseriesReader.query``
 (the same engine and tier routing as ``/timeseries/query``), appended to a local file and dropped; the finished
 file is uploaded without being read into memory. ``status.json`` is rewritten after every chunk with the rows so
-far, so ``GET /exports/{id}`` can show progress.
+far (at most every 2 s: R2 takes about one write per second to a key), so ``GET /exports/{id}`` can show
+progress.
 
 Output columns (sorted by timestamp, then point name):
 - raw: ``point_name, timestamp, value, value_text`` (``value_text`` for text samples, ``value`` null then);
 - aggregated: ``point_name, timestamp`` (bucket start), ``avg, min, max, count``.
-CSV (plain or gzip-compressed, ``csv.gz``) writes ``timestamp`` as epoch milliseconds plus a ``time_utc`` ISO-8601 column and floats in their shortest
-round-trip form (``-0.0``, ``NaN`` kept); Parquet stores ``timestamp`` as ``timestamp[ms, UTC]`` and float64 bits.
+CSV (plain or gzip-compressed, ``csv.gz``) writes ``timestamp`` as epoch milliseconds plus a ``time_utc``
+ISO-8601 column and floats in their shortest round-trip form (``-0.0``, ``NaN`` kept); Parquet stores ``timestamp`` as ``timestamp[ms, UTC]`` and float64 bits.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import gzip
 import logging
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -35,6 +37,44 @@ from bv_pipeline.storage.samples import MS_PER_DAY
 DEFAULT_CHUNK_SAMPLES = 1_000_000
 DEFAULT_CADENCE_S = 60  # assumed for a point whose collect interval is unknown (as the query budget does)
 _log = logging.getLogger(__name__)
+
+
+class StatusPublisher:
+    """Stores an export's ``status.json`` no faster than R2 accepts writes to one key (about one per second).
+
+    Progress is stored at most every ``progress_every_s``; a state that must be stored (running, succeeded,
+    failed) waits until ``min_gap_s`` after the previous write instead of risking a 429.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        progress_every_s: float = 2.0,
+        min_gap_s: float = 1.1,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store
+        self.progress_every_s = progress_every_s
+        self.min_gap_s = min_gap_s
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._last: float | None = None
+        self.writes = 0
+
+    def publish(self, status: ExportStatus, *, progress: bool = False) -> bool:
+        """Store ``status``; a ``progress`` update is skipped (False) when the last write is too recent."""
+        if self._last is not None:
+            since = self._monotonic() - self._last
+            if progress and since < self.progress_every_s:
+                return False
+            if since < self.min_gap_s:
+                self._sleep(self.min_gap_s - since)
+        self.store.put(status.status_key, status.to_json())
+        self._last = self._monotonic()
+        self.writes += 1
+        return True
 
 
 class ExportTooLarge(RuntimeError):
@@ -130,13 +170,15 @@ def run_export(
     max_samples: int | None = None,
     workdir: Path | None = None,
     on_chunk: Callable[[ExportStatus], Any] | None = None,
+    publisher: StatusPublisher | None = None,
 ) -> ExportStatus:
     """Write the export ``status`` describes and return its ``succeeded`` status (also stored).
 
     Raises on any failure after storing a ``failed`` status with the reason, so the run fails visibly too.
     """
+    publisher = publisher or StatusPublisher(store)
     try:
-        return _run(reader, store, status, now_ms, chunk_samples, max_samples, workdir, on_chunk)
+        return _run(reader, store, publisher, status, now_ms, chunk_samples, max_samples, workdir, on_chunk)
     except Exception as exc:
         failed = status.advance(now_ms(), state="failed", error=f"{type(exc).__name__}: {exc}"[:1000])
         try:
@@ -144,13 +186,14 @@ def run_export(
             failed = current.advance(now_ms(), state="failed", error=failed.error)
         except Exception:  # no readable status: the one we were given stands
             _log.warning("export %s: no readable status to mark failed", status.export_id)
-        store.put(failed.status_key, failed.to_json())
+        publisher.publish(failed)
         raise
 
 
 def _run(
     reader: TimeseriesReader,
     store: ObjectStore,
+    publisher: StatusPublisher,
     status: ExportStatus,
     now_ms: Callable[[], int],
     chunk_samples: int,
@@ -164,26 +207,26 @@ def _run(
     per_day = estimate_samples(cadences, 0, MS_PER_DAY, interval_ms)
     chunks = plan_chunks(spec.start_ms, spec.end_ms, per_day, chunk_samples)
     status = status.advance(now_ms(), state="running", rows=0, chunks_done=0, chunks_total=len(chunks))
-    store.put(status.status_key, status.to_json())
+    publisher.publish(status)
 
     with tempfile.TemporaryDirectory(prefix="bv-export-", dir=workdir) as tmp:
         path = Path(tmp) / f"data.{spec.format}"
         with path.open("wb") as fh:
             writer = _open_writer(spec.format, fh, interval_ms is not None)
-            status = _write_chunks(reader, store, status, chunks, writer, now_ms, max_samples, on_chunk)
+            status = _write_chunks(reader, publisher, status, chunks, writer, now_ms, max_samples, on_chunk)
             if status.rows == 0 and isinstance(writer, _CsvWriter):
                 writer.write(_empty_frame(interval_ms is not None))  # a header, so the file is valid CSV
             writer.close()
         size = path.stat().st_size
         put_file(store, status.data_key, path)
     done = status.advance(now_ms(), state="succeeded", bytes=size)
-    store.put(done.status_key, done.to_json())
+    publisher.publish(done)
     return done
 
 
 def _write_chunks(
     reader: TimeseriesReader,
-    store: ObjectStore,
+    publisher: StatusPublisher,
     status: ExportStatus,
     chunks: list[tuple[int, int]],
     writer: _CsvWriter | _ParquetWriter,
@@ -191,7 +234,7 @@ def _write_chunks(
     max_samples: int | None,
     on_chunk: Callable[[ExportStatus], Any] | None,
 ) -> ExportStatus:
-    """Read and append every chunk, storing progress after each (returned: the last status stored).
+    """Read and append every chunk, publishing progress after each (returned: the latest status).
 
     The writer is closed on failure too (before its file handle), the file being discarded then."""
     spec = status.spec
@@ -206,7 +249,7 @@ def _write_chunks(
             if frame.height:
                 writer.write(frame)
             status = status.advance(now_ms(), rows=rows, chunks_done=i + 1)
-            store.put(status.status_key, status.to_json())
+            publisher.publish(status, progress=True)
             if on_chunk is not None:
                 on_chunk(status)
     except BaseException:

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bv_pipeline.api.reader import TimeseriesReader
-from bv_pipeline.logic.export import ExportTooLarge, run_export
+from bv_pipeline.logic.export import ExportTooLarge, StatusPublisher, run_export
 from bv_pipeline.ops.exports import export_job
 from bv_pipeline.resources import export_files
 from bv_pipeline.resources.clock import ClockResource
@@ -73,7 +73,13 @@ def test_csv_export_is_exact_and_reports_progress_per_chunk(ds: D.Dataset, tmp_p
     seen: list[ExportStatus] = []
     try:
         done = run_export(
-            reader, store, status, now_ms=lambda: NOW_MS, chunk_samples=2000, on_chunk=seen.append
+            reader,
+            store,
+            status,
+            now_ms=lambda: NOW_MS,
+            publisher=StatusPublisher(store, sleep=lambda _s: None),
+            chunk_samples=2000,
+            on_chunk=seen.append,
         )
     finally:
         reader.close()
@@ -107,7 +113,14 @@ def test_parquet_interval_export_equals_the_query_answer(ds: D.Dataset, tmp_path
     status = queued(store, "parquet", interval="1h")
     reader = TimeseriesReader(ds.hot, ds.cold, max_workers=2)
     try:
-        done = run_export(reader, store, status, now_ms=lambda: NOW_MS, chunk_samples=100)
+        done = run_export(
+            reader,
+            store,
+            status,
+            now_ms=lambda: NOW_MS,
+            publisher=StatusPublisher(store, sleep=lambda _s: None),
+            chunk_samples=100,
+        )
         answer = reader.query(D.SITE, D.POINTS, *WINDOW, interval="1h").frame
     finally:
         reader.close()
@@ -127,7 +140,15 @@ def test_too_many_rows_fails_with_the_reason_in_the_status(ds: D.Dataset, tmp_pa
     reader = TimeseriesReader(ds.hot, ds.cold, max_workers=2)
     try:
         with pytest.raises(ExportTooLarge):
-            run_export(reader, store, status, now_ms=lambda: NOW_MS, chunk_samples=2000, max_samples=3000)
+            run_export(
+                reader,
+                store,
+                status,
+                now_ms=lambda: NOW_MS,
+                publisher=StatusPublisher(store, sleep=lambda _s: None),
+                chunk_samples=2000,
+                max_samples=3000,
+            )
     finally:
         reader.close()
     failed = ExportStatus.from_json(store.get(status.status_key))
@@ -218,8 +239,22 @@ def test_gzip_csv_export_decompresses_to_the_plain_csv(ds: D.Dataset, tmp_path: 
     plain, packed = queued(store, "csv", interval="15min"), queued(store, "csv.gz", interval="15min")
     reader = TimeseriesReader(ds.hot, ds.cold, max_workers=2)
     try:
-        run_export(reader, store, plain, now_ms=lambda: NOW_MS, chunk_samples=500)
-        done = run_export(reader, store, packed, now_ms=lambda: NOW_MS, chunk_samples=500)
+        run_export(
+            reader,
+            store,
+            plain,
+            now_ms=lambda: NOW_MS,
+            publisher=StatusPublisher(store, sleep=lambda _s: None),
+            chunk_samples=500,
+        )
+        done = run_export(
+            reader,
+            store,
+            packed,
+            now_ms=lambda: NOW_MS,
+            publisher=StatusPublisher(store, sleep=lambda _s: None),
+            chunk_samples=500,
+        )
     finally:
         reader.close()
     assert packed.data_key.endswith("/data.csv.gz")
@@ -228,3 +263,24 @@ def test_gzip_csv_export_decompresses_to_the_plain_csv(ds: D.Dataset, tmp_path: 
     assert gzip.decompress(data) == store.get(plain.data_key)
     header = store.get(plain.data_key).split(b"\n", 1)[0]
     assert header == b"point_name,timestamp,time_utc,avg,min,max,count"
+
+
+def test_status_writes_are_spaced_for_r2s_one_write_per_second_per_key(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "store")
+    status = queued(store, "csv")
+    clock, slept = [100.0], []
+
+    def sleep(s: float) -> None:
+        slept.append(round(s, 3))
+        clock[0] += s
+
+    pub = StatusPublisher(store, monotonic=lambda: clock[0], sleep=sleep)
+    assert pub.publish(status.advance(1, state="running"))  # first write: immediately
+    clock[0] += 0.5
+    assert not pub.publish(status.advance(2, rows=5), progress=True)  # progress 0.5 s later: skipped
+    clock[0] += 1.6
+    assert pub.publish(status.advance(3, rows=9), progress=True)  # 2.1 s after the last write: stored
+    clock[0] += 0.3
+    assert pub.publish(status.advance(4, state="succeeded"))  # a final state waits out the gap
+    assert slept == [0.8] and pub.writes == 3
+    assert ExportStatus.from_json(store.get(status.status_key)).state == "succeeded"
