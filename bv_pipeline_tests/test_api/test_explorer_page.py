@@ -243,7 +243,7 @@ def test_search_chart_zoom_and_coverage(page: Page) -> None:
 
     # The address holds the chart: a new tab (no token in its sessionStorage) signs in and shows the same view.
     link = page.evaluate("location.hash")
-    assert f"start={start}" in link and f"end={end}" in link
+    assert f"start={start}" in link and f"end={end + 1}" in link  # the window is [start, end_time + 1)
     tab = page.context.new_page()
     tab.goto(f"/{link}")
     tab.fill("#token", TOKEN)
@@ -279,12 +279,24 @@ def test_not_loaded_days_are_told_apart(page: Page) -> None:
     with page.expect_response(is_query) as preset_info:
         page.click('#presets button[data-preset="7d"]')
     start, end = window_of(preset_info.value)
-    assert end - start == 7 * 86_400_000 and abs(end / 1000 - time.time()) < 60
+    assert end - start == 7 * 86_400_000 - 1 and abs(end / 1000 - time.time()) < 60  # end_time is inclusive
     preset = preset_info.value.json()
     assert preset["metadata"]["interval"] == "5min" and set(preset["metadata"]["coverage"].values()) == {
         "not_loaded"
     }
     expect(page.locator('#presets button[data-preset="7d"]')).to_have_class("active")
+
+    # An enum point has text samples: charted, counted, and named as having nothing numeric to draw.
+    page.fill("#range-start", "2025-03-08T00:00")
+    page.fill("#range-end", "2025-03-09T00:00")
+    page.click("#custom-range button[type=submit]")
+    page.fill("#search", "OccMode")
+    expect(page.locator("#search-total")).to_have_text("1 point match")
+    with page.expect_response(is_query) as mode_info:
+        page.locator(f'#results li[data-point="{D.MODE}"]').click()
+    mode = mode_info.value.json()
+    assert mode["metadata"]["interval"] is None and len(mode["series"][1]["timestamps"]) > 200
+    expect(page.locator("#status")).to_contain_text(f"no numeric values to plot: {D.MODE}")
     # The page and its assets are served with a strict policy and no third-party origin.
     resp = page.request.get("/")
     assert "script-src 'self'" in resp.headers["content-security-policy"]

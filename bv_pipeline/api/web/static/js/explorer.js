@@ -362,8 +362,9 @@ function renderStatus(body, params) {
   if (notLoaded) parts.push(`${notLoaded} of ${days.length} days not loaded`);
   if (!shown) parts.push(notLoaded === days.length ? "no data: the pipeline holds none of these days" : "no samples in this window");
   if (m.unknown_points && m.unknown_points.length) parts.push(`unknown: ${m.unknown_points.join(", ")}`);
-  const text = body.series.filter((s) => s.values.some((v) => typeof v === "string")).map((s) => s.name);
-  if (text.length) parts.push(`text values not plotted: ${text.join(", ")}`);
+  // Text (enum) samples, or buckets of them (count without an average), have nothing to draw.
+  const unplottable = body.series.filter((s) => s.timestamps.length && !s.values.some((v) => typeof v === "number"));
+  if (unplottable.length) parts.push(`no numeric values to plot: ${unplottable.map((s) => s.name).join(", ")}`);
   $("status").textContent = parts.join(" · ");
 }
 

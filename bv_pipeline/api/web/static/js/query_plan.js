@@ -18,7 +18,7 @@ export function queryParams(site, points, start, end, width) {
     site_name: site,
     point_names: points.map((p) => p.name).join(","),
     start_time: start,
-    end_time: end, // inclusive, as the API's contract says
+    end_time: end - 1, // the API's end_time is inclusive: the window is [start, end)
     format: "columnar",
     max_points: maxPoints,
   };
