@@ -226,6 +226,7 @@ def test_year_of_20_points_exported_through_dagster(tmp_path: Path, monkeypatch:
         assert final_run is not None and final_run.status == dg.DagsterRunStatus.SUCCESS
         running = [rows for state, rows in states if state == "running"]
         assert all(a <= b for a, b in itertools.pairwise(running))  # progress only grows
+        assert any(0 < rows < total_rows for rows in running)  # rows so far were reported while running
         assert status["rows"] == total_rows
         assert status["progress"]["chunks_done"] == status["progress"]["chunks_total"] > 1
         assert status["download"]["url"] == f"/exports/{export['export_id']}/download"
