@@ -18,8 +18,8 @@ from urllib.parse import urlparse
 SITE_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 D1_VARS = ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN", "D1_DATABASE_ID")
-DEFAULT_DAGSTER_GRAPHQL_URL = "http://127.0.0.1:3000/graphql"  # what `bv-pipeline run` serves by default
 R2_VARS = ("R2_ENDPOINT_URL", "R2_BUCKET", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY")
+DEFAULT_DAGSTER_GRAPHQL_URL = "http://127.0.0.1:3000/graphql"  # what `bv-pipeline run` serves by default
 
 
 class ConfigError(ValueError):
