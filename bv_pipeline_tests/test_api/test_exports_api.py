@@ -116,6 +116,13 @@ def test_export_lifecycle_queued_then_succeeded_then_downloaded(api: Api, ds: D.
     assert frame["value_text"].to_list() == expected["value_text"].to_list()
     listed = api.get("/exports").json()["exports"]
     assert [e["export_id"] for e in listed] == [ex["export_id"]]
+    data_key = next(
+        k for k in api.client.app.state.exports.store.list(f"exports/{_owner(api)}/") if "/data." in k
+    )
+    api.client.app.state.exports.store.delete(data_key)  # gone behind the API's back
+    gone = api.get(f"/exports/{ex['export_id']}").json()
+    assert gone["state"] == "succeeded" and "download" not in gone and "gone" in gone["error"]
+    assert api.get(f"/exports/{ex['export_id']}/download").status_code == 410
 
 
 def test_another_token_cannot_see_or_download_an_export(api: Api) -> None:
@@ -152,6 +159,10 @@ def test_a_run_that_died_is_reported_failed(api: Api) -> None:
     )
     assert stored.state == "failed"
     assert api.post(body()).status_code == 202  # a failed export no longer counts as active
+
+
+def _owner(api: Api) -> str:
+    return owner_of(_key(api.tokens[0]))
 
 
 def _key(token: str) -> str:

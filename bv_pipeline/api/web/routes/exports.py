@@ -182,7 +182,11 @@ def get_export(export_id: ExportId, token_key: Authorized, service: Exports) -> 
     status = service.get(owner_of(token_key), export_id)
     body = describe(status, service)
     if status.state == "succeeded" and status.expires_ms > service.now_ms():
-        d = service.download(status)
+        try:
+            d = service.download(status)
+        except ApiError as exc:  # the data object is gone (deleted by hand): the status still answers
+            body["error"] = exc.detail
+            return json_response(200, body, {"Cache-Control": "no-store"})
         body["download"] = {
             "url": d.url or body["links"]["download"],
             "url_expires_at": _iso(d.expires_ms),
