@@ -161,6 +161,26 @@ def test_a_run_that_died_is_reported_failed(api: Api) -> None:
     assert api.post(body()).status_code == 202  # a failed export no longer counts as active
 
 
+def test_an_export_never_launched_stops_counting_as_active(api: Api) -> None:
+    from bv_pipeline.storage.exports import ExportSpec, new_export_id
+
+    store = api.client.app.state.exports.store
+    status = ExportStatus(
+        export_id=new_export_id(NOW_MS),
+        owner=_owner(api),
+        state="queued",
+        spec=ExportSpec(D.SITE, (D.TEMP,), 0, 86_400_000, None, "csv"),
+        created_ms=NOW_MS,
+        updated_ms=NOW_MS,
+        expires_ms=NOW_MS + 3_600_000,
+    )
+    store.put(status.status_key, status.to_json())  # as if the API died before launching (no run.json)
+    assert api.get(f"/exports/{status.export_id}").json()["state"] == "queued"
+    api.clock[0] += 11 * 60
+    got = api.get(f"/exports/{status.export_id}").json()
+    assert got["state"] == "failed" and got["error"] == "the export was never launched"
+
+
 def _owner(api: Api) -> str:
     return owner_of(_key(api.tokens[0]))
 

@@ -33,6 +33,7 @@ from bv_pipeline.storage.exports import (
 from bv_pipeline.storage.interfaces import ObjectStore
 
 PRESIGNED_URL_TTL_S = 3600
+NEVER_LAUNCHED_AFTER_MS = 10 * 60_000  # a queued export with no run id this old was never launched
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,11 @@ class ExportService:
             return status
         run_id = self.run_id(status)
         if run_id is None:
+            if status.state == "queued" and self.now_ms() - status.created_ms > NEVER_LAUNCHED_AFTER_MS:
+                # The API stopped between writing the status and launching: no run will ever pick it up.
+                failed = status.advance(self.now_ms(), state="failed", error="the export was never launched")
+                self.store.put(failed.status_key, failed.to_json())
+                return failed
             return status
         state = self.launcher.run_state(run_id)
         if state not in TERMINAL_RUN_STATES:
