@@ -109,6 +109,10 @@ def describe(status: ExportStatus, service: ExportService) -> dict[str, Any]:
         404: error("Unknown site"),
         413: error("The export would exceed BV_EXPORT_MAX_SAMPLES rows"),
         **AUTH_ERRORS,
+        429: error(
+            "Rate limited, or BV_EXPORT_MAX_ACTIVE_PER_TOKEN exports of this token are queued or running",
+            RETRY_AFTER,
+        ),
         503: error("Dagster could not be reached to launch the run", RETRY_AFTER),
     },
 )
@@ -124,7 +128,8 @@ def create_export(
         raise ApiError(
             400, "range_too_long", f"the window spans more than {cfg.max_range_days} days; split the export"
         )
-    resolved, _, unknown = reader.resolve_points(site, names)
+    found, _, unknown = reader.resolve_points(site, names)
+    resolved = list(dict.fromkeys(found))  # two spellings of one point export it once
     if unknown:
         raise ApiError(
             400,
