@@ -12,7 +12,7 @@ D1METER_DIR := .build/d1meter
 D1METER_LIB := $(D1METER_DIR)/libsqlite3_d1.so
 D1METER_SRC := bv_pipeline_tests/fakes/d1meter
 
-.PHONY: run test lint bench clean install d1meter lock
+.PHONY: run test lint bench clean install d1meter lock vendor-uplot
 
 # Installs exactly the versions pinned in requirements.lock (a constraints file: pyproject.toml still says what
 # is needed, the lock says which versions). A dependency not in the lock is resolved freely: run `make lock`.
@@ -57,6 +57,17 @@ lint: $(STAMP)
 
 bench: $(STAMP) $(D1METER_LIB)
 	$(BIN)/python -m bench
+
+## Re-vendor the explorer page's charting library (uPlot, MIT) from the npm registry; commit the result.
+UPLOT_VERSION := 1.6.32
+UPLOT_DIR     := bv_pipeline/api/web/static/vendor/uplot
+vendor-uplot:
+	rm -rf $(UPLOT_DIR).tmp && mkdir -p $(UPLOT_DIR).tmp
+	cd $(UPLOT_DIR).tmp && npm pack --silent uplot@$(UPLOT_VERSION) && tar xzf uplot-$(UPLOT_VERSION).tgz
+	cp $(UPLOT_DIR).tmp/package/dist/uPlot.iife.min.js $(UPLOT_DIR).tmp/package/dist/uPlot.min.css \
+	   $(UPLOT_DIR).tmp/package/LICENSE $(UPLOT_DIR)/
+	echo $(UPLOT_VERSION) > $(UPLOT_DIR)/VERSION
+	rm -rf $(UPLOT_DIR).tmp
 
 clean:
 	rm -rf $(VENV) .bv_data .dagster_home .pytest_cache .build .lock-venv

@@ -26,6 +26,7 @@ S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 S3_BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 S3_BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 ALERT_FORMATS = ("auto", "slack", "json")
+DEFAULT_DAGSTER_GRAPHQL_URL = "http://127.0.0.1:3000/graphql"  # what `bv-pipeline run` serves by default
 
 
 class ConfigError(ValueError):
@@ -186,6 +187,11 @@ class Settings:
     alert_archive_grace_hours: int = 4
     alert_ace_auth_failures: int = 3
     metrics_multiproc_dir: Path | None = None  # PROMETHEUS_MULTIPROC_DIR: read API metrics across workers
+    # Asynchronous exports: the Dagster webserver's GraphQL endpoint the API launches export runs through.
+    dagster_graphql_url: str = DEFAULT_DAGSTER_GRAPHQL_URL
+    export_ttl_hours: int = 168
+    export_max_active_per_token: int = 2
+    export_max_samples: int = 100_000_000
     extra: dict[str, str] = field(default_factory=dict)
     automation: AutomationSettings = field(default_factory=lambda: AutomationSettings())
 
@@ -295,6 +301,10 @@ class Settings:
             alert_ace_auth_failures=_int(env, "BV_ALERT_ACE_AUTH_FAILURES", 3, maximum=100),
             metrics_multiproc_dir=_existing_dir(env, "PROMETHEUS_MULTIPROC_DIR"),
             automation=AutomationSettings.from_env(env),
+            dagster_graphql_url=_url(env, "BV_DAGSTER_GRAPHQL_URL") or DEFAULT_DAGSTER_GRAPHQL_URL,
+            export_ttl_hours=_int(env, "BV_EXPORT_TTL_HOURS", 168, maximum=24 * 366),
+            export_max_active_per_token=_int(env, "BV_EXPORT_MAX_ACTIVE_PER_TOKEN", 2, maximum=1000),
+            export_max_samples=_int(env, "BV_EXPORT_MAX_SAMPLES", 100_000_000, maximum=10**12),
         )
 
 

@@ -18,6 +18,7 @@ from bv_pipeline.assets.source import build_ace_timeseries
 from bv_pipeline.config import Settings
 from bv_pipeline.jobs import build_jobs
 from bv_pipeline.maintenance import rebuild_cache_job
+from bv_pipeline.ops.exports import build_export_cleanup_schedule, export_cleanup_job, export_job
 from bv_pipeline.partitions import build_site_days
 from bv_pipeline.resources.wiring import build_alerting_resource, build_resources
 from bv_pipeline.run_retention import build_run_retention
@@ -40,7 +41,7 @@ def build_definitions(settings: Settings, resources: dict[str, object] | None = 
             *build_raw_month_assets(),
             *build_settle_assets(site_days, [COLD_TIMESERIES]),
         ],
-        jobs=[*jobs.all(), retention_job, rebuild_cache_job, settle_job],
+        jobs=[*jobs.all(), retention_job, rebuild_cache_job, settle_job, export_job, export_cleanup_job],
         sensors=[
             build_ace_sync_sensor(settings.sites, jobs.hot_sync, auto.sync_interval_seconds),
             *build_run_alert_sensors(),
@@ -51,6 +52,7 @@ def build_definitions(settings: Settings, resources: dict[str, object] | None = 
             build_rollup_compaction_schedule(jobs.rollup_compaction, auto.cron(auto.compaction_time_utc)),
             retention_schedule,
             build_settle_schedule(settle_job, settings.settle_delay_hours),
+            build_export_cleanup_schedule(),
         ],
         resources={"alerting": build_alerting_resource(settings), **resources}
         if resources is not None

@@ -91,6 +91,12 @@ def dg_command() -> list[str]:
     return [found]
 
 
+def point_exports_at_webserver(env: dict[str, str], host: str, dagster_port: int) -> None:
+    """POST /exports launches export runs through the webserver this command starts (unless set explicitly)."""
+    if not env.get("BV_DAGSTER_GRAPHQL_URL", "").strip():
+        env["BV_DAGSTER_GRAPHQL_URL"] = f"http://{host}:{dagster_port}/graphql"
+
+
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="bv-pipeline run")
     parser.add_argument("--host", default="127.0.0.1")
@@ -106,6 +112,8 @@ def main(argv: Sequence[str]) -> int:
     )
     env["DAGSTER_HOME"] = str(home)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    point_exports_at_webserver(env, args.host, args.dagster_port)
 
     token = None
     if not settings.api_tokens:

@@ -33,12 +33,15 @@ def test_default_definitions_load_and_validate(monkeypatch: pytest.MonkeyPatch, 
         "rebuild_cache_job",
         "settle_job",
         "dagster_run_retention_job",
+        "export_job",
+        "export_cleanup_job",
     }
     assert {s.name for s in loaded.schedules or []} == {
         "nightly_archive_schedule",
         "rollup_compaction_schedule",
         "settle_schedule",
         "dagster_run_retention_schedule",
+        "export_cleanup_schedule",
     }
 
 

@@ -47,27 +47,64 @@ def empty_partials() -> pl.DataFrame:
     return pl.DataFrame(schema=PARTIAL_SCHEMA)
 
 
+def _changes(keys: np.ndarray) -> np.ndarray:
+    """True where ``keys`` differs from the previous row, and at row 0."""
+    new = np.empty(len(keys), dtype=bool)
+    new[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=new[1:])
+    return new
+
+
+def _group_starts(point_run: np.ndarray, bucket: np.ndarray) -> np.ndarray:
+    """First row of each (point, bucket) run."""
+    return np.flatnonzero(_changes(point_run) | _changes(bucket))
+
+
+def _in_canonical_order(point_run: np.ndarray, ts: np.ndarray, n_points: int) -> bool:
+    """Each point's rows form one run, in strictly increasing ts_ms: the order sums are defined in."""
+    if int(point_run[-1]) + 1 != n_points:
+        return False
+    same_point = point_run[1:] == point_run[:-1]
+    return bool(np.all(~same_point | (ts[1:] > ts[:-1])))
+
+
 def partials_from_raw(samples: pl.DataFrame, interval_ms: int) -> pl.DataFrame:
     """Per (point, bucket) count/sum/min/max of the finite numeric samples.
 
     Text, null, NaN and +/-inf samples are skipped, exactly as the cold tier's hourly rollups skip them, so a
     bucket computed from raw samples equals one combined from rollups.
+
+    Deterministic: each bucket's sum adds its samples in ts_ms order (one ``np.add.reduceat`` over a
+    contiguous array), so the same samples give bit-identical sums however they were chunked, ordered or read
+    concurrently. Polars' parallel group-by sums in an order that depends on row order and chunking, which
+    made identical queries answer 70.175 or 70.17499999999998 and broke ETag revalidation. Rows arrive sorted
+    by (point, ts_ms) from the merge; anything else is sorted first.
     """
     if samples.height == 0:
         return empty_partials()
-    numeric = samples.lazy().filter(pl.col("value").is_finite().fill_null(False))
-    # Epoch-aligned buckets are UTC-aligned too: the epoch is a UTC midnight.
-    bucket = pl.col("ts_ms") - pl.col("ts_ms") % interval_ms
-    return (
-        numeric.group_by("point", bucket.alias("bucket_ms"))
-        .agg(
-            pl.len().cast(pl.Int64).alias("count"),
-            pl.col("value").sum().alias("sum"),
-            pl.col("value").min().alias("min"),
-            pl.col("value").max().alias("max"),
-        )
-        .collect()
-        .cast(PARTIAL_SCHEMA)  # type: ignore[arg-type]
+    numeric = samples.select("point", "ts_ms", "value").filter(pl.col("value").is_finite().fill_null(False))
+    if numeric.height == 0:
+        return empty_partials()
+    point_run = numeric.select(pl.col("point").rle_id()).to_series().to_numpy()
+    ts = numeric["ts_ms"].to_numpy()
+    if not _in_canonical_order(point_run, ts, numeric["point"].n_unique()):
+        numeric = numeric.sort("point", "ts_ms")
+        point_run = numeric.select(pl.col("point").rle_id()).to_series().to_numpy()
+        ts = numeric["ts_ms"].to_numpy()
+    # Epoch-aligned buckets are UTC-aligned too: the epoch is a UTC midnight. numpy's % floors like Python's.
+    bucket = ts - ts % interval_ms
+    starts = _group_starts(point_run, bucket)
+    values = np.ascontiguousarray(numeric["value"].to_numpy())
+    return pl.DataFrame(
+        {
+            "point": numeric["point"].gather(starts),
+            "bucket_ms": bucket[starts],
+            "count": np.diff(np.append(starts, len(values))).astype(np.int64),
+            "sum": np.add.reduceat(values, starts),
+            "min": np.minimum.reduceat(values, starts),
+            "max": np.maximum.reduceat(values, starts),
+        },
+        schema=PARTIAL_SCHEMA,
     )
 
 
@@ -116,27 +153,41 @@ def partials_from_rollup(rollup: pl.DataFrame, interval_ms: int) -> pl.DataFrame
 
 
 def finalize(partials: list[pl.DataFrame]) -> pl.DataFrame:
-    """Combine partials (possibly several per bucket) into avg/min/max/count rows sorted by (point, ts_ms)."""
+    """Combine partials (possibly several per bucket) into avg/min/max/count rows sorted by (point, ts_ms).
+
+    A bucket's partial sums are added in a canonical order (by value, then count), so the answer does not depend
+    on the order the partials arrive in (tiers, compacted or daily objects, pool completion order).
+    """
     frames = [p for p in partials if p.height]
     if not frames:
         return pl.DataFrame(schema=AGG_SCHEMA)
-    return (
-        pl.concat(frames)
-        .lazy()
-        .group_by("point", "bucket_ms")
-        .agg(pl.col("count").sum(), pl.col("sum").sum(), pl.col("min").min(), pl.col("max").max())
-        .select(
-            "point",
-            pl.col("bucket_ms").alias("ts_ms"),
-            (pl.col("sum") / pl.col("count")).alias("avg"),
-            "min",
-            "max",
-            "count",
+    rows = pl.concat(frames).sort("point", "bucket_ms", "sum", "count", nulls_last=True)
+    point_run = rows.select(pl.col("point").rle_id()).to_series().to_numpy()
+    bucket = rows["bucket_ms"].to_numpy()
+    starts = _group_starts(point_run, bucket)
+    if len(starts) == rows.height:  # one partial per bucket (the usual case): nothing to combine
+        combined = rows
+    else:
+        sums = np.ascontiguousarray(rows["sum"].to_numpy())
+        combined = pl.DataFrame(
+            {
+                "point": rows["point"].gather(starts),
+                "bucket_ms": bucket[starts],
+                "count": np.add.reduceat(rows["count"].to_numpy(), starts),
+                "sum": np.add.reduceat(sums, starts),
+                "min": np.minimum.reduceat(rows["min"].to_numpy(), starts),
+                "max": np.maximum.reduceat(rows["max"].to_numpy(), starts),
+            },
+            schema=PARTIAL_SCHEMA,
         )
-        .sort("point", "ts_ms")
-        .collect()
-        .cast(AGG_SCHEMA)  # type: ignore[arg-type]
-    )
+    return combined.select(
+        "point",
+        pl.col("bucket_ms").alias("ts_ms"),
+        (pl.col("sum") / pl.col("count")).alias("avg"),
+        "min",
+        "max",
+        "count",
+    ).cast(AGG_SCHEMA)  # type: ignore[arg-type]
 
 
 def minmax_indices(values: np.ndarray, max_points: int) -> np.ndarray:

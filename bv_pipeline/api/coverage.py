@@ -19,8 +19,11 @@ import datetime as dt
 from collections.abc import Collection, Iterable, Mapping
 from typing import Literal
 
+import polars as pl
+
+from bv_pipeline.storage.samples import MS_PER_DAY
+
 DayState = Literal["hot", "cold", "compacted", "split", "not_loaded", "before_start", "future"]
-LOADED_STATES: frozenset[str] = frozenset({"hot", "cold", "compacted", "split"})
 
 
 def day_states(
@@ -51,6 +54,14 @@ def day_states(
         else:
             out[d] = cold_state if d in archived_days else "not_loaded"
     return out
+
+
+def days_with_rows(frame: pl.DataFrame) -> set[dt.date]:
+    """UTC days a (point, ts_ms, ...) frame has rows for."""
+    if not frame.height:
+        return set()
+    epoch = dt.date(1970, 1, 1)
+    return {epoch + dt.timedelta(days=n) for n in (frame["ts_ms"] // MS_PER_DAY).unique().to_list()}
 
 
 def refine(

@@ -115,6 +115,12 @@ def test_compacted_and_daily_paths_agree(hot: SqliteHotStore, data: ObjectStore,
             assert_same_answer(a.frame, b.frame, lo, hi)
             assert (a.rollup_days, a.cold_samples, a.source) == (b.rollup_days, b.cold_samples, b.source)
     assert counting.daily_rollup_gets == 0  # every whole cold day came from the yearly objects
+    # Coverage: the yearly objects answered the archived days; the verified day hot holds only partly is split.
+    lo, hi = windows[0]
+    states = {d: "compacted" for d in COLD} | {VERIFIED_IN_HOT: "split", HOT_ONLY: "hot"}
+    assert compacted.query(SITE, POINTS, lo, hi, interval=interval).coverage == states
+    daily_states = {d: "cold" for d in COLD} | {VERIFIED_IN_HOT: "split", HOT_ONLY: "hot"}
+    assert daily.query(SITE, POINTS, lo, hi, interval=interval).coverage == daily_states
     compacted.close()
     daily.close()
 
@@ -146,6 +152,7 @@ def test_missing_yearly_object_falls_back_to_daily(hot: SqliteHotStore, data: Ob
     a = compacted.query(SITE, POINTS, lo, hi, interval="1d")
     assert a.frame.equals(daily.query(SITE, POINTS, lo, hi, interval="1d").frame)
     assert counting.daily_rollup_gets == 3  # the 2025 days
+    assert a.coverage == {d: "compacted" if d.year == 2024 else "cold" for d in COLD}
     compacted.close()
     daily.close()
 

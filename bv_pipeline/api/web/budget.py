@@ -45,6 +45,7 @@ def check_budget(
     if fit_points >= 1:
         suggestions.append(f"request at most {fit_points} points per query for this window")
     suggestions.append(f"shorten the window to about {fit_days:.1f} days for these points")
+    suggestions.append("or export the whole answer asynchronously: POST /exports with links.export.body")
     raise ApiError(
         413,
         "too_many_samples",
@@ -53,5 +54,24 @@ def check_budget(
             "estimated_samples": estimate,
             "budget": cfg.max_raw_samples,
             "suggestions": suggestions,
+            "links": {"export": export_link(site, points, start_ms, end_ms, interval)},
         },
     )
+
+
+def export_link(
+    site: str, points: list[str], start_ms: int, end_ms: int, interval: str | None
+) -> dict[str, object]:
+    """The ``POST /exports`` request equivalent to a refused query (``end_ms`` exclusive, sent inclusive)."""
+    return {
+        "method": "POST",
+        "href": "/exports",
+        "body": {
+            "site_name": site,
+            "point_names": list(points),
+            "start_time": start_ms,
+            "end_time": end_ms - 1,
+            "interval": interval,
+            "format": "csv",
+        },
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from bv_pipeline.config import Settings
+from bv_pipeline.config import DEFAULT_DAGSTER_GRAPHQL_URL, Settings
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,10 @@ class ApiConfig:
     )
     cold_cache_mib: int = 256  # in-memory cache of cold row-group byte ranges and rollup objects
     start_date: dt.date | None = None  # BV_START_DATE: days before it are reported as ``before_start``
+    dagster_graphql_url: str = DEFAULT_DAGSTER_GRAPHQL_URL  # where POST /exports launches export_job
+    export_ttl_hours: int = 168
+    export_max_active_per_token: int = 2
+    export_max_samples: int = 100_000_000
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiConfig:
@@ -41,4 +45,8 @@ class ApiConfig:
             rate_limit_burst=settings.api_rate_burst,
             cold_fetch_threads=settings.api_cold_fetch_threads,
             cold_cache_mib=settings.api_cold_cache_mib,
+            dagster_graphql_url=settings.dagster_graphql_url,
+            export_ttl_hours=settings.export_ttl_hours,
+            export_max_active_per_token=settings.export_max_active_per_token,
+            export_max_samples=settings.export_max_samples,
         )

@@ -46,7 +46,7 @@ def json_response(status: int, body: Any, headers: Mapping[str, str] | None = No
 def _validation_detail(exc: RequestValidationError) -> list[dict[str, Any]]:
     out = []
     for err in exc.errors():
-        loc = [str(x) for x in err.get("loc", ()) if x not in ("query", "path", "header")]
+        loc = [str(x) for x in err.get("loc", ()) if x not in ("query", "path", "header", "body")]
         out.append({"parameter": ".".join(loc) or "request", "message": str(err.get("msg", "invalid"))})
     return out
 

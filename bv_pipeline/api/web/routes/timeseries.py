@@ -15,7 +15,15 @@ from bv_pipeline.api.web.budget import check_budget
 from bv_pipeline.api.web.deps import Clock, Config, Reader
 from bv_pipeline.api.web.errors import ApiError
 from bv_pipeline.api.web.http_cache import cache_control, etag_matches
-from bv_pipeline.api.web.schemas import AUTH_ERRORS, PARAMETER_ERROR, ColumnarAnswer, RowsAnswer, error
+from bv_pipeline.api.web.schemas import (
+    AUTH_ERRORS,
+    PARAMETER_ERROR,
+    RETRY_AFTER,
+    ColumnarAnswer,
+    RowsAnswer,
+    error,
+    header,
+)
 from bv_pipeline.api.web.security import Authorized
 from bv_pipeline.api.web.validation import (
     MAX_OUTPUT_POINTS,
@@ -41,13 +49,21 @@ router = APIRouter(tags=["timeseries"])
             "description": "Samples (JSON rows by default; columnar, MessagePack or Arrow IPC on request; "
             "the binary formats carry the same fields, Arrow's metadata in the schema)",
             "content": {m: {} for m in payloads.SUPPORTED_MEDIA if m != payloads.MEDIA_JSON},
+            "headers": {
+                "ETag": header("Strong tag of this answer (send it back in If-None-Match)"),
+                "Cache-Control": header("Long and immutable for fully archived windows, short otherwise"),
+                "X-Query-Time-Ms": header("Server time spent on the query"),
+            },
         },
-        304: {"description": "Not modified (If-None-Match matched the ETag)"},
+        304: {
+            "description": "Not modified (If-None-Match matched the ETag)",
+            "headers": {"ETag": header("The matching tag")},
+        },
         **PARAMETER_ERROR,
         404: error("Unknown site"),
         413: error("The raw request would exceed the sample budget (with suggestions)"),
         **AUTH_ERRORS,
-        503: error("A cold object could not be read (`Retry-After`); the query fails rather than miss days"),
+        503: error("A cold object could not be read; the query fails rather than miss days", RETRY_AFTER),
     },
 )
 def query(
