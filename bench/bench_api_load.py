@@ -35,17 +35,18 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from bench._common import percentile, write_result
+from bench._http_load import Connection, MemorySampler, tree_rss_mib
 from bv_pipeline.storage.samples import MS_PER_DAY, day_bounds_ms
 
 SITE = "bench"
@@ -157,59 +158,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _children() -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        out.setdefault(ppid, []).append(int(entry))
-    return out
-
-
-def tree_rss_mib(root_pid: int) -> dict[int, float]:
-    """RSS in MiB of ``root_pid`` and every descendant."""
-    kids = _children()
-    todo, out = [root_pid], {}
-    while todo:
-        pid = todo.pop()
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    out[pid] = int(line.split()[1]) / 1024
-        except OSError:
-            continue
-        todo.extend(kids.get(pid, []))
-    return out
-
-
-class MemorySampler(threading.Thread):
-    def __init__(self, pid: int, every_s: float = 0.2) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.every_s = pid, every_s
-        self.peak_total = 0.0
-        self.peak_detail: dict[int, float] = {}
-        self.samples = 0
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            detail = tree_rss_mib(self.pid)
-            total = sum(detail.values())
-            self.samples += 1
-            if total > self.peak_total:
-                self.peak_total, self.peak_detail = total, detail
-            self._stop_event.wait(self.every_s)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
-
-
 def start_server(
     data_dir: Path, port: int, workers: int, extra_env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
@@ -247,51 +195,6 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-# ---- a minimal keep-alive HTTP/1.1 client -----------------------------------------------------------------------
-
-
-class Connection:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def request(self, target: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        assert self.reader is not None
-        lines = [f"GET {target} HTTP/1.1", f"Host: 127.0.0.1:{self.port}"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        status = int(status_line.split()[1])
-        got = {}
-        for line in header_lines:
-            if ":" in line:
-                k, v = line.split(":", 1)
-                got[k.strip().lower()] = v.strip()
-        if got.get("transfer-encoding", "").lower() == "chunked":
-            body = bytearray()
-            while True:
-                size = int((await self.reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
-                body += await self.reader.readexactly(size + 2)
-                if size == 0:
-                    break
-                del body[-2:]
-            data = bytes(body)
-        else:
-            data = await self.reader.readexactly(int(got.get("content-length", "0")))
-        if got.get("connection", "").lower() == "close":
-            await self.close()
-        return status, got, data
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
 
 
 async def _one_request(port: int, target: str) -> tuple[int, dict[str, str], bytes]:
@@ -435,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         figures["loadavg_after"] = os.getloadavg()
     finally:
         stop_server(proc)
+        if not args.data_dir:
+            shutil.rmtree(data_dir, ignore_errors=True)
     write_result("bench_api_load", figures)
     return 0
 
