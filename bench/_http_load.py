@@ -38,6 +38,22 @@ def tree_rss_mib(root_pid: int) -> dict[int, float]:
     return out
 
 
+def tree_cpu_s(root_pid: int) -> float:
+    """User + system CPU seconds of ``root_pid`` and its live descendants."""
+    kids = _children()
+    tick = os.sysconf("SC_CLK_TCK")
+    todo, total = [root_pid], 0.0
+    while todo:
+        pid = todo.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        todo.extend(kids.get(pid, []))
+    return total
+
+
 class MemorySampler(threading.Thread):
     def __init__(self, pid: int, every_s: float = 0.2) -> None:
         super().__init__(daemon=True)

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import percentile, write_result
-from bench._http_load import Connection, MemorySampler, tree_rss_mib
+from bench._http_load import Connection, MemorySampler, tree_cpu_s, tree_rss_mib
 from bv_pipeline.storage.samples import MS_PER_DAY, day_bounds_ms
 
 SITE = "bench"
@@ -324,10 +324,18 @@ def main(argv: list[str] | None = None) -> int:
         sampler = MemorySampler(proc.pid)
         sampler.start()
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        server_cpu0 = tree_cpu_s(proc.pid)
         load = asyncio.run(run_load(port, site, args.clients, args.seconds, args.seed))
+        server_cpu = tree_cpu_s(proc.pid) - server_cpu0
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         sampler.stop()
         figures.update(load)
+        # CPU the server actually got: on a shared machine its throughput is bounded by this, not by its cores.
+        figures["server_cpu_s"] = round(server_cpu, 1)
+        figures["server_cores_used"] = round(server_cpu / load["wall_s"], 2)
+        ok = load["requests"] - load["errors"]
+        figures["server_cpu_ms_per_request"] = round(server_cpu * 1000 / max(1, ok), 1)
+        figures["requests_per_s_per_core_used"] = round(ok / max(server_cpu, 1e-9), 1)
         figures["peak_rss_mib_all_api_processes"] = round(sampler.peak_total, 1)
         figures["peak_rss_mib_per_process"] = [round(v, 1) for v in sampler.peak_detail.values()]
         figures["memory_samples"] = sampler.samples
