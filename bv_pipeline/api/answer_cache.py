@@ -4,7 +4,8 @@ A window whose every day is archived and gone from the hot tier is answered from
 the manifest's checksum of each day names the object version read. Keyed by those checksums plus every query
 parameter, an answer never goes stale: a re-archived day has a new checksum, so its windows miss and are read
 again (the old entries age out of the LRU). Windows touching any hot day are never cached: hot days change with
-every sync.
+every sync. Aggregates of whole days come from hourly rollups, which are derived from the raw object the checksum
+names; a rollup rewritten for the same raw day (same checksum) is picked up once its answers are evicted.
 """
 
 from __future__ import annotations
