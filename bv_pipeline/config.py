@@ -89,7 +89,7 @@ class Settings:
     r2_bucket: str | None = None
     api_tokens: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
-    api_workers: int = 1  # read-API worker processes (BV_API_WORKERS; default: one per CPU core)
+    api_workers: int = 1  # read-API worker processes (BV_API_WORKERS; default: one per CPU core, at most 4)
     api_query_concurrency: int = 4  # queries one API process reads at once (BV_API_QUERY_CONCURRENCY)
     api_answer_cache_mib: int = 64  # answers of fully archived windows, all workers together
     extra: dict[str, str] = field(default_factory=dict)
@@ -171,7 +171,7 @@ class Settings:
             r2_bucket=env.get("R2_BUCKET", "").strip() or None,
             api_tokens=tokens,
             allowed_origins=origins,
-            api_workers=_int(env, "BV_API_WORKERS", os.cpu_count() or 1, maximum=64),
+            api_workers=_int(env, "BV_API_WORKERS", min(os.cpu_count() or 1, 4), maximum=64),
             api_query_concurrency=_int(env, "BV_API_QUERY_CONCURRENCY", 4, maximum=256),
             api_answer_cache_mib=_int(env, "BV_API_ANSWER_CACHE_MIB", 64, minimum=0, maximum=1 << 20),
         )

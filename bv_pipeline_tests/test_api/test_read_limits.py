@@ -206,4 +206,4 @@ def test_invalid_server_settings_name_the_variable(name: str, value: str) -> Non
 
 def test_server_settings_defaults() -> None:
     s = Settings.from_env({})
-    assert s.api_workers >= 1 and s.api_query_concurrency == 4 and s.api_answer_cache_mib == 64
+    assert 1 <= s.api_workers <= 4 and s.api_query_concurrency == 4 and s.api_answer_cache_mib == 64
