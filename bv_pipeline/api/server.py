@@ -3,7 +3,7 @@
 Stores come from ``Settings.from_env()``: SQLite at ``settings.hot_db_path`` and a local directory at
 ``settings.cold_dir`` by default, D1 and R2 when their variables are all set.
 
-Processes: with ``BV_API_WORKERS`` > 1 (default: one per CPU core) uvicorn's supervisor runs that many worker
+Processes: with ``BV_API_WORKERS`` > 1 (default: one per CPU core, at most 4) uvicorn's supervisor runs that many worker
 processes, each building its own stores and reader through ``create_app_from_env``; decoding, merging and encoding
 hold the GIL for much of a query, so one process uses about one core. The supervisor imports only the settings
 and uvicorn (~30 MB) and never the read engine.
