@@ -46,8 +46,9 @@ class ByteLRU:
             self.hits += 1
             return item[0]
 
-    def put(self, key: Hashable, value: Any) -> None:
-        cost = _cost(value)
+    def put(self, key: Hashable, value: Any, cost: int | None = None) -> None:
+        """Insert ``value``; ``cost`` (bytes) defaults to an estimate from the value's type."""
+        cost = _cost(value) if cost is None else cost
         if cost > self.max_bytes:
             return  # never evict everything for one oversized entry
         with self._lock:

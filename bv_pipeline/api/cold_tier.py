@@ -80,10 +80,11 @@ class ColdTierReader:
         # One task per cold day: a GET waits on the network, then decoding releases the GIL, so the pool is sized
         # for requests in flight rather than for cores.
         self.pool = pool
-        # Row-group byte ranges (~200 KB per day for one point) and whole rollup objects, keyed by object version.
-        self.cache = ByteLRU(cache_bytes)
-        # Parsed footers (~140 KB each at 4,583 points): a site-year needs ~50 MB to stay cached.
-        self.footer_cache = ByteLRU(max(cache_bytes // 4, 64 << 20))
+        # ``cache_bytes`` bounds both caches together (it is what BV_API_COLD_CACHE_MIB promises): a quarter for
+        # parsed footers (~140 KB each at 4,583 points: a site-year needs ~50 MB to stay cached), the rest for
+        # row-group byte ranges (~200 KB per day for one point) and whole rollup objects, keyed by object version.
+        self.footer_cache = ByteLRU(cache_bytes // 4)
+        self.cache = ByteLRU(cache_bytes - cache_bytes // 4)
         # Off: a local-directory cold tier is read with ranged reads like object storage (``_scan_local``).
         self.scan_local_files = scan_local_files
         # Off: whole-day rollups always come from the daily objects (the compacted path's reference answer).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from bv_pipeline.api.aggregate import finalize, partials_from_raw, partials_from_rollup
@@ -12,6 +13,17 @@ def _ts_overlap(a: pl.DataFrame, b: pl.DataFrame) -> bool:
     a_lo, a_hi = a["ts_ms"].min(), a["ts_ms"].max()
     b_lo, b_hi = b["ts_ms"].min(), b["ts_ms"].max()
     return bool(a_lo <= b_hi and b_lo <= a_hi)  # type: ignore[operator]
+
+
+def _sorted_by_point_ts(df: pl.DataFrame) -> bool:
+    """Rows already in (point, ts_ms) order: cold reads usually return them so, and a sort of a year of one
+    point (string keys) costs more than this check."""
+    runs = df.select(pl.col("point").rle().struct.field("value")).to_series()
+    if runs.len() > 1 and not (runs.is_sorted() and runs.n_unique() == runs.len()):
+        return False
+    point_run = df.select(pl.col("point").rle_id()).to_series().to_numpy()
+    ts = df["ts_ms"].to_numpy()
+    return bool(np.all((point_run[1:] != point_run[:-1]) | (ts[1:] > ts[:-1])))
 
 
 def merge_raw(hot: pl.DataFrame, cold: list[pl.DataFrame]) -> tuple[pl.DataFrame, int, int]:
@@ -25,7 +37,7 @@ def merge_raw(hot: pl.DataFrame, cold: list[pl.DataFrame]) -> tuple[pl.DataFrame
     if not n_cold:
         return hot, n_hot, 0
     if not n_hot:
-        return cold_df.sort("point", "ts_ms"), 0, n_cold
+        return (cold_df if _sorted_by_point_ts(cold_df) else cold_df.sort("point", "ts_ms")), 0, n_cold
     return pl.concat([hot, cold_df]).sort("point", "ts_ms"), n_hot, n_cold
 
 

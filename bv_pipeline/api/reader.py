@@ -15,7 +15,10 @@ query costs about max(hot, cold) rather than their sum.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +30,7 @@ from pydantic import PrivateAttr
 
 from bv_pipeline.api import day_plan
 from bv_pipeline.api.aggregate import INTERVALS_MS, DownsampleMethod, downsample, finalize
+from bv_pipeline.api.answer_cache import AnswerCache
 from bv_pipeline.api.catalogue import SiteCatalogue
 from bv_pipeline.api.cold_tier import ColdTierReader, ReadCounter
 from bv_pipeline.api.coverage import DayState, day_states, days_with_rows
@@ -68,6 +72,7 @@ class QueryResult:
         default_factory=dict
     )  # which tier answered each day (if any point)
     elapsed_ms: float = 0.0
+    answer_cached: bool = False  # served from the answer cache (an immutable window asked before)
 
 
 class TimeseriesReader:
@@ -84,12 +89,20 @@ class TimeseriesReader:
         use_compacted_rollups: bool = True,
         use_compacted_samples: bool = True,
         scan_local_files: bool = True,
+        max_concurrent_queries: int = 0,
+        answer_cache_bytes: int = 0,
     ) -> None:
         self.hot = hot
         self.cold = cold
         # The archive manifest lives in object storage; each query revalidates its months by ETag (304s).
         self._manifest_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bv-manifest")
         self.manifest = ManifestStore(cold, pool=self._manifest_pool)
+        # Each query holds its decoded rows, merge and encoding buffers: bounding how many run at once bounds
+        # that memory (and on a few cores more at once only interleave). 0: unbounded.
+        self._query_slots = (
+            threading.BoundedSemaphore(max_concurrent_queries) if max_concurrent_queries > 0 else None
+        )
+        self.answers = AnswerCache(answer_cache_bytes)
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="bv-cold")
         # Its own pool: a hot read never waits behind cold GETs.
         self._hot_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bv-hot")
@@ -190,8 +203,38 @@ class TimeseriesReader:
             result.elapsed_ms = (time.perf_counter() - t0) * 1000
             return result
 
+        with self._query_slots or contextlib.nullcontext():
+            return self._query(result, days, max_points, downsample_method, t0)
+
+    def _query(
+        self,
+        result: QueryResult,
+        days: list[dt.date],
+        max_points: int | None,
+        downsample_method: DownsampleMethod,
+        t0: float,
+    ) -> QueryResult:
+        site, pts, start_ms, end_ms, interval = (
+            result.site,
+            result.points,
+            result.start_ms,
+            result.end_ms,
+            result.interval,
+        )
         manifest = {e.day: e for e in self.manifest.list(site, days[0], days[-1])}
         hot_days, cold_days = day_plan.route_days(days, manifest)
+        answer_key = None
+        if not hot_days and self.answers.enabled:
+            params = (interval, max_points, downsample_method if max_points is not None else None)
+            answer_key = AnswerCache.key(site, pts, start_ms, end_ms, params, days, manifest)
+            cached = self.answers.get(answer_key)
+            if cached is not None:
+                return dataclasses.replace(
+                    cached,
+                    cold_bytes_fetched=0,
+                    cold_objects_read=0,
+                    elapsed_ms=(time.perf_counter() - t0) * 1000,
+                )
         hot_read = (
             self._hot_pool.submit(self._read_hot, site, pts, hot_days, start_ms, end_ms) if hot_days else None
         )
@@ -227,6 +270,8 @@ class TimeseriesReader:
         result.immutable = len(cold_days) == len(days)
         result.coverage = self._coverage(site, days, hot_days, hot, set(manifest), result.cold_days, counter)
         result.elapsed_ms = (time.perf_counter() - t0) * 1000
+        if answer_key is not None:
+            self.answers.put(answer_key, dataclasses.replace(result))
         return result
 
     def _coverage(
