@@ -67,9 +67,10 @@ def build_site(root: Path, points: int, cold_days: int, hot_days: int) -> dict[s
     from bv_pipeline.logic.rollup_compaction import compact_rollups_year
     from bv_pipeline.resources.cold_store import LocalObjectStore
     from bv_pipeline.resources.hot_store import SqliteHotStore
+    from bv_pipeline.resources.manifest_store import ManifestStore
     from bv_pipeline.simulator import AceSimulator, SimulatorConfig
     from bv_pipeline.storage import cold_keys, parquet_layout, rollups
-    from bv_pipeline.storage.interfaces import ManifestEntry, PointMeta
+    from bv_pipeline.storage.interfaces import ManifestEntry, PointMeta, RollupState
 
     params = {"points": points, "cold_days": cold_days, "hot_days": hot_days, "layout": 1}
     stamp = root / "bench_params.json"
@@ -118,20 +119,23 @@ def build_site(root: Path, points: int, cold_days: int, hot_days: int) -> dict[s
         key = cold_keys.samples_key(SITE, day)
         store.put(key, data)
         roll = rollup.set_column(1, "hour_ms", pc.add(rollup["hour_ms"], shift))
-        rdata, _ = rollups.encode_rollup_day(SITE, day, roll, source="ace", source_checksum=info.checksum)
-        store.put(cold_keys.rollup_key(SITE, day), rdata)
+        rdata, rinfo = rollups.encode_rollup_day(SITE, day, roll, source="ace", source_checksum=info.checksum)
+        rkey = cold_keys.rollup_key(SITE, day)
+        store.put(rkey, rdata)
         verified = day_bounds_ms(day)[1] + 3_600_000
-        hot.manifest_put(
+        # The archive manifest lives in object storage (the hot table is only a cache of it).
+        ManifestStore(store).put(
             ManifestEntry(
                 SITE, day, key, table.num_rows, len(data), info.checksum,
                 parquet_layout.SCHEMA_VERSION, verified, "ace", verified,
+                RollupState(rkey, rinfo.rows, len(rdata), rinfo.checksum, info.checksum, verified),
             )
         )  # fmt: skip
     now_ms = day_bounds_ms(today)[0]
     for year in sorted({d.year for d in cold}):
-        compact_rollups_year(hot, store, SITE, year, now_ms=now_ms)
+        compact_rollups_year(ManifestStore(store), store, SITE, year, now_ms=now_ms)
     for month in sorted({d.replace(day=1) for d in cold}):
-        compact_samples_month(hot, store, SITE, month, now_ms=now_ms)
+        compact_samples_month(ManifestStore(store), store, SITE, month, now_ms=now_ms)
     for day in hot_list:
         shift = (day - base_day).days * MS_PER_DAY
         hot.upsert_samples(SITE, samples.set_column(1, "ts_ms", pc.add(samples["ts_ms"], shift)))

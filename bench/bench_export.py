@@ -28,6 +28,7 @@ OWNER = "0" * 32
 def build_year(root: Path, points: int, days: int) -> int:
     from bv_pipeline.resources.cold_store import LocalObjectStore
     from bv_pipeline.resources.hot_store import SqliteHotStore
+    from bv_pipeline.resources.manifest_store import ManifestStore
     from bv_pipeline.simulator import AceSimulator, SimulatorConfig
     from bv_pipeline.storage import cold_keys, parquet_layout
     from bv_pipeline.storage.interfaces import ManifestEntry, PointMeta
@@ -51,7 +52,7 @@ def build_year(root: Path, points: int, days: int) -> int:
         data, info = parquet_layout.encode_day(SITE, day, sim.truth(SITE, lo, hi), source="ace")
         key = cold_keys.samples_key(SITE, day)
         cold.put(key, data)
-        hot.manifest_put(
+        ManifestStore(cold).put(  # the archive manifest lives in object storage
             ManifestEntry(
                 SITE, day, key, info.rows, info.bytes, info.checksum, info.schema_version, hi, "ace", hi + 1
             )

@@ -38,6 +38,7 @@ from bv_pipeline.api.web.app import create_app
 from bv_pipeline.api.web.config import ApiConfig
 from bv_pipeline.resources.cold_store import LocalObjectStore
 from bv_pipeline.resources.hot_store import SqliteHotStore
+from bv_pipeline.resources.manifest_store import ManifestStore
 from bv_pipeline.simulator import AceSimulator, SimulatorConfig
 from bv_pipeline.storage import cold_keys, parquet_layout
 from bv_pipeline.storage.interfaces import ManifestEntry, PointMeta
@@ -78,6 +79,7 @@ def build_year(data_dir: Path, sim: AceSimulator) -> int:
         ],
     )
     cold = LocalObjectStore(data_dir / "cold")
+    manifest = ManifestStore(cold)  # the archive manifest lives in object storage
     total = 0
     day = FIRST
     while day <= LAST:
@@ -85,7 +87,7 @@ def build_year(data_dir: Path, sim: AceSimulator) -> int:
         data, info = parquet_layout.encode_day(SITE, day, sim.truth(SITE, lo, hi), source="ace")
         key = cold_keys.samples_key(SITE, day)
         cold.put(key, data)
-        hot.manifest_put(
+        manifest.put(
             ManifestEntry(
                 site=SITE,
                 day=day,

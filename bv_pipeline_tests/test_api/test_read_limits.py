@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from bv_pipeline.api import server
 from bv_pipeline.api.reader import TimeseriesReader
 from bv_pipeline.config import ConfigError, Settings
+from bv_pipeline.resources.manifest_store import ManifestStore
 from bv_pipeline.storage.samples import day_bounds_ms
 from bv_pipeline_tests.test_api import _data as D
 
@@ -52,16 +53,18 @@ def test_archived_window_is_answered_from_the_answer_cache(reader: TimeseriesRea
 def test_a_rearchived_day_misses_the_answer_cache(reader: TimeseriesReader, ds: D.Dataset) -> None:
     reader.query(D.SITE, [D.TEMP], COLD_LO, COLD_HI)
     assert reader.query(D.SITE, [D.TEMP], COLD_LO, COLD_HI).answer_cached
-    entry = next(e for e in ds.hot.manifest_list(D.SITE, D.COLD_DELETED[1], D.COLD_DELETED[1]))
+    manifest = ManifestStore(ds.cold)
+    entry = manifest.get(D.SITE, D.COLD_DELETED[1])
+    assert entry is not None
     try:
         # A new manifest checksum for one day (as a re-archive writes) names other content: read again. (The
         # local multi-file scan reads the files as they are, so the read itself succeeds here.)
-        ds.hot.manifest_put(dataclasses.replace(entry, checksum=entry.checksum + "-rearchived"))
+        manifest.put(dataclasses.replace(entry, checksum=entry.checksum + "-rearchived"))
         res = reader.query(D.SITE, [D.TEMP], COLD_LO, COLD_HI)
         assert not res.answer_cached and res.cold_objects_read > 0
         assert len(reader.answers.lru) == 2
     finally:
-        ds.hot.manifest_put(entry)
+        manifest.put(entry)
     assert reader.query(D.SITE, [D.TEMP], COLD_LO, COLD_HI).answer_cached
 
 
@@ -111,13 +114,13 @@ class CountingHot:
         self.in_flight = 0
         self.most = 0
 
-    def manifest_list(self, *args: Any) -> Any:
+    def read_samples(self, *args: Any) -> Any:
         with self.lock:
             self.in_flight += 1
             self.most = max(self.most, self.in_flight)
         try:
             time.sleep(0.02)
-            return self.inner.manifest_list(*args)
+            return self.inner.read_samples(*args)
         finally:
             with self.lock:
                 self.in_flight -= 1
