@@ -33,6 +33,7 @@ class UpsertStats:
     new_points: int = 0  # points created because samples named them
     statements: int = 0  # SQL statements executed
     requests: int = 0  # backend API requests (D1 REST calls; 0 for SQLite)
+    new_rows: int = 0  # samples the store did not already hold with the same value (what it wrote)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ class HotStore(Protocol):
     def window_stats(self, site: str, start_ms: int, end_ms: int, future_from_ms: int) -> WindowStats: ...
     def min_ts(self, site: str) -> int | None: ...
     def max_ts_between(self, site: str, start_ms: int, end_ms: int) -> int | None: ...  # [start, end)
+    # Seal the site's open hours ending at or before ``before_ms`` into blocks; returns hours sealed.
+    def seal(self, site: str, before_ms: int) -> int: ...
     @property
     def requests_made(self) -> int: ...  # cumulative backend API requests (D1); 0 for SQLite
 

@@ -13,7 +13,7 @@ import pytest
 from bv_pipeline.api.aggregate import INTERVALS_MS, minmax_indices
 from bv_pipeline.api.reader import TimeseriesReader, TimeseriesReaderResource
 from bv_pipeline.resources.cold_store import ColdStoreResource
-from bv_pipeline.resources.hot_store import HotStoreResource
+from bv_pipeline.resources.hot_store import SqliteHotStoreResource
 from bv_pipeline.storage import cold_keys
 from bv_pipeline.storage.samples import day_bounds_ms
 from bv_pipeline_tests.test_api import _data as D
@@ -238,7 +238,7 @@ def test_hot_reads_of_separate_day_runs_are_merged_in_order(reader: TimeseriesRe
 
 def test_dagster_resource_builds_a_reader(ds: D.Dataset) -> None:
     resource = TimeseriesReaderResource(
-        hot_store=HotStoreResource(sqlite_path=str(ds.hot.path)),
+        hot_store=SqliteHotStoreResource(sqlite_path=str(ds.hot.path)),
         cold_store=ColdStoreResource(local_dir=str(ds.cold.root)),
     )
 
