@@ -80,10 +80,11 @@ class BlockHotStore(ABC):
     # -- schema -----------------------------------------------------------------------------------------------
 
     def ensure_schema(self) -> None:
-        self._run([q.Statement(ddl) for ddl in q.SCHEMA_DDL])
-        from bv_pipeline.resources.hot_store_migrate import migrate_row_per_sample
+        from bv_pipeline.resources.hot_store_migrate import HAS_ROW_PER_SAMPLE, migrate_row_per_sample
 
-        migrate_row_per_sample(self)
+        *_, old = self._run([*(q.Statement(ddl) for ddl in q.SCHEMA_DDL), q.Statement(HAS_ROW_PER_SAMPLE)])
+        if old:
+            migrate_row_per_sample(self)
 
     def ping(self) -> None:
         self._one("SELECT 1 AS ok")

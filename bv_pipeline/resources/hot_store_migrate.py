@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from bv_pipeline.resources.hot_store_base import BlockHotStore
 
 log = logging.getLogger(__name__)
-_HAS_OLD = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'samples'"
+HAS_ROW_PER_SAMPLE = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'samples'"
 _OLD_DAYS = "SELECT DISTINCT ts_ms / 86400000 AS d FROM samples ORDER BY d"
 _OLD_ROWS = (
     "SELECT s.point_id AS pid, s.ts_ms AS ts, s.value AS value, s.value_text AS text, p.site AS site "
@@ -29,7 +29,7 @@ _OLD_ROWS = (
 
 def migrate_row_per_sample(store: BlockHotStore) -> int:
     """Returns the samples moved (0 when there is no old table)."""
-    if not store._one(_HAS_OLD):
+    if not store._one(HAS_ROW_PER_SAMPLE):  # checked again: another process may have finished it
         return 0
     days = [int(r["d"]) for r in store._one(_OLD_DAYS)]
     log.warning(

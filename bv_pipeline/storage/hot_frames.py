@@ -48,8 +48,9 @@ def not_stored(incoming: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
 
 def summaries(rows: pl.DataFrame) -> pl.DataFrame:
     """Per (pid, hour) of sorted rows: n, finite-numeric count/min/max/sum (like cold rollups), first/last ts."""
+    # The same expressions as the cold tier's hourly rollups (storage.rollups), so hot and cold hours agree.
     finite = pl.col("value").is_finite().fill_null(False)
-    v = pl.when(finite).then(pl.col("value"))
+    v = pl.col("value").filter(finite)
     return (
         rows.with_columns((pl.col("ts") - pl.col("ts") % HOUR_MS).alias("hour_ms"))
         .group_by("pid", "hour_ms", maintain_order=True)
