@@ -158,6 +158,9 @@ def _empty_raw() -> pl.DataFrame:
     return pl.DataFrame(schema=RAW_SCHEMA)
 
 
+HOUR_MS = 3_600_000
+
+
 class TimeseriesReader:
     """Reads one site's points over any window from both tiers. Thread-safe; share one per process."""
 
@@ -326,15 +329,24 @@ class TimeseriesReader:
         hot_days = [d for d in days if d not in cold_set]
 
         hot_read = (
-            self._hot_pool.submit(self._read_hot, site, pts, hot_days, start_ms, end_ms) if hot_days else None
+            self._hot_pool.submit(self._read_hot, site, pts, hot_days, start_ms, end_ms, interval)
+            if hot_days
+            else None
         )
         counter = _Counter()
         # Days archived and pruned from hot are read meanwhile; they do not depend on what hot holds.
         tasks = self._cold_tasks({d: pts for d in cold_days}, manifest, start_ms, end_ms, interval)
         cold_raw, cold_rollups = self._read_cold(site, tasks, manifest, counter)
-        hot = hot_read.result() if hot_read is not None else _empty_raw()
+        hot, hot_hourly = hot_read.result() if hot_read is not None else (_empty_raw(), None)
         # A verified day that hot no longer fully holds (pruned before the manifest said so) falls back to cold.
-        gaps = self._hot_gaps(pts, hot_days, manifest, hot)
+        present = (
+            hot
+            if hot_hourly is None
+            else pl.concat(
+                [hot.select("point", "ts_ms"), hot_hourly.select("point", pl.col("hour_ms").alias("ts_ms"))]
+            )
+        )
+        gaps = self._hot_gaps(pts, hot_days, manifest, present)
         if gaps:
             gap_tasks = self._cold_tasks(gaps, manifest, start_ms, end_ms, interval)
             gap_raw, gap_rollups = self._read_cold(site, gap_tasks, manifest, counter)
@@ -343,7 +355,12 @@ class TimeseriesReader:
         if interval is None:
             frame, n_hot, n_cold = self._merge_raw(hot, cold_raw)
         else:
-            frame, n_hot, n_cold = self._merge_agg(hot, cold_raw, cold_rollups, INTERVALS_MS[interval])
+            hourly = [] if hot_hourly is None else [hot_hourly]
+            frame, n_hot, n_cold = self._merge_agg(
+                hot, cold_raw, hourly + cold_rollups, INTERVALS_MS[interval]
+            )
+            n_hourly = int(hot_hourly["count"].sum() or 0) if hot_hourly is not None else 0
+            n_hot, n_cold = n_hot + n_hourly, n_cold - n_hourly  # hot hours came in as rollups
         if max_points is not None:
             before = frame.height
             frame = downsample(frame, "value" if interval is None else "avg", max_points, downsample_method)
@@ -375,19 +392,40 @@ class TimeseriesReader:
         return "cold" if cold_days else "hot"
 
     def _read_hot(
-        self, site: str, points: list[str], hot_days: list[dt.date], start_ms: int, end_ms: int
-    ) -> pl.DataFrame:
+        self,
+        site: str,
+        points: list[str],
+        hot_days: list[dt.date],
+        start_ms: int,
+        end_ms: int,
+        interval: str | None = None,
+    ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        """(raw samples, hourly summaries or None). For hour-aligned intervals the whole hours come from the hot
+        tier's block summaries (no raw samples read); only partial hours at the window's edges are raw."""
         frames: list[pl.DataFrame] = []
+        hourly: list[pl.DataFrame] = []
+        use_hourly = interval in ROLLUP_INTERVALS and hasattr(self.hot, "read_hourly")
         for first, last in _runs(hot_days):
             lo = max(start_ms, day_bounds_ms(first)[0])
             hi = min(end_ms, day_bounds_ms(last)[1])
-            table = self.hot.read_samples(site, points, lo, hi)
-            if table.num_rows:
-                frames.append(_to_frame(table))
-        if not frames:
-            return _empty_raw()
-        # Each run is sorted by (point, ts); several runs (hot days around cold ones) need one global sort.
-        return frames[0] if len(frames) == 1 else pl.concat(frames).sort("point", "ts_ms")
+            inner_lo, inner_hi = lo + (-lo) % HOUR_MS, hi - hi % HOUR_MS
+            if use_hourly and inner_lo < inner_hi:
+                hourly.append(self.hot.read_hourly(site, points, inner_lo, inner_hi))
+                ranges = [(lo, inner_lo), (inner_hi, hi)]
+            else:
+                ranges = [(lo, hi)]
+            for a, b in ranges:
+                table = self.hot.read_samples(site, points, a, b) if a < b else None
+                if table is not None and table.num_rows:
+                    frames.append(_to_frame(table))
+        raw = (
+            _empty_raw()
+            if not frames
+            else frames[0]
+            if len(frames) == 1
+            else pl.concat(frames).sort("point", "ts_ms")
+        )
+        return raw, (pl.concat(hourly) if hourly else None)
 
     @staticmethod
     def _hot_gaps(

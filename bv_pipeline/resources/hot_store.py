@@ -4,7 +4,11 @@
 
 from bv_pipeline.resources.hot_store_base import BlockHotStore
 from bv_pipeline.resources.hot_store_d1 import D1Error, D1HotStore
-from bv_pipeline.resources.hot_store_resource import D1HotStoreResource, HotStoreResource, SqliteHotStoreResource
+from bv_pipeline.resources.hot_store_resource import (
+    D1HotStoreResource,
+    HotStoreResource,
+    SqliteHotStoreResource,
+)
 from bv_pipeline.resources.hot_store_sqlite import SqliteHotStore
 
 __all__ = [

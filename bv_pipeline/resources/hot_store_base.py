@@ -31,7 +31,7 @@ from bv_pipeline.resources.hot_store_rows import (
 from bv_pipeline.storage import hot_frames as hf
 from bv_pipeline.storage import hot_layout as hl
 from bv_pipeline.storage import hot_sql as q
-from bv_pipeline.storage.hot_codec import ROW_SCHEMA, empty_rows
+from bv_pipeline.storage.hot_codec import ROW_SCHEMA
 from bv_pipeline.storage.interfaces import ManifestEntry, PointMeta, UpsertStats, WindowStats
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA, empty_samples
 
@@ -153,7 +153,11 @@ class BlockHotStore(ABC):
             inserts = q.insert_bare_points_statements(site, now, missing)
             body, _ = self._batch_limits()
             groups = list(q.group_requests(inserts, max_body_bytes=body, max_rows=1))
-            groups[0] = [q.Statement(q.ENSURE_SITE, [site, now]), q.Statement(q.COUNT_POINTS, [site]), *groups[0]]
+            groups[0] = [
+                q.Statement(q.ENSURE_SITE, [site, now]),
+                q.Statement(q.COUNT_POINTS, [site]),
+                *groups[0],
+            ]
             groups[-1] = [*groups[-1], q.Statement(q.COUNT_POINTS, [site]), q.Statement(q.POINT_IDS, [site])]
             before = after = 0
             for i, group in enumerate(groups):
@@ -211,7 +215,11 @@ class BlockHotStore(ABC):
 
     def _days_in(self, site: str, start_ms: int, end_ms: int) -> list[dt.date]:
         """The site's block-table days overlapping [start, end)."""
-        return [d for d in self.site_days(site) if hl.day_start_ms(d) < end_ms and start_ms < hl.day_start_ms(d) + hl.DAY_MS]
+        return [
+            d
+            for d in self.site_days(site)
+            if hl.day_start_ms(d) < end_ms and start_ms < hl.day_start_ms(d) + hl.DAY_MS
+        ]
 
     def _block_statements(
         self, site: str, pids: Sequence[int], start_ms: int, end_ms: int, *, summaries: bool = False
@@ -274,6 +282,59 @@ class BlockHotStore(ABC):
         by_id = {ids[n]: n for n in names}
         rows = self.read_rows(site, sorted(by_id), start_ms, end_ms)
         return _to_samples(rows, by_id)
+
+    def read_hourly(self, site: str, points: Sequence[str], start_ms: int, end_ms: int) -> pl.DataFrame:
+        """Per (point, UTC hour) in [start, end) (whole hours): ``samples``, ``count``/``sum``/``min``/``max`` of
+        the finite numeric values, shaped like the cold tier's hourly rollups. Sealed hours come from the block
+        summary columns (no payload is read); hours with staging rows are decoded."""
+        ids = self.point_ids(site)
+        by_id = {ids[n]: n for n in dict.fromkeys(points) if n in ids}
+        start_ms -= start_ms % hl.HOUR_MS
+        end_ms += (-end_ms) % hl.HOUR_MS
+        if not by_id or start_ms >= end_ms:
+            return _empty_hourly()
+        pids = sorted(by_id)
+        staged = set(self._staged_hours(site, start_ms, end_ms))
+        results = self._fetch(self._block_statements(site, pids, start_ms, end_ms, summaries=True))
+        frames: list[pl.DataFrame] = []
+        flat = [r for rs in results for r in rs]
+        if flat:
+            summ = pl.DataFrame(flat, orient="row").select(
+                (pl.col("key") // hl.KEY_HOURS).cast(pl.Int64).alias("pid"),
+                (pl.col("day_ms") + (pl.col("key") % hl.KEY_HOURS) * hl.HOUR_MS)
+                .cast(pl.Int64)
+                .alias("hour_ms"),
+                pl.col("n").cast(pl.Int64).alias("samples"),
+                pl.col("n_numeric").cast(pl.Int64).alias("count"),
+                pl.col("vsum").cast(pl.Float64).alias("sum"),
+                pl.col("vmin").cast(pl.Float64).alias("min"),
+                pl.col("vmax").cast(pl.Float64).alias("max"),
+            )
+            frames.append(summ.filter(~pl.col("hour_ms").is_in(sorted(staged))))
+        for h in sorted(staged):
+            rows = self.read_rows(site, pids, h, h + hl.HOUR_MS)
+            if rows.height:
+                frames.append(
+                    hf.summaries(rows).select(
+                        "pid",
+                        "hour_ms",
+                        pl.col("n").alias("samples"),
+                        pl.col("n_numeric").alias("count"),
+                        pl.when(pl.col("n_numeric") > 0).then(pl.col("vsum")).alias("sum"),
+                        pl.col("vmin").alias("min"),
+                        pl.col("vmax").alias("max"),
+                    )
+                )
+        if not frames:
+            return _empty_hourly()
+        out = pl.concat(frames)
+        names = pl.DataFrame(
+            {"pid": list(by_id), "point": list(by_id.values())},
+            schema={"pid": pl.Int64(), "point": pl.String()},
+        )
+        return (
+            out.join(names, on="pid").select(list(HOURLY_SCHEMA)).cast(HOURLY_SCHEMA).sort("point", "hour_ms")
+        )  # type: ignore[arg-type]
 
     # -- writing ------------------------------------------------------------------------------------------------
 
@@ -365,14 +426,20 @@ class BlockHotStore(ABC):
 
     # -- stats, extremes, deletion -------------------------------------------------------------------------------
 
-    def _stats(self, site: str, start_ms: int, end_ms: int, cut_ms: int) -> tuple[int, int, int | None, int | None]:
+    def _stats(
+        self, site: str, start_ms: int, end_ms: int, cut_ms: int
+    ) -> tuple[int, int, int | None, int | None]:
         """(samples in [start, end), those at or after cut, min ts, max ts): whole hours without staging rows
         from the block summaries; staged hours and hours cut by start, end or cut by decoding."""
         if start_ms >= end_ms:
             return 0, 0, None, None
         days = self._days_in(site, start_ms, end_ms)
         staged = set(self._staged_hours(site, start_ms - start_ms % hl.HOUR_MS, end_ms))
-        cut_hours = {t - t % hl.HOUR_MS for t in (start_ms, end_ms, cut_ms) if t % hl.HOUR_MS and start_ms <= t <= end_ms}
+        cut_hours = {
+            t - t % hl.HOUR_MS
+            for t in (start_ms, end_ms, cut_ms)
+            if t % hl.HOUR_MS and start_ms <= t <= end_ms
+        }
         day_starts = {hl.day_start_ms(d) for d in days}
         special = {h for h in cut_hours if h in staged or h - h % hl.DAY_MS in day_starts} | staged
         n = after = 0
@@ -381,8 +448,10 @@ class BlockHotStore(ABC):
         for day in days:
             d0 = hl.day_start_ms(day)
             whole = [
-                x for x in range(24)
-                if start_ms <= d0 + x * hl.HOUR_MS and d0 + (x + 1) * hl.HOUR_MS <= end_ms
+                x
+                for x in range(24)
+                if start_ms <= d0 + x * hl.HOUR_MS
+                and d0 + (x + 1) * hl.HOUR_MS <= end_ms
                 and d0 + x * hl.HOUR_MS not in special
             ]
             # Runs split at the cut, so each run is entirely before or entirely at/after it.
@@ -467,6 +536,21 @@ class BlockHotStore(ABC):
             stmts.extend(hl.upsert_blocks_statements(site, d, blocks))
         self._run_grouped(stmts)
         return rows.height - keep.height
+
+
+HOURLY_SCHEMA: dict[str, pl.DataType] = {
+    "point": pl.String(),
+    "hour_ms": pl.Int64(),
+    "samples": pl.Int64(),
+    "count": pl.Int64(),
+    "sum": pl.Float64(),
+    "min": pl.Float64(),
+    "max": pl.Float64(),
+}
+
+
+def _empty_hourly() -> pl.DataFrame:
+    return pl.DataFrame(schema=HOURLY_SCHEMA)
 
 
 def _json_ints(values: Sequence[int]) -> str:

@@ -19,6 +19,7 @@ import httpx
 from bv_pipeline.resources.hot_store_base import BlockHotStore, Rows
 from bv_pipeline.storage import hot_sql as q
 
+
 class D1Error(RuntimeError):
     """A D1 request failed; carries the HTTP status and D1's error code/message (e.g. 7500 for SQL errors)."""
 

@@ -40,7 +40,9 @@ def encode_rows(rows: pl.DataFrame) -> bytes:
     """One payload for ``rows`` (ROW_SCHEMA, any order; decoded in the same order)."""
     n = rows.height
     kind = np.where(
-        rows["text"].is_not_null().to_numpy(), _TEXT, np.where(rows["value"].is_null().to_numpy(), _NULL, _NUMERIC)
+        rows["text"].is_not_null().to_numpy(),
+        _TEXT,
+        np.where(rows["value"].is_null().to_numpy(), _NULL, _NUMERIC),
     ).astype(np.uint8)
     pid = rows["pid"].to_numpy().astype(np.int64)
     ts = rows["ts"].to_numpy().astype(np.int64)

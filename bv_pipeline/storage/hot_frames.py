@@ -21,7 +21,10 @@ def _with_bits(rows: pl.DataFrame) -> pl.DataFrame:
 
 def merge_last(layers: Sequence[pl.DataFrame]) -> pl.DataFrame:
     """Union of row sets, later layers winning on (pid, ts); sorted by (pid, ts)."""
-    frames = [f.select(ROW_SCHEMA.keys()).with_columns(pl.lit(i, pl.Int64).alias("_seq")) for i, f in enumerate(layers)]
+    frames = [
+        f.select(ROW_SCHEMA.keys()).with_columns(pl.lit(i, pl.Int64).alias("_seq"))
+        for i, f in enumerate(layers)
+    ]
     frames = [f for f in frames if f.height]
     if not frames:
         return empty_rows()
@@ -36,7 +39,9 @@ def not_stored(incoming: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
     if stored.height == 0 or incoming.height == 0:
         return incoming
     a = _with_bits(incoming)
-    b = _with_bits(stored).select("pid", "ts", pl.col("vb").alias("vb_s"), pl.col("text").alias("text_s"), pl.lit(True).alias("_hit"))
+    b = _with_bits(stored).select(
+        "pid", "ts", pl.col("vb").alias("vb_s"), pl.col("text").alias("text_s"), pl.lit(True).alias("_hit")
+    )
     j = a.join(b, on=["pid", "ts"], how="left")
     same = (
         pl.col("_hit").fill_null(False)
@@ -79,12 +84,16 @@ def build_blocks(rows: pl.DataFrame) -> dict[dt.date, list[BlockRow]]:
     out: dict[dt.date, list[BlockRow]] = {}
     epoch = dt.date(1970, 1, 1)
     for i, (p, h, n, nn, lo, hi, s, first, last) in enumerate(
-        summ.select("pid", "hour_ms", "n", "n_numeric", "vmin", "vmax", "vsum", "first_ts", "last_ts").iter_rows()
+        summ.select(
+            "pid", "hour_ms", "n", "n_numeric", "vmin", "vmax", "vsum", "first_ts", "last_ts"
+        ).iter_rows()
     ):
         payload = hot_codec.encode_rows(rows.slice(int(bounds[i]), int(bounds[i + 1] - bounds[i])))
         day = epoch + dt.timedelta(days=h // DAY_MS)
         key = p * KEY_HOURS + (h % DAY_MS) // HOUR_MS
-        out.setdefault(day, []).append((key, n, nn, lo if nn else None, hi if nn else None, s if nn else None, first, last, payload))
+        out.setdefault(day, []).append(
+            (key, n, nn, lo if nn else None, hi if nn else None, s if nn else None, first, last, payload)
+        )
     return out
 
 
@@ -101,7 +110,9 @@ def staging_payloads(
     if rows.height == 0:
         return []
     out: list[tuple[int, int, int, int, bytes]] = []
-    rows = rows.with_columns((pl.col("ts") - pl.col("ts") % HOUR_MS).alias("_hour")).sort("_hour", "pid", "ts")
+    rows = rows.with_columns((pl.col("ts") - pl.col("ts") % HOUR_MS).alias("_hour")).sort(
+        "_hour", "pid", "ts"
+    )
 
     def emit(hour_ms: int, chunk: pl.DataFrame) -> None:
         payload = hot_codec.encode_rows(chunk)
@@ -112,7 +123,9 @@ def staging_payloads(
             emit(hour_ms, chunk.filter(~pl.col("pid").is_in(half)))
             return
         if len(payload) > max_bytes:
-            raise ValueError(f"one point's samples of one hour encode to {len(payload)} bytes (> {max_bytes})")
+            raise ValueError(
+                f"one point's samples of one hour encode to {len(payload)} bytes (> {max_bytes})"
+            )
         first, last = int(chunk["ts"].min()), int(chunk["ts"].max())  # type: ignore[arg-type]
         out.append((hour_ms, chunk.height, first, last, payload))
 
@@ -120,7 +133,9 @@ def staging_payloads(
         part = part.drop("_hour")
         pids = part["pid"].unique(maintain_order=True)
         for g in range(0, pids.len(), STAGING_GROUP_POINTS):
-            emit(int(hour_ms), part.filter(pl.col("pid").is_in(pids.slice(g, STAGING_GROUP_POINTS).implode())))  # type: ignore[arg-type]
+            emit(
+                int(hour_ms), part.filter(pl.col("pid").is_in(pids.slice(g, STAGING_GROUP_POINTS).implode()))
+            )  # type: ignore[arg-type]
     return out
 
 

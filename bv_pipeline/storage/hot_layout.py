@@ -80,7 +80,11 @@ BlockRow = tuple[int, int, int, float | None, float | None, float | None, int, i
 
 
 def upsert_blocks_statements(
-    site: str, day: dt.date, rows: Sequence[BlockRow], *, max_statement_bytes: int = D1_MAX_STATEMENT_BYTES - 1_000
+    site: str,
+    day: dt.date,
+    rows: Sequence[BlockRow],
+    *,
+    max_statement_bytes: int = D1_MAX_STATEMENT_BYTES - 1_000,
 ) -> list[Statement]:
     """Multi-row guarded upserts of blocks: a block whose payload is unchanged is not rewritten (0 rows)."""
     table = quote_ident(block_table(site, day))
@@ -166,7 +170,7 @@ def read_summaries_sql(site: str, day: dt.date) -> str:
     """Like ``read_blocks_sql`` but only the summary columns: what hourly reads need."""
     table = quote_ident(block_table(site, day))
     return (
-        f"SELECT b.key AS key, b.n AS n, b.n_numeric AS n_numeric, b.vmin AS vmin, b.vmax AS vmax, "
+        f"SELECT {day_start_ms(day)} AS day_ms, b.key AS key, b.n AS n, b.n_numeric AS n_numeric, b.vmin AS vmin, b.vmax AS vmax, "
         f"b.vsum AS vsum, b.first_ts AS first_ts, b.last_ts AS last_ts FROM json_each(?1) j JOIN {table} b "
         f"ON b.key BETWEEN j.value * {KEY_HOURS} + ?2 AND j.value * {KEY_HOURS} + ?3 ORDER BY b.key"
     )

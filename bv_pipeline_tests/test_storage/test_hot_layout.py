@@ -84,18 +84,29 @@ def test_staging_payloads_fit_a_statement_and_group_points() -> None:
     for s in stmts:
         conn.execute(s.sql, s.params)
     assert conn.execute("SELECT SUM(n) FROM hot_staging").fetchone()[0] == data.height
-    back = hf.merge_last([decode_rows(b) for (b,) in conn.execute("SELECT block FROM hot_staging ORDER BY id")])
+    back = hf.merge_last(
+        [decode_rows(b) for (b,) in conn.execute("SELECT block FROM hot_staging ORDER BY id")]
+    )
     assert back.equals(data.sort("pid", "ts"))
 
 
 def test_not_stored_compares_exact_bits_and_text() -> None:
     stored = pl.DataFrame(
-        {"pid": [1, 1, 1, 1], "ts": [1, 2, 3, 4], "value": [0.0, 1.0, None, None], "text": [None, None, "a", None]},
+        {
+            "pid": [1, 1, 1, 1],
+            "ts": [1, 2, 3, 4],
+            "value": [0.0, 1.0, None, None],
+            "text": [None, None, "a", None],
+        },
         schema=ROW_SCHEMA,
     )
     incoming = pl.DataFrame(
-        {"pid": [1, 1, 1, 1, 1], "ts": [1, 2, 3, 4, 5], "value": [-0.0, 1.0, None, None, 7.0],
-         "text": [None, None, "b", None, None]},
+        {
+            "pid": [1, 1, 1, 1, 1],
+            "ts": [1, 2, 3, 4, 5],
+            "value": [-0.0, 1.0, None, None, 7.0],
+            "text": [None, None, "b", None, None],
+        },
         schema=ROW_SCHEMA,
     )
     new = hf.not_stored(incoming, stored)
