@@ -34,7 +34,9 @@ MIN_MS = 60_000
 HOT_DAYS = 20
 
 
-def monthly_bill(sites: int, written_per_site_day: float, read_per_site_day: float, gb_per_site: float) -> float:
+def monthly_bill(
+    sites: int, written_per_site_day: float, read_per_site_day: float, gb_per_site: float
+) -> float:
     written = written_per_site_day * 30 * sites
     read = read_per_site_day * 30 * sites
     storage = gb_per_site * sites
@@ -169,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
 
         # 4. retention once the day left the hot window
         before = meter.snap()
-        ret = apply_retention(d1, cold, client, SITE, today=DAY + dt.timedelta(days=HOT_DAYS + 1), hot_days=HOT_DAYS)
+        ret = apply_retention(
+            d1, cold, client, SITE, today=DAY + dt.timedelta(days=HOT_DAYS + 1), hot_days=HOT_DAYS
+        )
         meter.add("retention", before)
         figures["retention_deleted_days"] = [d.isoformat() for d in ret.deleted_days]
         figures["db_bytes_after_retention"] = _db_bytes(fake)[1]

@@ -265,8 +265,8 @@ class BlockHotStore(ABC):
                 if attempt or "no such table" not in str(exc):
                     raise
                 self._forget_tables()
-        layers = [hf.decode_many([r["block"] for rs in blocks for r in rs])]
-        layers.extend(hf.decode_many([r["block"]]) for r in staged)
+        layers = [hf.decode_block_rows([r for rs in blocks for r in rs])]
+        layers.extend(hf.decode_staged([r["block"]]) for r in staged)
         return layers, sorted({int(r["hour_ms"]) for r in staged}), sealed
 
     def read_rows(self, site: str, pids: Sequence[int], start_ms: int, end_ms: int) -> pl.DataFrame:
@@ -410,10 +410,10 @@ class BlockHotStore(ABC):
         staged = self._one(hl.STAGING_OF_RANGE, [site, hour_ms, hour_ms + hl.HOUR_MS])
         if not staged:
             return
-        layers = [hf.decode_many([r["block"]]) for r in staged]
+        layers = [hf.decode_staged([r["block"]]) for r in staged]
         pids = sorted(set(pl.concat(layers)["pid"].to_list()))
         existing = self._fetch(self._block_statements(site, pids, hour_ms, hour_ms + hl.HOUR_MS))
-        blocks = hf.decode_many([r["block"] for rs in existing for r in rs])
+        blocks = hf.decode_block_rows([r for rs in existing for r in rs])
         merged = hf.merge_last([blocks, *layers])
         stmts: list[q.Statement] = []
         for day, rows in sorted(hf.build_blocks(merged).items()):

@@ -1,20 +1,21 @@
-"""The one place the hot tier touches the block codec: encode/decode a set of sample rows to one payload.
+"""The one place the hot tier touches the block codec (``hot_blocks``, ``hot_staging``; format in
+``docs/hot-blocks.md``): polars row frames (pid, ts, value, text) in, JSON payloads out, and back.
 
-A payload holds rows ``(point_id, ts_ms, value, value_text)``: a sealed block holds one (point, hour), a staging
-payload several points of one hour. The compact codec is ``bv_pipeline.storage.hot_blocks`` (helper branch
-``hot-blocks``); until it is merged this adapter uses an exact, simple stand-in (zlib over the raw columns): float64
-bits, -0.0, NaN payloads, nulls and text are kept exactly, only the size differs (about 2-3x the target
-bytes per sample). Swapping the codec changes only this module.
+A sealed block holds one (point, hour); a staging payload several points of one hour. Both are JSON text that
+``json_each`` expands in SQL. Exact: float64 bits, -0.0, NaN payloads, nulls and text round-trip.
 """
 
 from __future__ import annotations
 
-import json
-import struct
-import zlib
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+
+from bv_pipeline.storage.hot_blocks import BlockSummary, encode_table_blocks
+from bv_pipeline.storage.hot_blocks_decode import ID_SAMPLE_SCHEMA, decode_blocks_by_id
+from bv_pipeline.storage.hot_staging import decode_staging_by_id, encode_staging
 
 ROW_SCHEMA: dict[str, pl.DataType] = {
     "pid": pl.Int64(),
@@ -22,9 +23,6 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "value": pl.Float64(),
     "text": pl.String(),
 }
-_MAGIC = b"HB1"
-_HEAD = struct.Struct("<3sI")
-_NUMERIC, _NULL, _TEXT = 0, 1, 2
 
 
 def empty_rows() -> pl.DataFrame:
@@ -36,48 +34,34 @@ def value_bits(values: pl.Series) -> np.ndarray:
     return values.fill_null(0.0).to_numpy().astype(np.float64, copy=False).view(np.int64)
 
 
-def encode_rows(rows: pl.DataFrame) -> bytes:
-    """One payload for ``rows`` (ROW_SCHEMA, any order; decoded in the same order)."""
-    n = rows.height
-    kind = np.where(
-        rows["text"].is_not_null().to_numpy(),
-        _TEXT,
-        np.where(rows["value"].is_null().to_numpy(), _NULL, _NUMERIC),
-    ).astype(np.uint8)
-    pid = rows["pid"].to_numpy().astype(np.int64)
-    ts = rows["ts"].to_numpy().astype(np.int64)
-    # Delta coding makes runs of one point at a fixed cadence compress to almost nothing.
-    body = b"".join(
-        [
-            np.diff(pid, prepend=0).astype(np.int64).tobytes(),
-            np.diff(ts, prepend=0).astype(np.int64).tobytes(),
-            value_bits(rows["value"]).tobytes(),
-            kind.tobytes(),
-            json.dumps([t for t in rows["text"].to_list() if t is not None], ensure_ascii=False).encode(),
-        ]
+def _to_id_table(rows: pl.DataFrame) -> pa.Table:
+    return pa.Table.from_arrays(
+        [rows["pid"].to_arrow(), rows["ts"].to_arrow(), rows["value"].to_arrow(), rows["text"].to_arrow()],
+        schema=ID_SAMPLE_SCHEMA,
     )
-    return _HEAD.pack(_MAGIC, n) + zlib.compress(body, 6)
 
 
-def decode_rows(payload: bytes) -> pl.DataFrame:
-    magic, n = _HEAD.unpack_from(payload)
-    if magic != _MAGIC:
-        raise ValueError("not a hot-tier block payload")
-    body = zlib.decompress(payload[_HEAD.size :])
-    o = 0
-    pid = np.cumsum(np.frombuffer(body, np.int64, n, o))
-    o += 8 * n
-    ts = np.cumsum(np.frombuffer(body, np.int64, n, o))
-    o += 8 * n
-    bits = np.frombuffer(body, np.int64, n, o).copy()
-    o += 8 * n
-    kind = np.frombuffer(body, np.uint8, n, o)
-    o += n
-    texts_iter = iter(json.loads(body[o:].decode()))
-    values = pl.Series("value", bits.view(np.float64), pl.Float64)
-    values = values.scatter(np.flatnonzero(kind != _NUMERIC), None) if (kind != _NUMERIC).any() else values
-    text = [next(texts_iter) if k == _TEXT else None for k in kind] if (kind == _TEXT).any() else [None] * n
-    return pl.DataFrame(
-        {"pid": pid, "ts": ts, "value": values, "text": pl.Series("text", text, pl.String)},
-        schema=ROW_SCHEMA,
-    )
+def _from_id_table(table: pa.Table) -> pl.DataFrame:
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    return df.rename({"point_id": "pid", "ts_ms": "ts", "value_text": "text"}).cast(ROW_SCHEMA)  # type: ignore[arg-type]
+
+
+def encode_blocks(rows: pl.DataFrame) -> list[tuple[int, int, str, BlockSummary]]:
+    """(pid, hour_ms, block, summary) per (point, hour) of rows with unique (pid, ts), sorted."""
+    return [(int(p), h, b, s) for p, h, b, s in encode_table_blocks(_to_id_table(rows))]
+
+
+def decode_blocks(blocks: Sequence[str], pids: Sequence[int]) -> pl.DataFrame:
+    if not blocks:
+        return empty_rows()
+    return _from_id_table(decode_blocks_by_id(blocks, pids))
+
+
+def encode_rows(rows: pl.DataFrame) -> str:
+    """One staging payload for rows of several points (unique (pid, ts))."""
+    return encode_staging(_to_id_table(rows))
+
+
+def decode_rows(payload: str) -> pl.DataFrame:
+    return _from_id_table(decode_staging_by_id(payload))

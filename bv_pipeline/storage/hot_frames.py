@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-import numpy as np
 import polars as pl
 
 from bv_pipeline.storage import hot_codec
@@ -72,44 +71,55 @@ def summaries(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def build_blocks(rows: pl.DataFrame) -> dict[dt.date, list[BlockRow]]:
-    """Sealed blocks of rows sorted by (pid, ts), grouped by UTC day."""
-    if rows.height == 0:
-        return {}
-    hour = (rows["ts"] - rows["ts"] % HOUR_MS).to_numpy()
-    pid = rows["pid"].to_numpy()
-    # Group boundaries of (pid, hour) in sorted rows.
-    cut = np.flatnonzero((np.diff(pid) != 0) | (np.diff(hour) != 0)) + 1
-    bounds = np.concatenate([[0], cut, [rows.height]])
-    summ = summaries(rows)
+    """Sealed blocks of rows with unique (pid, ts), grouped by UTC day.
+
+    The summary columns are computed here like the cold tier's hourly rollups (finite values only, polars
+    sums), not taken from the codec's ``BlockSummary`` (which counts infinities as numeric and sums with
+    ``math.fsum``), so an hour reads the same from hot summaries and from cold rollups."""
     out: dict[dt.date, list[BlockRow]] = {}
+    if rows.height == 0:
+        return out
+    summ = {
+        (p, h): (n, nn, lo, hi, sm, first, last)
+        for p, h, n, nn, lo, hi, sm, first, last in summaries(rows)
+        .select("pid", "hour_ms", "n", "n_numeric", "vmin", "vmax", "vsum", "first_ts", "last_ts")
+        .iter_rows()
+    }
     epoch = dt.date(1970, 1, 1)
-    for i, (p, h, n, nn, lo, hi, s, first, last) in enumerate(
-        summ.select(
-            "pid", "hour_ms", "n", "n_numeric", "vmin", "vmax", "vsum", "first_ts", "last_ts"
-        ).iter_rows()
-    ):
-        payload = hot_codec.encode_rows(rows.slice(int(bounds[i]), int(bounds[i + 1] - bounds[i])))
-        day = epoch + dt.timedelta(days=h // DAY_MS)
-        key = p * KEY_HOURS + (h % DAY_MS) // HOUR_MS
+    for pid, hour_ms, block, _ in hot_codec.encode_blocks(rows):
+        n, nn, lo, hi, sm, first, last = summ[(pid, hour_ms)]
+        day = epoch + dt.timedelta(days=hour_ms // DAY_MS)
+        key = pid * KEY_HOURS + (hour_ms % DAY_MS) // HOUR_MS
+        finite = nn > 0
         out.setdefault(day, []).append(
-            (key, n, nn, lo if nn else None, hi if nn else None, s if nn else None, first, last, payload)
+            (
+                key,
+                n,
+                nn,
+                lo if finite else None,
+                hi if finite else None,
+                sm if finite else None,
+                first,
+                last,
+                block,
+            )
         )
     return out
 
 
-# A staging payload travels as an X'..' literal inside one statement (D1: <= 100 KB of SQL), so 2 hex digits
-# per byte: payloads stay under this many bytes, split by points when larger.
-MAX_STAGING_PAYLOAD_BYTES = 45_000
+# A staging payload travels as a string literal inside one statement (D1: <= 100 KB of SQL): payloads stay
+# under this many bytes, split by points when larger.
+MAX_STAGING_PAYLOAD_BYTES = 80_000
 
 
 def staging_payloads(
     rows: pl.DataFrame, *, max_bytes: int = MAX_STAGING_PAYLOAD_BYTES
-) -> list[tuple[int, int, int, int, bytes]]:
+) -> list[tuple[int, int, int, int, str]]:
     """Staging rows (hour_ms, n, first_ts, last_ts, payload): per hour, groups of up to 1,000 points, halved
     until each payload fits ``max_bytes``."""
     if rows.height == 0:
         return []
-    out: list[tuple[int, int, int, int, bytes]] = []
+    out: list[tuple[int, int, int, int, str]] = []
     rows = rows.with_columns((pl.col("ts") - pl.col("ts") % HOUR_MS).alias("_hour")).sort(
         "_hour", "pid", "ts"
     )
@@ -117,12 +127,12 @@ def staging_payloads(
     def emit(hour_ms: int, chunk: pl.DataFrame) -> None:
         payload = hot_codec.encode_rows(chunk)
         pids = chunk["pid"].unique(maintain_order=True)
-        if len(payload) > max_bytes and pids.len() > 1:
+        if len(payload.encode()) > max_bytes and pids.len() > 1:
             half = pids.slice(0, pids.len() // 2).implode()
             emit(hour_ms, chunk.filter(pl.col("pid").is_in(half)))
             emit(hour_ms, chunk.filter(~pl.col("pid").is_in(half)))
             return
-        if len(payload) > max_bytes:
+        if len(payload.encode()) > max_bytes:
             raise ValueError(
                 f"one point's samples of one hour encode to {len(payload)} bytes (> {max_bytes})"
             )
@@ -139,10 +149,19 @@ def staging_payloads(
     return out
 
 
-def decode_many(payloads: Sequence[str]) -> pl.DataFrame:
-    """Rows of hex-encoded payloads (as SQL ``hex(block)`` returns them), in payload order."""
-    frames = [hot_codec.decode_rows(bytes.fromhex(p)) for p in payloads]
+def decode_staged(payloads: Sequence[str]) -> pl.DataFrame:
+    """Rows of staging payloads, in payload order."""
+    frames = [hot_codec.decode_rows(p) for p in payloads]
     return pl.concat(frames) if frames else empty_rows()
+
+
+def decode_block_rows(result_rows: Sequence[dict]) -> pl.DataFrame:
+    """Rows of block-table result rows (``key``, ``block``)."""
+    if not result_rows:
+        return empty_rows()
+    return hot_codec.decode_blocks(
+        [r["block"] for r in result_rows], [int(r["key"]) // KEY_HOURS for r in result_rows]
+    )
 
 
 def clip(rows: pl.DataFrame, start_ms: int, end_ms: int, pids: set[int] | None = None) -> pl.DataFrame:

@@ -4,8 +4,8 @@ Why this layout (d1-billing reference: a row per sample cost 13.1 M rows written
 
 - **Sealed blocks**: one row per (point, UTC hour) in a per-(site, day) table ``"hb_<site>_<yyyymmdd>"``, keyed
   ``point_id * 32 + hour`` as the rowid, so a point's day is 24 adjacent rows and each block stays in-page.
-  Columns ``n`` (samples), ``n_numeric``/``vmin``/``vmax``/``vsum`` (finite numeric values, like the cold tier's
-  hourly rollups), ``first_ts``/``last_ts`` and ``block`` (the codec's payload). Hourly reads and the sync checks
+  Columns ``n`` (samples), ``n_numeric``/``vmin``/``vmax``/``vsum`` (over the *finite* numeric values, exactly
+  like the cold tier's hourly rollups), ``first_ts``/``last_ts`` and ``block`` (the codec's payload). Hourly reads and the sync checks
   use the summary columns without touching payloads. Retention is ``DROP TABLE`` (D1 counts 0 rows written).
 - **Staging**: samples of hours not sealed yet go to ``hot_staging``, one row per (group of up to
   ``STAGING_GROUP_POINTS`` points, hour, write) holding only samples the store did not already hold, so a
@@ -56,7 +56,7 @@ def create_block_table(site: str, day: dt.date) -> str:
     return (
         f"CREATE TABLE IF NOT EXISTS {quote_ident(block_table(site, day))} (key INTEGER PRIMARY KEY, "
         "n INTEGER NOT NULL, n_numeric INTEGER NOT NULL, vmin REAL, vmax REAL, vsum REAL, "
-        "first_ts INTEGER NOT NULL, last_ts INTEGER NOT NULL, block BLOB NOT NULL)"
+        "first_ts INTEGER NOT NULL, last_ts INTEGER NOT NULL, block TEXT NOT NULL)"
     )
 
 
@@ -68,15 +68,18 @@ def drop_block_table(site: str, day: dt.date) -> str:
 LIST_BLOCK_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name >= 'hb_' AND name < 'hb`'"
 
 
-def blob_literal(payload: bytes) -> str:
-    return "X'" + payload.hex() + "'"
+def text_literal(payload: str) -> str:
+    """A SQL string literal. Codec payloads are JSON, so they never hold a raw NUL (JSON escapes it)."""
+    if "\x00" in payload:
+        raise ValueError("payload contains a NUL character")
+    return "'" + payload.replace("'", "''") + "'"
 
 
 def _int_or_null(v: int | None) -> str:
     return "NULL" if v is None else str(int(v))
 
 
-BlockRow = tuple[int, int, int, float | None, float | None, float | None, int, int, bytes]
+BlockRow = tuple[int, int, int, float | None, float | None, float | None, int, int, str]
 
 
 def upsert_blocks_statements(
@@ -100,13 +103,14 @@ def upsert_blocks_statements(
     for key, n, n_num, vmin, vmax, vsum, first, last, payload in rows:
         part = (
             f"({int(key)},{int(n)},{int(n_num)},{float_literal(vmin)},{float_literal(vmax)},"
-            f"{float_literal(vsum)},{int(first)},{int(last)},{blob_literal(payload)})"
+            f"{float_literal(vsum)},{int(first)},{int(last)},{text_literal(payload)})"
         )
-        if parts and size + len(part) + 1 > max_statement_bytes:
+        part_bytes = len(part.encode())
+        if parts and size + part_bytes + 1 > max_statement_bytes:
             out.append(Statement(head + ",".join(parts) + tail, [], len(parts)))
             parts, size = [], len(head) + len(tail)
         parts.append(part)
-        size += len(part) + 1
+        size += part_bytes + 1
     if parts:
         out.append(Statement(head + ",".join(parts) + tail, [], len(parts)))
     return out
@@ -114,7 +118,7 @@ def upsert_blocks_statements(
 
 def insert_staging_statements(
     site: str,
-    rows: Sequence[tuple[int, int, int, int, bytes]],
+    rows: Sequence[tuple[int, int, int, int, str]],
     *,
     max_statement_bytes: int = D1_MAX_STATEMENT_BYTES - 1_000,
 ) -> list[Statement]:
@@ -124,12 +128,13 @@ def insert_staging_statements(
     parts: list[str] = []
     size = len(head)
     for hour_ms, n, first, last, payload in rows:
-        part = f"(?1,{int(hour_ms)},{int(n)},{int(first)},{int(last)},{blob_literal(payload)})"
-        if parts and size + len(part) + 1 > max_statement_bytes:
+        part = f"(?1,{int(hour_ms)},{int(n)},{int(first)},{int(last)},{text_literal(payload)})"
+        part_bytes = len(part.encode())
+        if parts and size + part_bytes + 1 > max_statement_bytes:
             out.append(Statement(head + ",".join(parts), [site], len(parts)))
             parts, size = [], len(head)
         parts.append(part)
-        size += len(part) + 1
+        size += part_bytes + 1
     if parts:
         out.append(Statement(head + ",".join(parts), [site], len(parts)))
     return out
@@ -140,7 +145,7 @@ def delete_staging_statement(ids: Sequence[int]) -> Statement:
 
 
 STAGING_OF_RANGE = (
-    "SELECT id, hour_ms, hex(block) AS block FROM hot_staging "
+    "SELECT id, hour_ms, block FROM hot_staging "
     "WHERE site = ?1 AND hour_ms >= ?2 AND hour_ms < ?3 ORDER BY id"
 )
 STAGING_SUMMARY = (
@@ -161,7 +166,7 @@ def read_blocks_sql(site: str, day: dt.date) -> str:
     """?1 JSON array of point ids, ?2 first hour, ?3 last hour (inclusive): one rowid range seek per point."""
     table = quote_ident(block_table(site, day))
     return (
-        f"SELECT b.key AS key, hex(b.block) AS block FROM json_each(?1) j JOIN {table} b "
+        f"SELECT b.key AS key, b.block AS block FROM json_each(?1) j JOIN {table} b "
         f"ON b.key BETWEEN j.value * {KEY_HOURS} + ?2 AND j.value * {KEY_HOURS} + ?3 ORDER BY b.key"
     )
 

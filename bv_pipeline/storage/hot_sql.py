@@ -13,7 +13,7 @@ Tables that always exist:
 Samples themselves live in per-(site, day) block tables built by ``bv_pipeline.storage.hot_layout``.
 
 Literals: multi-row statements inline numbers this module formats itself from ints/floats (floats as exact
-integer arithmetic, see ``float_literal``) and payloads as ``X'..'`` blobs; every string from outside (site,
+integer arithmetic, see ``float_literal``) and codec payloads (JSON) as string literals; every string from outside (site,
 point names, tags) is a bound parameter.
 """
 
@@ -80,7 +80,7 @@ SCHEMA_DDL: tuple[str, ...] = (
     n INTEGER NOT NULL,
     first_ts INTEGER NOT NULL,
     last_ts INTEGER NOT NULL,
-    block BLOB NOT NULL
+    block TEXT NOT NULL
 )""",
 )
 

@@ -13,7 +13,7 @@ from bv_pipeline.storage import hot_frames as hf
 from bv_pipeline.storage import hot_layout as hl
 from bv_pipeline.storage import hot_sql as q
 from bv_pipeline.storage import rollups
-from bv_pipeline.storage.hot_codec import ROW_SCHEMA, decode_rows, encode_rows, value_bits
+from bv_pipeline.storage.hot_codec import ROW_SCHEMA, decode_blocks, decode_rows, encode_rows, value_bits
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 DAY = dt.date(2026, 1, 1)
@@ -68,7 +68,7 @@ def test_block_upserts_respect_d1_limits_and_a_replay_writes_nothing() -> None:
         pa.table({"point": ["p"] * 60, "ts_ms": first["ts"].to_arrow(), "value": first["value"].to_arrow()})
     )
     assert vsum == rollup["sum"][0].as_py()  # the same hour summed like the cold tier's rollup
-    assert decode_rows(block).equals(first)
+    assert decode_blocks([block], [1]).equals(first)
     conn.execute(hl.drop_block_table("site-a", DAY))
     assert hl.parse_block_table(hl.block_table("site-a", DAY)) == ("site-a", DAY)
 
