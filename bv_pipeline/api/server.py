@@ -28,12 +28,18 @@ def build_stores(settings: Settings) -> tuple[HotStore, ObjectStore]:
     if settings.use_d1:
         hot_res = D1HotStoreResource(
             account_id=env["CLOUDFLARE_ACCOUNT_ID"],
-            database_id=env["D1_DATABASE_ID"],
+            database_id=env.get("D1_DATABASE_ID") or None,
             api_token=env["CLOUDFLARE_API_TOKEN"],
             base_url=env.get("CLOUDFLARE_BASE_URL") or None,
+            databases=settings.hot_databases,
+            site_groups=settings.hot_site_groups,
         )
     else:
-        hot_res = SqliteHotStoreResource(sqlite_path=str(settings.hot_db_path.resolve()))
+        hot_res = SqliteHotStoreResource(
+            sqlite_path=str(settings.hot_db_path.resolve()),
+            databases=settings.hot_databases,
+            site_groups=settings.hot_site_groups,
+        )
     if settings.use_r2:
         cold_res = ColdStoreResource(
             r2_endpoint_url=env["R2_ENDPOINT_URL"],

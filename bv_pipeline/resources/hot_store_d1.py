@@ -131,6 +131,16 @@ class D1HotStore(BlockHotStore):
                 raise D1Error(f"D1 statement failed: {r}", status=raw.http_response.status_code)
         return results
 
+    @property
+    def client(self) -> cloudflare.Cloudflare:
+        return self._client
+
+    def __enter__(self) -> D1HotStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _batch_limits(self) -> tuple[int, int]:
         return self.max_body_bytes, self.max_rows_per_request
 
@@ -142,3 +152,36 @@ class D1HotStore(BlockHotStore):
     def last_meta(self) -> list[dict[str, Any]]:
         """``meta`` of each statement of the last request (rows_read/rows_written as D1 reports them)."""
         return list(self._last_meta)
+
+
+def list_databases(client: cloudflare.Cloudflare, account_id: str, prefix: str) -> list[str]:
+    """Names of the account's databases starting with ``prefix`` (the API's name filter matches substrings)."""
+    try:
+        return [
+            d.name
+            for d in client.d1.database.list(account_id=account_id, name=prefix)
+            if d.name and d.name.startswith(prefix)
+        ]
+    except cloudflare.APIError as exc:
+        raise _d1_error(exc) from exc
+
+
+def find_or_create_database(client: cloudflare.Cloudflare, account_id: str, name: str) -> str:
+    """The uuid of the database called exactly ``name``, created when there is none."""
+    try:
+        for d in client.d1.database.list(account_id=account_id, name=name):
+            if d.name == name and d.uuid:
+                return d.uuid
+        try:
+            created = client.d1.database.create(account_id=account_id, name=name)
+        except cloudflare.BadRequestError:
+            # Created meanwhile by another process (name taken): look it up again.
+            for d in client.d1.database.list(account_id=account_id, name=name):
+                if d.name == name and d.uuid:
+                    return d.uuid
+            raise
+    except cloudflare.APIError as exc:
+        raise _d1_error(exc) from exc
+    if not created.uuid:
+        raise D1Error(f"D1 created database {name!r} but returned no uuid")
+    return created.uuid

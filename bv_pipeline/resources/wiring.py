@@ -37,12 +37,18 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     if settings.use_d1:
         hot = D1HotStoreResource(
             account_id=dg.EnvVar("CLOUDFLARE_ACCOUNT_ID"),
-            database_id=dg.EnvVar("D1_DATABASE_ID"),
+            database_id=dg.EnvVar("D1_DATABASE_ID") if settings.hot_databases == "single" else None,
             api_token=dg.EnvVar("CLOUDFLARE_API_TOKEN"),
             base_url=dg.EnvVar("CLOUDFLARE_BASE_URL") if settings.d1_base_url_set else None,
+            databases=settings.hot_databases,
+            site_groups=settings.hot_site_groups,
         )
     else:
-        hot = SqliteHotStoreResource(sqlite_path=str(settings.hot_db_path.resolve()))
+        hot = SqliteHotStoreResource(
+            sqlite_path=str(settings.hot_db_path.resolve()),
+            databases=settings.hot_databases,
+            site_groups=settings.hot_site_groups,
+        )
     if settings.use_r2:
         cold = ColdStoreResource(
             r2_endpoint_url=dg.EnvVar("R2_ENDPOINT_URL"),
