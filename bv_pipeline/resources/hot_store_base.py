@@ -103,6 +103,11 @@ class BlockHotStore(ABC):
         with self._tables_guard:
             self._tables = None
 
+    def refresh_view(self, site: str) -> None:
+        """Recreate the operators' ``"samples_<site>"`` view over the site's current day tables and staging."""
+        self._forget_tables()
+        self._run(hl.view_statements(site, self.site_days(site)))
+
     def site_days(self, site: str) -> list[dt.date]:
         out = []
         for name in self.block_tables():
@@ -389,8 +394,11 @@ class BlockHotStore(ABC):
         for day, rows in sorted(blocks.items()):
             stmts.append(q.Statement(hl.create_block_table(site, day)))
             stmts.extend(hl.upsert_blocks_statements(site, day, rows))
+        new_days = set(blocks) - set(self.site_days(site))
         self._run_grouped(stmts)
         self._forget_tables()
+        if new_days:
+            self.refresh_view(site)
         return len(stmts)
 
     def seal(self, site: str, before_ms: int) -> int:
@@ -421,8 +429,11 @@ class BlockHotStore(ABC):
             stmts.extend(hl.upsert_blocks_statements(site, day, rows))
         # Last: the staging rows that were read, so a crash before this leaves them to be sealed again.
         stmts.append(hl.delete_staging_statement([int(r["id"]) for r in staged]))
+        new_days = {hl.day_of(hour_ms)} - set(self.site_days(site))
         self._run_grouped(stmts)
         self._forget_tables()
+        if new_days:
+            self.refresh_view(site)
 
     # -- stats, extremes, deletion -------------------------------------------------------------------------------
 
@@ -522,6 +533,7 @@ class BlockHotStore(ABC):
             else:
                 deleted += self._delete_part(site, day, max(start_ms, d0), min(end_ms, d1))
         self._forget_tables()
+        self.refresh_view(site)
         return deleted
 
     def _delete_part(self, site: str, day: dt.date, start_ms: int, end_ms: int) -> int:

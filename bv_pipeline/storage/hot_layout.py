@@ -24,6 +24,7 @@ import datetime as dt
 import re
 from collections.abc import Sequence
 
+from bv_pipeline.storage.hot_blocks_sql import block_select_sql
 from bv_pipeline.storage.hot_sql import D1_MAX_STATEMENT_BYTES, Statement, float_literal
 
 HOUR_MS = 3_600_000
@@ -200,3 +201,35 @@ def day_of(ts_ms: int) -> dt.date:
 
 def day_start_ms(day: dt.date) -> int:
     return (day - dt.date(1970, 1, 1)).days * DAY_MS
+
+
+def view_name(site: str) -> str:
+    return f"samples_{site}"
+
+
+def view_statements(site: str, days: Sequence[dt.date]) -> list[Statement]:
+    """``"samples_<site>"``: one row per sample (point, ts_ms, value, value_text) over the site's block tables and
+    staging rows, for operators' SQL. Recreated whenever a day table appears or is dropped."""
+    lit = "'" + site.replace("'", "''") + "'"
+    parts = [
+        block_select_sql(f"{quote_ident(block_table(site, d))} AS h", f"h.key / {KEY_HOURS}", "h.block")
+        for d in sorted(days)
+    ]
+    parts.append(
+        block_select_sql(
+            "hot_staging AS s, json_each(s.block, '$.b') AS pb",
+            "json_extract(pb.value, '$.p')",
+            "pb.value",
+            row="s.block",
+            where=f"s.site = {lit}",
+        )
+    )
+    body = " UNION ALL ".join(parts)
+    name = quote_ident(view_name(site))
+    return [
+        Statement(f"DROP VIEW IF EXISTS {name}"),
+        Statement(
+            f"CREATE VIEW {name} AS SELECT p.name AS point, x.ts_ms AS ts_ms, x.value AS value, "
+            f"x.value_text AS value_text FROM ({body}) AS x JOIN points AS p ON p.id = x.point"
+        ),
+    ]

@@ -299,3 +299,18 @@ def test_repeated_sync_of_a_sealed_hour_writes_nothing_and_late_samples_merge(st
     got = store.read_samples("demo", ["a"], T0, T0 + 3_600_000)
     assert got["ts_ms"].to_pylist() == [T0 + m * 60_000 for m in range(60)]
     assert store.count_samples("demo", T0, T0 + 3_600_000) == 119
+
+
+def test_operators_view_shows_every_sample_with_plain_sql(store: HotStore) -> None:
+    rows = [(p, T0 + m * 60_000 + 7, float(m) / 8, None) for p in ("a", "b") for m in range(0, 90)]
+    rows += [("c", T0 + 5, None, "occupied"), ("c", T0 + 86_400_000 + 5, -0.0, None)]
+    store.upsert_samples("demo", samples(rows))
+    store.seal("demo", T0 + 3_600_000)  # hour 0 in blocks, hour 1 still staged, one sample on the next day
+    sql = (
+        'SELECT point, ts_ms, value, value_text FROM "samples_demo" '
+        "WHERE point = ?1 AND ts_ms >= ?2 AND ts_ms < ?3 ORDER BY ts_ms"
+    )
+    for point in ("a", "c"):
+        got = [tuple(r.values()) for r in store._one(sql, [point, T0, T0 + 2 * 86_400_000])]  # type: ignore[attr-defined]
+        want = [r for r in sorted(rows) if r[0] == point]
+        assert got == want
