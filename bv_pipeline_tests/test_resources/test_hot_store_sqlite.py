@@ -177,9 +177,12 @@ def test_d1_resource_builds_a_d1_store() -> None:
         assert fake.sql("SELECT watermark_ms FROM sites") == [(T0,)]
 
 
-def test_d1_resource_requires_every_secret() -> None:
-    with pytest.raises(Exception, match="database_id"):
-        D1HotStoreResource(account_id="a", api_token="t")  # type: ignore[call-arg]
+def test_d1_resource_requires_its_secrets() -> None:
+    with pytest.raises(Exception, match="api_token"):
+        D1HotStoreResource(account_id="a", database_id="d")  # type: ignore[call-arg]
+    # One database for everything needs its id; per-site databases are found by name instead.
+    with pytest.raises(ValueError, match="database_id is required"):
+        D1HotStoreResource(account_id="a", api_token="t").get_store()
 
 
 def test_the_base_resource_is_abstract() -> None:
