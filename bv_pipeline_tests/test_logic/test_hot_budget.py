@@ -109,7 +109,9 @@ def test_rows_written_per_sync_seal_and_retention_stay_within_budget(world: Worl
         world.hot, world.cold, world.ace, "demo", today=DAY + dt.timedelta(days=3), hot_days=2
     )
     assert result.deleted_days == [DAY]
-    assert world.written() - before <= 1  # the manifest's hot_deleted_ms; the day's blocks cost nothing
+    # The manifest's hot_deleted_ms and recreating the view (2 sqlite_master rows); dropping the day's blocks
+    # costs nothing, however many there are.
+    assert world.written() - before <= 3
     assert world.hot.count_samples("demo", DAY0, DAY_END) == 0
 
 
