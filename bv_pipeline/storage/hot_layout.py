@@ -164,10 +164,11 @@ SET_SEALED = (
 
 
 def read_blocks_sql(site: str, day: dt.date) -> str:
-    """?1 JSON array of point ids, ?2 first hour, ?3 last hour (inclusive): one rowid range seek per point."""
+    """?1 JSON array of point ids, ?2 first hour, ?3 last hour (inclusive): one rowid range seek per point.
+    CROSS JOIN fixes the loop order (json_each outside): otherwise SQLite may scan the table once per point."""
     table = quote_ident(block_table(site, day))
     return (
-        f"SELECT b.key AS key, b.block AS block FROM json_each(?1) j JOIN {table} b "
+        f"SELECT b.key AS key, b.block AS block FROM json_each(?1) AS j CROSS JOIN {table} AS b "
         f"ON b.key BETWEEN j.value * {KEY_HOURS} + ?2 AND j.value * {KEY_HOURS} + ?3 ORDER BY b.key"
     )
 
@@ -177,7 +178,7 @@ def read_summaries_sql(site: str, day: dt.date) -> str:
     table = quote_ident(block_table(site, day))
     return (
         f"SELECT {day_start_ms(day)} AS day_ms, b.key AS key, b.n AS n, b.n_numeric AS n_numeric, b.vmin AS vmin, b.vmax AS vmax, "
-        f"b.vsum AS vsum, b.first_ts AS first_ts, b.last_ts AS last_ts FROM json_each(?1) j JOIN {table} b "
+        f"b.vsum AS vsum, b.first_ts AS first_ts, b.last_ts AS last_ts FROM json_each(?1) AS j CROSS JOIN {table} AS b "
         f"ON b.key BETWEEN j.value * {KEY_HOURS} + ?2 AND j.value * {KEY_HOURS} + ?3 ORDER BY b.key"
     )
 

@@ -194,3 +194,17 @@ def test_sqlite_and_d1_hold_the_same_rows_after_the_same_syncs(world: World, tmp
     assert d1_rows.equals(lite.read_samples("demo", None, DAY0, DAY_END))
     assert q.SCHEMA_VERSION >= 2
     lite.close()
+
+
+def test_reads_seek_blocks_and_hourly_reads_touch_only_summaries(world: World) -> None:
+    for k in range(1, 28):  # two sealed hours and an open one
+        world.sync(DAY0 + k * 5 * MIN + 20_000)
+    names = sorted(world.hot.point_ids("demo"))
+    before = world.fake.totals().rows_read
+    world.hot.read_samples("demo", names[:1], DAY0, DAY0 + 2 * HOUR)
+    # Two blocks of one point (a seek each) plus the staging scan and the small lookups: never a table scan.
+    assert world.fake.totals().rows_read - before < 200
+    before = world.fake.totals().rows_read
+    hourly = world.hot.read_hourly("demo", names[:10], DAY0, DAY0 + 2 * HOUR)
+    assert hourly.height == 20
+    assert world.fake.totals().rows_read - before < 300
