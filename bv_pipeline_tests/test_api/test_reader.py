@@ -229,7 +229,8 @@ def test_empty_window_and_no_points(reader: TimeseriesReader) -> None:
 def test_hot_reads_of_separate_day_runs_are_merged_in_order(reader: TimeseriesReader, ds: D.Dataset) -> None:
     # Hot days separated by cold ones are read as separate runs; the result must still be (point, ts) sorted.
     lo, hi = window(D.OVERLAP, D.HOT_ONLY[-1])
-    frame = reader._read_hot(D.SITE, [D.TEMP, D.DAMPER], [D.OVERLAP, D.HOT_ONLY[1]], lo, hi)
+    frame, hourly = reader._read_hot(D.SITE, [D.TEMP, D.DAMPER], [D.OVERLAP, D.HOT_ONLY[1]], lo, hi)
+    assert hourly is None  # raw reads: no hourly summaries
     want = pl.concat([ds.day_truth(d) for d in (D.OVERLAP, D.HOT_ONLY[1])]).filter(
         pl.col("point").is_in([D.TEMP, D.DAMPER])
     )
