@@ -1,11 +1,15 @@
-"""Shared fixtures: the ACE simulator and a moto S3 server are available to every test module."""
+"""Shared fixtures: the ACE simulator, the local D1 endpoint and a moto S3 server are available to every test module."""
 
 from collections.abc import Iterator
 
 import pytest
 from dagster._core.storage.defs_state.base import set_defs_state_storage
 
-pytest_plugins = ["bv_pipeline_tests.fixtures.ace", "bv_pipeline_tests.fixtures.s3"]
+pytest_plugins = [
+    "bv_pipeline_tests.fixtures.ace",
+    "bv_pipeline_tests.fixtures.d1",
+    "bv_pipeline_tests.fixtures.s3",
+]
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,9 @@
 """Decoding of hot-tier blocks (format: ``hot_blocks`` docstring and ``docs/hot-blocks.md``). Pure.
 
-Plain blocks (numbers and nulls only, no ``x``/``d`` key) are decoded in bulk: their ``v`` lists are concatenated
-and converted by one ``pa.array`` call, which also rejects anything but numbers and nulls; timestamps of all blocks
-are decoded with numpy in one pass. Only text/escape/gap blocks walk their elements in Python.
+Blocks without ``x`` are decoded in bulk: the ``v`` lists of all plain blocks are concatenated and converted
+by one ``pa.array`` call (which also rejects anything but numbers and nulls), those of all dictionary blocks by
+another; timestamps of all blocks are decoded with numpy in one pass. Only ``x`` blocks (inline texts,
+escapes, source nulls) walk their elements in Python.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from bv_pipeline.storage.gc_pause import gc_paused
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -21,6 +23,7 @@ MAX_WIDTH = 5  # base64 digits per slot code: time ranges below 64**5 ms (12.4 d
 _LUT = np.full(256, -1, dtype=np.int64)
 _LUT[np.frombuffer(ALPHABET.encode(), np.uint8)] = np.arange(64)
 KIND_NUM, KIND_TEXT, KIND_NULL = 0, 1, 2
+KIND_PLAIN = 3  # decoder only: a plain JSON number, before the block's scale and float32 mode
 
 
 # SAMPLE_SCHEMA with the hot tier's integer point id instead of the name.
@@ -41,13 +44,14 @@ def _loads(block: str | bytes) -> dict:
     return obj
 
 
-def _decode_element(e: object, f32: bool, d: list | None) -> tuple[int, float, str | None]:
-    """(kind, value, text) of one slow-path element; kind -1 is an empty slot."""
+def _decode_element(e: object, d: list | None) -> tuple[int, float, str | None]:
+    """(kind, value, text) of one slow-path element; kind -1 is an empty slot, KIND_PLAIN a number still to be
+    mapped through the block's scale and float32 mode."""
     te = type(e)
     if e is None:
         return -1, math.nan, None
     if te is float or (te is int and d is None):
-        return KIND_NUM, float(np.float32(e)) if f32 else float(e), None  # type: ignore[arg-type]
+        return KIND_PLAIN, float(e), None  # type: ignore[arg-type]
     if te is int and d is not None and 0 <= e < len(d):  # type: ignore[operator]
         return KIND_TEXT, math.nan, d[e]  # type: ignore[index]
     if te is str:
@@ -61,15 +65,28 @@ def _decode_element(e: object, f32: bool, d: list | None) -> tuple[int, float, s
         if x == "inf" or x == "-inf":
             return KIND_NUM, float(x), None
         if type(x) is str and len(x) == 17 and x[0] == "n":
-            return KIND_NUM, float(np.frombuffer(bytes.fromhex(x[1:]), ">u8").view(">f8")[0]), None
+            try:
+                return KIND_NUM, float(np.frombuffer(bytes.fromhex(x[1:]), ">u8").view(">f8")[0]), None
+            except ValueError:
+                pass
     raise BlockFormatError(f"bad block element {e!r}")
 
 
+def _scale(o: dict, i: int) -> tuple[int, int]:
+    """(divisor k, offset o) of a scaled-decimal block; (1, 0) for a plain one."""
+    k, off = o.get("k", 1), o.get("o", 0)
+    if type(k) is not int or type(off) is not int or k < 1 or abs(off) >= 2**53:
+        raise BlockFormatError(f"block {i}: k must be a positive integer and o an integer")
+    return k, off
+
+
 def _int_column(values: list, what: str) -> np.ndarray:
+    if not all(type(x) is int for x in values):
+        raise BlockFormatError(f"block field {what} must be an integer")
     try:
         return np.asarray(values, dtype=np.int64)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise BlockFormatError(f"block field {what} must be integers: {exc}") from None
+    except OverflowError as exc:
+        raise BlockFormatError(f"block field {what} is out of range: {exc}") from None
 
 
 def _slot_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -94,6 +111,7 @@ def decode_objects(objs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.nda
     plain_v: list = []
     plain: list[int] = []
     plain_f32: list[bool] = []
+    plain_scale: list[tuple[int, int]] = []
     dict_v: list = []
     dict_blocks: list[int] = []
     entries: list = []
@@ -120,6 +138,7 @@ def decode_objects(objs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.nda
             plain_v.extend(v)
             plain.append(i)
             plain_f32.append(o.get("f") == 1)
+            plain_scale.append(_scale(o, i))
     nb = len(objs)
     anchor, step = _int_column(anchors, "a"), _int_column(steps, "s")
     width, slots = _int_column(widths, "w"), np.asarray(n_slots, dtype=np.int64)
@@ -153,9 +172,14 @@ def decode_objects(objs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.nda
         fb = np.asarray(plain)
         at = _slot_positions(slot_start[fb], slots[fb])
         vals = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+        k, off = (np.repeat(np.asarray(c, dtype=np.int64), slots[fb]) for c in zip(*plain_scale, strict=True))
+        scaled = np.repeat(np.asarray([o_k != (1, 0) for o_k in plain_scale], dtype=bool), slots[fb])
+        if scaled.any():  # exact integers (< 2**53) in, one correctly rounded division out
+            vals = np.where(scaled, (vals + off) / k, vals)
         f32 = np.repeat(np.asarray(plain_f32, dtype=bool), slots[fb])
         if f32.any():
-            vals = np.where(f32, vals.astype(np.float32).astype(np.float64), vals)
+            with np.errstate(over="ignore"):  # other blocks' huge values overflow float32 (dropped)
+                vals = np.where(f32, vals.astype(np.float32).astype(np.float64), vals)
         value[at] = vals
         ok = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
         valid[at] = ok
@@ -179,9 +203,13 @@ def decode_objects(objs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.nda
         if d is not None and (not isinstance(d, list) or not all(type(x) is str for x in d)):
             raise BlockFormatError(f"block {i}: d is not a list of strings")
         g = int(slot_start[i])
+        k, off = _scale(o, i)
         for e in o["v"]:
-            kind, x, text = _decode_element(e, f32_mode, d)
-            if kind == KIND_NUM:
+            kind, x, text = _decode_element(e, d)
+            if kind == KIND_PLAIN:
+                x = (x + off) / k if (k, off) != (1, 0) else x
+                value[g], valid[g] = float(np.float32(x)) if f32_mode else x, True
+            elif kind == KIND_NUM:
                 value[g], valid[g] = x, True
             elif kind == KIND_TEXT:
                 text_idx[g] = len(texts)
@@ -205,11 +233,15 @@ def decode_block(block: str | bytes) -> tuple[np.ndarray, pa.Array, pa.Array]:
 
 
 def samples_table(
-    points: Sequence, counts: np.ndarray, ts: np.ndarray, value: np.ndarray, valid: np.ndarray, text: pa.Array
+    schema: pa.Schema,
+    points: Sequence,
+    counts: np.ndarray,
+    ts: np.ndarray,
+    value: np.ndarray,
+    valid: np.ndarray,
+    text: pa.Array,
 ) -> pa.Table:
-    """SAMPLE_SCHEMA (``points`` are names) or ID_SAMPLE_SCHEMA (integer ids) rows, ``counts[i]`` for point i."""
-    by_id = len(points) > 0 and all(type(p) is int for p in points)
-    schema = ID_SAMPLE_SCHEMA if by_id else SAMPLE_SCHEMA
+    """A ``schema`` (SAMPLE_SCHEMA or ID_SAMPLE_SCHEMA) table with ``counts[i]`` rows for ``points[i]``."""
     keys = pa.array(list(points), schema.field(0).type)
     point_col = keys.take(pa.array(np.repeat(np.arange(len(points)), counts)))
     return pa.Table.from_arrays(
@@ -221,14 +253,16 @@ def decode_blocks(blocks: Sequence[str | bytes], points: Sequence[str]) -> pa.Ta
     """Many blocks (block i holds point ``points[i]``) -> one SAMPLE_SCHEMA table, rows in input order."""
     if len(blocks) != len(points):
         raise ValueError("blocks and points lengths differ")
-    ts, value, valid, text, counts = decode_objects([_loads(b) for b in blocks])
-    return samples_table([str(p) for p in points], counts, ts, value, valid, text).cast(SAMPLE_SCHEMA)
+    with gc_paused():  # parsed JSON holds no cycles: collector passes over it are pure overhead
+        ts, value, valid, text, counts = decode_objects([_loads(b) for b in blocks])
+    return samples_table(SAMPLE_SCHEMA, [str(p) for p in points], counts, ts, value, valid, text)
 
 
 def decode_blocks_by_id(blocks: Sequence[str | bytes], point_ids: Sequence[int]) -> pa.Table:
     """``decode_blocks`` keyed by integer point ids: an ID_SAMPLE_SCHEMA table, rows in input order."""
     if len(blocks) != len(point_ids):
         raise ValueError("blocks and point_ids lengths differ")
-    ts, value, valid, text, counts = decode_objects([_loads(b) for b in blocks])
+    with gc_paused():
+        ts, value, valid, text, counts = decode_objects([_loads(b) for b in blocks])
     ids = [int(p) for p in point_ids]
-    return samples_table(ids, counts, ts, value, valid, text).cast(ID_SAMPLE_SCHEMA)
+    return samples_table(ID_SAMPLE_SCHEMA, ids, counts, ts, value, valid, text)

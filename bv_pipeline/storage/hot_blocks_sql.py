@@ -9,7 +9,8 @@ The pattern, for a table ``h`` with a block column::
 ``block_select_sql`` writes that whole SELECT. Columns:
 
 - ``ts_ms`` INTEGER: exact epoch milliseconds.
-- ``value`` REAL: the numeric value, NULL for null/text samples. Exact for float64 blocks. In float32 blocks
+- ``value`` REAL: the numeric value, NULL for null/text samples; scaled-decimal blocks compute ``(o + v) * 1.0 / k``
+  exactly as the decoder does. Exact for float64 blocks. In float32 blocks
   (``"f":1``) SQL shows the *shortest decimal* of the float32 (1.61), whereas the decoder returns
   float64(float32(1.61)) = 1.6100000143051147, the value ACE sent: they differ by less than half a float32 ulp
   (relative 6e-8). Infinities are +/-Inf; a NaN (never produced by ace_parse) shows as NULL.
@@ -59,8 +60,11 @@ def block_ts_sql(block: str, alias: str = "e", row: str | None = None) -> str:
 
 def block_value_sql(block: str, alias: str = "e") -> str:
     first = f"json_extract({alias}.value, '$[0]')"
+    k = _x(block, "$.k")
     return (
-        f"(CASE WHEN {alias}.type = 'real' THEN {alias}.value"
+        f"(CASE WHEN {alias}.type IN ('integer', 'real') AND {k} IS NOT NULL"
+        f" THEN ({_x(block, '$.o')} + {alias}.value) * 1.0 / {k}"
+        f" WHEN {alias}.type = 'real' THEN {alias}.value"
         f" WHEN {alias}.type = 'integer' AND {_x(block, '$.d')} IS NULL THEN CAST({alias}.value AS REAL)"
         f" WHEN {alias}.type = 'array' THEN (CASE json_type({alias}.value, '$[0]')"
         f" WHEN 'real' THEN {first} WHEN 'integer' THEN CAST({first} AS REAL)"

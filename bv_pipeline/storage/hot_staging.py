@@ -19,7 +19,6 @@ earliest sample time) and a block without ``"s"``/``"w"`` uses the row's (the mo
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
@@ -27,13 +26,15 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from bv_pipeline.storage.hot_blocks import block_layout, encode_prepared, prepare_table
+from bv_pipeline.storage.gc_pause import gc_paused
+from bv_pipeline.storage.hot_blocks import prepare_table
 from bv_pipeline.storage.hot_blocks_decode import (
     ID_SAMPLE_SCHEMA,
     BlockFormatError,
     decode_objects,
     samples_table,
 )
+from bv_pipeline.storage.hot_blocks_encode import block_layouts, encode_runs
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA
 
 
@@ -45,23 +46,21 @@ def encode_staging(samples: pa.Table, point_ids: Mapping[str, int] | None = None
     if samples.num_rows == 0:
         return '{"a":0,"s":0,"w":0,"b":[]}'
     points, change, p = prepare_table(samples)
-    runs = list(itertools.pairwise([0, *(np.flatnonzero(change) + 1).tolist(), len(points)]))
-    default = Counter(block_layout(p, lo, hi) for lo, hi in runs).most_common(1)[0][0]
+    starts = np.concatenate([[0], np.flatnonzero(change) + 1, [len(points)]])
+    default = Counter(block_layouts(p, starts)).most_common(1)[0][0]
     base = int(p.ts.min())
-    parts = []
-    for lo, hi in runs:
-        key = points[lo]
+    heads = []
+    for key in points.take(pa.array(starts[:-1])).to_pylist():
         if type(key) is int:
-            ref = str(key)
+            heads.append(f'"p":{key},')
         elif point_ids is not None:
             if key not in point_ids:
                 raise KeyError(f"point {key!r} has no id")
-            ref = str(int(point_ids[key]))
+            heads.append(f'"p":{int(point_ids[key])},')
         else:
-            ref = orjson.dumps(key).decode()
-        block, _ = encode_prepared(p, lo, hi, f'"p":{ref},', base, default)
-        parts.append(block)
-    return f'{{"a":{base},"s":{default[0]},"w":{default[1]},"b":[' + ",".join(parts) + "]}"
+            heads.append(f'"p":{orjson.dumps(key).decode()},')
+    blocks, _ = encode_runs(p, starts, heads, base, default)
+    return f'{{"a":{base},"s":{default[0]},"w":{default[1]},"b":[' + ",".join(blocks) + "]}"
 
 
 def staging_points(text: str | bytes) -> list[int | str]:
@@ -87,13 +86,7 @@ def _blocks(text: str | bytes) -> list[dict]:
     return blocks
 
 
-def decode_staging(
-    text: str | bytes, point_names: Mapping[int, str] | Sequence[str] | None = None
-) -> pa.Table:
-    """A staging row -> SAMPLE_SCHEMA table (blocks in row order, samples by time within each block).
-
-    Rows that reference points by id need ``point_names`` (id -> name); rows with names need nothing."""
-    blocks = _blocks(text)
+def _point_names(blocks: list[dict], point_names: Mapping[int, str] | Sequence[str] | None) -> list[str]:
     names: list[str] = []
     for o in blocks:
         ref = o.get("p")
@@ -106,15 +99,28 @@ def decode_staging(
                 raise KeyError(f"staging row references unknown point id {ref}") from None
         else:
             raise BlockFormatError(f"staging block point reference {ref!r} cannot be resolved to a name")
-    ts, value, valid, value_text, counts = decode_objects(blocks)
-    return samples_table(names, counts, ts, value, valid, value_text).cast(SAMPLE_SCHEMA)
+    return names
+
+
+def decode_staging(
+    text: str | bytes, point_names: Mapping[int, str] | Sequence[str] | None = None
+) -> pa.Table:
+    """A staging row -> SAMPLE_SCHEMA table (blocks in row order, samples by time within each block).
+
+    Rows that reference points by id need ``point_names`` (id -> name); rows with names need nothing."""
+    with gc_paused():  # parsed JSON holds no cycles: collector passes over it are pure overhead
+        blocks = _blocks(text)
+        names = _point_names(blocks, point_names)
+        ts, value, valid, value_text, counts = decode_objects(blocks)
+    return samples_table(SAMPLE_SCHEMA, names, counts, ts, value, valid, value_text)
 
 
 def decode_staging_by_id(text: str | bytes) -> pa.Table:
     """A staging row whose blocks reference integer point ids -> ID_SAMPLE_SCHEMA table."""
-    blocks = _blocks(text)
-    ids = [o.get("p") for o in blocks]
-    if not all(type(i) is int for i in ids):
-        raise BlockFormatError("staging row references points by name, not by id")
-    ts, value, valid, value_text, counts = decode_objects(blocks)
-    return samples_table(ids, counts, ts, value, valid, value_text).cast(ID_SAMPLE_SCHEMA)
+    with gc_paused():
+        blocks = _blocks(text)
+        ids = [o.get("p") for o in blocks]
+        if not all(type(i) is int for i in ids):
+            raise BlockFormatError("staging row references points by name, not by id")
+        ts, value, valid, value_text, counts = decode_objects(blocks)
+    return samples_table(ID_SAMPLE_SCHEMA, ids, counts, ts, value, valid, value_text)

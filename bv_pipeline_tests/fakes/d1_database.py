@@ -1,9 +1,10 @@
 """One database of the local D1 endpoint: runs a request's statements the way D1 does and meters them.
 
 Statements execute through SQLite carrying Cloudflare's row-count patch (``d1meter``), so ``meta.rows_read`` and
-``meta.rows_written`` are D1's billing units by construction. Results are encoded as D1's JavaScript runtime
-encodes them: numbers are JavaScript doubles (an integral REAL comes back as ``21``, ``-0.0`` as ``0``, an
-infinity as ``null``, an integer beyond 2**53 rounded), BLOBs are arrays of byte values.
+``meta.rows_written`` are D1's billing units by construction. Values cross the boundary as D1's JavaScript runtime
+moves them (Cloudflare's "Type conversion" table): a parameter that is an integral number binds as INTEGER (JSON
+``21.0`` too), an array of byte values as a BLOB; results are JavaScript numbers (an integral REAL comes back as
+``21``, ``-0.0`` as ``0``, an infinity as ``null``, an integer beyond 2**53 rounded) and BLOBs arrays of bytes.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import Any
 
 from bv_pipeline_tests.fakes.d1meter import sqlite as d1sql
 
-_TXN = re.compile(r"^\s*(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.IGNORECASE)
-_DDL = re.compile(r"^\s*(CREATE|DROP|ALTER)\b", re.IGNORECASE)
+_LEAD = r"^(?:\s|--[^\n]*(?:\n|$)|/\*.*?\*/)*"  # whitespace and comments before the first keyword
+_TXN = re.compile(_LEAD + r"(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.IGNORECASE | re.DOTALL)
+_DDL = re.compile(_LEAD + r"(CREATE|DROP|ALTER)\b", re.IGNORECASE | re.DOTALL)
 _MAX_SAFE_INTEGER = 2**53
 SERVED_BY = "bv-fake-d1"  # D1 names the backend version here (e.g. "v3-prod")
 
@@ -93,6 +95,20 @@ def js_value(v: Any) -> Any:
         return js_number(v)
     if t is bytes:
         return list(v)
+    return v
+
+
+def d1_param(v: Any) -> Any:
+    """A JSON parameter as D1 binds it: JavaScript has one number type, so an integral number binds as INTEGER
+    (``21.0`` and ``-0.0`` too); an array of byte values binds as a BLOB; objects are a type error."""
+    if type(v) is float and v.is_integer() and -(2.0**63) <= v < 2.0**63:
+        return int(v)
+    if isinstance(v, list):
+        if all(type(b) is int and 0 <= b <= 255 for b in v):
+            return bytes(v)
+        raise D1Failure(400, 7500, "D1_TYPE_ERROR: an array parameter must hold byte values (0-255)")
+    if isinstance(v, dict):
+        raise D1Failure(400, 7500, "D1_TYPE_ERROR: Type 'object' not supported for value '[object Object]'")
     return v
 
 
@@ -211,7 +227,7 @@ class Database:
             raise D1Failure(400, 7500, "Bound parameters are only supported on a single statement")
         if conn.parameter_count(stmt) != len(params):
             raise D1Failure(400, 7500, "Wrong number of parameter bindings for SQL query.")
-        conn.bind(stmt, params)
+        conn.bind(stmt, [d1_param(v) for v in params])
         started = time.perf_counter()
         res = conn.run(stmt)
         self._encode(res, text, raw, (time.perf_counter() - started) * 1000, out)
@@ -242,7 +258,7 @@ class Database:
             "timings": {"sql_duration_ms": elapsed_ms},
             "duration": elapsed_ms,
             "changes": res.changes,
-            "last_row_id": res.last_row_id,
+            "last_row_id": 0 if res.readonly else res.last_row_id,  # a read reports 0, as in D1's docs
             "changed_db": changed,
             "size_after": self.conn.size_bytes(),
             "rows_read": res.rows_read,

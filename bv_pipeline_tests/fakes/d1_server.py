@@ -33,7 +33,8 @@ Counters for tests and benchmarks:
 - ``fake.totals(database_id=None) -> D1Totals``: per database cumulative rows read/written, requests,
   statements, largest statement result and current size; ``account_totals()`` sums every database;
   ``reset_totals(database_id=None)`` zeroes them (all databases when None).
-- ``fake.create_database(name) -> uuid`` creates a database directly; ``fake.database_ids`` lists them.
+- ``fake.create_database(name) -> uuid`` creates a database directly; ``fake.database_ids`` lists them and
+  ``fake.database_id_named(name)`` finds one.
 - ``fake.sql(sql, params, database_id=None)``: direct, unmetered access to a database for assertions.
 """
 
@@ -133,6 +134,14 @@ class FakeD1:
     def database_ids(self) -> list[str]:
         with self._lock:
             return list(self._databases)
+
+    def database_id_named(self, name: str) -> str:
+        """The uuid of the database called ``name`` (KeyError if none)."""
+        with self._lock:
+            for db_id, db in self._databases.items():
+                if db.name == name:
+                    return db_id
+        raise KeyError(f"no database named {name!r}")
 
     def sql(
         self, sql: str, params: tuple[Any, ...] | list[Any] = (), *, database_id: str | None = None

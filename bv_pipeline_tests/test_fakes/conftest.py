@@ -1,22 +1,18 @@
-"""Fixtures for the local D1 endpoint's own tests: a fresh endpoint and an official SDK client without retries."""
+"""Short names for the shared D1 fixtures (``bv_pipeline_tests/fixtures/d1.py``) in the endpoint's own tests."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import cloudflare
 import pytest
 
-from bv_pipeline_tests.fakes.d1_server import FakeD1, run_fake_d1
+from bv_pipeline_tests.fakes.d1_server import FakeD1
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeD1]:
-    with run_fake_d1() as f:
-        yield f
+def fake(fake_d1: FakeD1) -> FakeD1:
+    return fake_d1
 
 
 @pytest.fixture
-def client(fake: FakeD1) -> Iterator[cloudflare.Cloudflare]:
-    with cloudflare.Cloudflare(api_token=fake.token, base_url=fake.base_url, max_retries=0) as c:
-        yield c
+def client(d1_client: cloudflare.Cloudflare) -> cloudflare.Cloudflare:
+    return d1_client

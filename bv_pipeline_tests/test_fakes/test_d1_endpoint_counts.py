@@ -113,9 +113,10 @@ def test_meta_fields_through_the_sdk(client: cloudflare.Cloudflare, fake: FakeD1
     assert insert.success and select.success
     assert insert.meta is not None and select.meta is not None
     assert (insert.meta.changes, insert.meta.last_row_id, insert.meta.changed_db) == (2, 42, True)
-    assert (select.meta.changes, select.meta.changed_db, select.results) == (
+    assert (select.meta.changes, select.meta.changed_db, select.meta.last_row_id, select.results) == (
         0,
         False,
+        0,
         [{"id": 41, "s": "x"}, {"id": 42, "s": "y"}],
     )
     page_count, page_size = fake.sql("PRAGMA page_count")[0][0], fake.sql("PRAGMA page_size")[0][0]
@@ -147,6 +148,19 @@ def test_values_come_back_as_d1_javascript_runtime_encodes_them(
     assert '"whole":21,' in resp.http_response.text
 
 
+def test_parameters_bind_as_d1_binds_json_values(client: cloudflare.Cloudflare, fake: FakeD1) -> None:
+    res = run(
+        client,
+        fake,
+        "SELECT typeof(?1) AS a, typeof(?2) AS b, typeof(?3) AS c, ?4 AS d, hex(?5) AS e, typeof(?6) AS f",
+        [21.0, 1.5, True, -0.0, [1, 2, 255], "7"],  # type: ignore[list-item]
+    )
+    # One JavaScript number type: 21.0 is an integer; booleans are integers; a byte array is a BLOB.
+    assert res.results == [{"a": "integer", "b": "real", "c": "integer", "d": 0, "e": "0102FF", "f": "text"}]
+    with pytest.raises(cloudflare.BadRequestError, match="D1_TYPE_ERROR"):
+        run(client, fake, "SELECT ?", [{"x": 1}])  # type: ignore[list-item]
+
+
 def test_totals_and_request_records_add_up(client: cloudflare.Cloudflare, fake: FakeD1) -> None:
     run(client, fake, "CREATE TABLE w (a INTEGER PRIMARY KEY, v REAL) WITHOUT ROWID")
     fake.reset_totals()
@@ -170,3 +184,21 @@ def test_totals_and_request_records_add_up(client: cloudflare.Cloudflare, fake: 
     assert fake.requests[1].result_bytes == totals.max_result_bytes > 50 * len('{"a":0,"v":1}')
     fake.reset_totals()
     assert fake.totals().rows_read == 0 and fake.totals().size_bytes == totals.size_bytes
+
+
+def test_injected_failures_after_commit_are_billed(client: cloudflare.Cloudflare, fake: FakeD1) -> None:
+    run(client, fake, "CREATE TABLE w (a INTEGER PRIMARY KEY, v REAL) WITHOUT ROWID")
+    fake.reset_totals()
+    fake.inject(503, count=1, when="after")
+    fake.inject(429, count=1, when="before")
+    sql = "INSERT INTO w SELECT value, 1.0 FROM json_each(?) WHERE true ON CONFLICT DO NOTHING"
+    for _ in range(2):
+        with pytest.raises(cloudflare.APIStatusError):
+            run(client, fake, sql, [json.dumps(list(range(10)))])
+    # The "after" failure committed (and is billed); the "before" one never reached the database.
+    assert [(r.status, r.injected, r.rows_written) for r in fake.requests[-2:]] == [
+        (503, True, 10),
+        (429, True, 0),
+    ]
+    assert (fake.totals().rows_written, fake.totals().requests) == (10, 2)
+    assert fake.sql("SELECT count(*) FROM w") == [(10,)]

@@ -78,3 +78,6 @@ def test_databases_are_separate_files_with_separate_totals(
     fake.reset_totals(other)
     assert fake.totals(other).rows_written == 0 and fake.totals().rows_written == 5
     assert {fake.database_id, other} == set(fake.database_ids)
+    assert (
+        fake.database_id_named("site-beta") == other and fake.database_id_named("bv-hot") == fake.database_id
+    )

@@ -40,8 +40,14 @@ def test_bound_parameters_and_statement_length(client: cloudflare.Cloudflare, fa
         query(client, fake, f"SELECT '{filler}x'")
     with pytest.raises(cloudflare.BadRequestError, match="Wrong number of parameter bindings"):
         query(client, fake, "SELECT ?, ?", [1])
-    with pytest.raises(cloudflare.BadRequestError, match=r"state\.storage\.transaction"):
-        query(client, fake, "SELECT 1; BEGIN")
+    for sql in ("SELECT 1; BEGIN", "/* why */ -- not\n SAVEPOINT a"):
+        with pytest.raises(cloudflare.BadRequestError, match=r"state\.storage\.transaction"):
+            query(client, fake, sql)
+    with pytest.raises(cloudflare.BadRequestError, match="No SQL statements detected"):
+        query(client, fake, "-- nothing")
+    with pytest.raises(cloudflare.BadRequestError) as info:
+        query(client, fake, "CREATE TABLE wide (" + ", ".join(f"c{i}" for i in range(101)) + ")")
+    assert d1_error(info)[2] == "too many columns on wide: SQLITE_ERROR"  # as D1 answers
 
 
 def test_two_megabyte_values(client: cloudflare.Cloudflare, fake: FakeD1) -> None:

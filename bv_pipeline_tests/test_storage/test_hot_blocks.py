@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import random
 import sqlite3
 import struct
+from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -13,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bv_pipeline.simulator import AceSimulator, SimulatorConfig
 from bv_pipeline.storage.hot_blocks import (
     ID_SAMPLE_SCHEMA,
     BlockFormatError,
@@ -112,17 +116,19 @@ def _assert_same(value: pa.Array, text: pa.Array, items: list[tuple[str, object]
 
 
 def _expected_summary(ts: np.ndarray, items: list[tuple[str, object]]) -> BlockSummary:
-    nums = [x for k, x in items if k == "num"]
+    """As the cold tier's hourly rollups: statistics over the finite numeric values only."""
+    nums = [x for k, x in items if k == "num" and math.isfinite(x)]  # type: ignore[arg-type]
     if not nums:
         return BlockSummary(len(items), 0, None, None, None, int(ts[0]), int(ts[-1]))
-    finite = all(math.isfinite(x) for x in nums)  # type: ignore[arg-type]
-    with np.errstate(invalid="ignore"):
-        total = math.fsum(nums) if finite else float(np.sum(nums))  # type: ignore[arg-type]
-        lo, hi = float(np.min(nums)), float(np.max(nums))
-    return BlockSummary(len(items), len(nums), lo, hi, total, int(ts[0]), int(ts[-1]))
+    exact = sum(map(Fraction, nums), Fraction(0))  # type: ignore[arg-type]
+    try:
+        total = float(exact)
+    except OverflowError:
+        total = math.inf if exact > 0 else -math.inf
+    return BlockSummary(len(items), len(nums), min(nums), max(nums), total, int(ts[0]), int(ts[-1]))  # type: ignore[arg-type, type-var]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_blocks())
 def test_block_round_trip_is_bit_exact(block: tuple[np.ndarray, list[tuple[str, object]]]) -> None:
     ts, items = block
@@ -161,6 +167,45 @@ def test_decode_blocks_concatenates_in_input_order(blocks: list) -> None:
         table["value_text"].combine_chunks(),
         [x for _, i in blocks for x in i],
     )
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_blocks(), min_size=1, max_size=8), st.randoms(use_true_random=False))
+def test_table_encoding_of_many_blocks_is_exact(blocks: list, rnd: random.Random) -> None:
+    """The vectorised multi-block path: blocks of several points and hours in one shuffled table."""
+    rows = []
+    for b, (ts, items) in enumerate(blocks):
+        point, hour = f"p{b % 3}", b // 3  # block b's samples land in hour (b // 3) of point p(b % 3)
+        rows += [(point, int(t) + hour * 3_600_000, k, x) for t, (k, x) in zip(ts, items, strict=True)]
+    rnd.shuffle(rows)
+    value, text = _arrays([(k, x) for _, _, k, x in rows])
+    table = pa.Table.from_arrays(
+        [pa.array([r[0] for r in rows]), pa.array([r[1] for r in rows], pa.int64()), value, text],
+        schema=SAMPLE_SCHEMA,
+    )
+    out = encode_table_blocks(table)
+    assert len(out) == len(blocks)
+    decoded = decode_blocks([b for _, _, b, _ in out], [p for p, *_ in out])
+    rows.sort(key=lambda r: (r[0], r[1]))
+    assert decoded["point"].to_pylist() == [r[0] for r in rows]
+    assert decoded["ts_ms"].to_pylist() == [r[1] for r in rows]
+    _assert_same(
+        decoded["value"].combine_chunks(),
+        decoded["value_text"].combine_chunks(),
+        [(k, x) for *_, k, x in rows],
+    )
+    for point, hour, _, summary in out:
+        mine = [r for r in rows if r[0] == point and hour <= r[1] < hour + 3_600_000]
+        ts = np.array([r[1] for r in mine])
+        want = _expected_summary(ts, [(k, x) for *_, k, x in mine])
+        assert (summary.n, summary.n_numeric, summary.first_ts, summary.last_ts) == (
+            want.n,
+            want.n_numeric,
+            want.first_ts,
+            want.last_ts,
+        )
+        for got, exp in ((summary.vmin, want.vmin), (summary.vmax, want.vmax), (summary.vsum, want.vsum)):
+            assert (got is None and exp is None) or (math.isnan(got) and math.isnan(exp)) or got == exp  # type: ignore[arg-type]
 
 
 def _sql_rows(rows: list[tuple[str, str]], sql_from_point: str = "h.point") -> list[tuple]:
@@ -220,10 +265,26 @@ def test_targeted_values_round_trip_and_show_in_sql() -> None:
     encoded, summary = encode_block(ts, *_arrays(items))
     _, value, text = decode_block(encoded)
     _assert_same(value, text, items)
-    assert summary.n == 12 and summary.n_numeric == 8
+    assert summary.n == 12 and summary.n_numeric == 5  # finite ones: not inf, -inf, NaN
     rows = _sql_rows([("p", encoded)])
     _assert_sql_matches(rows, ts, [*items[:-1], ("null", None)], orjson.loads(encoded).get("f") == 1)
     assert rows[-1][2] is None  # NaN shows as NULL in SQL (SQLite has no NaN)
+
+
+def test_timestamps_before_1970_and_far_apart() -> None:
+    ts = np.array([-86_400_123, -5_000, -1, 0, 7, 64**5 - 86_400_124], dtype=np.int64)  # the widest span
+    encoded, summary = encode_block(ts, np.arange(6, dtype=np.float64))
+    assert decode_block(encoded)[0].tolist() == ts.tolist()
+    assert [r[1] for r in _sql_rows([("p", encoded)])] == ts.tolist()
+    assert (summary.first_ts, summary.last_ts) == (int(ts[0]), int(ts[-1]))
+
+
+def test_summary_sums_exactly_even_past_float64_range() -> None:
+    ts = np.arange(3, dtype=np.int64) * 60_000 + T0
+    assert encode_block(ts, np.array([1.7e308, 1.7e308, -1.7e308]))[1].vsum == 1.7e308  # fsum alone overflows
+    assert encode_block(ts[:2], np.array([1.7e308, 1.7e308]))[1].vsum == math.inf
+    summary = encode_block(ts, np.array([0.1, 0.2, 0.3]))[1]
+    assert summary.vsum == 0.6 and sum([0.1, 0.2, 0.3]) != 0.6  # correctly rounded, not left-to-right
 
 
 def test_float32_block_stores_short_decimals_and_sql_shows_them() -> None:
@@ -233,6 +294,21 @@ def test_float32_block_stores_short_decimals_and_sql_shows_them() -> None:
     assert '"f":1' in encoded and '"v":[1.61,72.3,0.1,45.25]' in encoded
     assert decode_block(encoded)[1].to_pylist() == values
     assert [r[2] for r in _sql_rows([("p", encoded)])] == [1.61, 72.3, 0.1, 45.25]
+
+
+def test_scaled_decimals_store_small_integers_and_sql_divides_exactly() -> None:
+    readings = [5121551.42, 5121553.59, 5121555.75, 5121557.92, 5121560.08]
+    ts = np.arange(5, dtype=np.int64) * 60_000 + T0
+    encoded, summary = encode_block(ts, np.asarray(readings))
+    assert '"k":100,"o":512155142' in encoded and '"v":[0,217,433,650,866]' in encoded
+    assert decode_block(encoded)[1].to_pylist() == readings
+    assert [r[2] for r in _sql_rows([("p", encoded)])] == readings
+    assert summary.vmin == readings[0] and summary.vmax == readings[-1]
+    temps = [float(np.float32(x)) for x in (72.3, 72.4, 71.9, 72.0, 72.6)] * 4  # float32 registers
+    ts = np.arange(20, dtype=np.int64) * 60_000 + T0
+    encoded, _ = encode_block(ts, np.asarray(temps))
+    assert '"f":1,"k":10,"o":719' in encoded and '"v":[4,5,0,1,7,4,5,0,1,7,' in encoded
+    assert decode_block(encoded)[1].to_pylist() == temps
 
 
 def test_regular_cadence_with_jitter_and_a_gap_uses_the_grid() -> None:
@@ -306,6 +382,9 @@ def test_encode_rejects_bad_input(
         '{"a":0,"s":0,"w":1,"t":"A","x":1,"v":[true]}',
         '{"a":0,"s":0,"w":1,"t":"A","d":["a"],"v":[1]}',
         '{"a":0,"s":0,"w":1,"t":"A","d":["a"],"v":[-1]}',
+        '{"a":0,"s":0,"w":1,"t":"A","x":1,"v":[["nzz00000000000000"]]}',
+        '{"a":0,"s":0,"w":1,"t":"A","k":0,"o":1,"v":[1]}',
+        '{"a":"0","s":0,"w":1,"t":"A","v":[1]}',
     ],
 )
 def test_decode_rejects_malformed_blocks(block: str) -> None:
@@ -404,9 +483,70 @@ def test_integer_point_ids_for_blocks_and_staging() -> None:
     row = encode_staging(table)
     assert decode_staging_by_id(row).equals(expected)
     assert staging_points(row) == sorted(ids.values())
+    assert (
+        decode_blocks_by_id([], []).schema == ID_SAMPLE_SCHEMA
+        and decode_blocks([], []).schema == SAMPLE_SCHEMA
+    )
+    assert decode_staging_by_id(encode_staging(table.slice(0, 0))).schema == ID_SAMPLE_SCHEMA
+    assert encode_table_blocks(table.slice(0, 0)) == []
     with pytest.raises(BlockFormatError):
         decode_staging_by_id(
             encode_staging(
                 table.slice(0, 5).rename_columns(["point", *table.column_names[1:]]).cast(SAMPLE_SCHEMA)
             )
         )
+
+
+def test_simulator_hour_is_exact_compact_and_readable_in_sql() -> None:
+    """Realistic data (jitter, gaps, float32 registers, meters, enums): exact, under 8 bytes/sample, same in SQL."""
+    sim = AceSimulator(SimulatorConfig(sites=("s",), points=120), clock=lambda: T0 / 1000 + 86_400)
+    truth = sim.truth("s", T0 + 3_600_000, T0 + 7_200_000)
+    out = encode_table_blocks(truth)
+    blocks, points = [b for _, _, b, _ in out], [p for p, *_ in out]
+    assert decode_blocks(blocks, points).equals(truth)
+    size = sum(len(b.encode()) for b in blocks)
+    assert size / truth.num_rows < 8.0, size / truth.num_rows
+    for mode in ('"f":1', '"d":', '"k":', "null"):  # float32, dictionary, scaled decimals, gaps
+        assert any(mode in b for b in blocks), mode
+    rows = _sql_rows(list(zip(points, blocks, strict=True)))
+    assert [(r[0], r[1], r[3]) for r in rows] == list(
+        zip(
+            truth["point"].to_pylist(),
+            truth["ts_ms"].to_pylist(),
+            truth["value_text"].to_pylist(),
+            strict=True,
+        )
+    )
+    for (_, _, got, _), want in zip(rows, truth["value"].to_pylist(), strict=True):
+        assert (got is None and want is None) or np.float32(got) == np.float32(want)
+    exact = [b for b in blocks if '"f":1' not in b]
+    assert exact  # float64 blocks read back exactly in SQL
+    f64_rows = _sql_rows([("p", b) for b in exact])
+    f64_want = decode_blocks(exact, ["p"] * len(exact))["value"].to_pylist()
+    assert [r[2] for r in f64_rows] == f64_want
+
+
+def test_sql_expansion_on_d1s_sqlite_reads_one_row_per_slot(tmp_path: Path) -> None:
+    """On SQLite carrying D1's row counters (the local D1 endpoint's library): same samples, and a block costs
+    one row read for its seek plus one per slot (empty slots included)."""
+    from bv_pipeline_tests.fakes.d1meter.sqlite import Connection
+
+    sim = AceSimulator(SimulatorConfig(sites=("s",), points=30), clock=lambda: T0 / 1000 + 86_400)
+    truth = sim.truth("s", T0 + 3_600_000, T0 + 7_200_000)
+    table, _ = _by_id(truth)
+    out = encode_table_blocks(table)
+    conn = Connection(tmp_path / "d1.sqlite")
+    conn.execute("CREATE TABLE h (point_id INTEGER PRIMARY KEY, block TEXT NOT NULL)")
+    for pid, _, block, _ in out:
+        conn.execute("INSERT INTO h VALUES (?, ?)", (pid, block))
+    result = conn.execute(block_select_sql("h", "h.point_id", "h.block"))[0]
+    expected = decode_blocks_by_id([b for _, _, b, _ in out], [p for p, *_ in out])
+    assert [(r[0], r[1], r[3]) for r in result.rows] == list(
+        zip(*(expected[c].to_pylist() for c in ("point_id", "ts_ms", "value_text")), strict=True)
+    )
+    for row, want in zip(result.rows, expected["value"].to_pylist(), strict=True):
+        assert (row[2] is None and want is None) or np.float32(row[2]) == np.float32(want)
+    slots = [len(orjson.loads(b)["v"]) for _, _, b, _ in out]
+    assert result.rows_read == len(out) + sum(slots)
+    one = conn.execute(block_select_sql("h", "h.point_id", "h.block", where=f"h.point_id = {out[2][0]}"))[0]
+    assert len(one.rows) == out[2][3].n and one.rows_read == 1 + slots[2]

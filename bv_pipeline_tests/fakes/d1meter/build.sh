@@ -17,9 +17,13 @@ if [ ! -f package/deps/sqlite3/sqlite3.c ]; then
   tar xzf ./*.tgz
 fi
 python3 "$here/patch_rowcounts.py" package/deps/sqlite3/sqlite3.c sqlite3_d1.c
-# -Bsymbolic: the library's own calls bind to its own (patched) symbols even if another SQLite is loaded.
-gcc -O2 -fPIC -shared -Wl,-Bsymbolic \
-  -DSQLITE_THREADSAFE=1 -DSQLITE_ENABLE_MATH_FUNCTIONS -DSQLITE_ENABLE_FTS5 -DSQLITE_ENABLE_RTREE \
+# The SQLITE_* options are workerd's (build/BUILD.sqlite3), so SQL that D1 accepts (e.g. DELETE ... LIMIT) and
+# its query plans match. -Bsymbolic: the library's own calls bind to its own (patched) symbols even if another
+# SQLite is loaded in the process.
+gcc -O2 -fPIC -shared -Wl,-Bsymbolic -DSQLITE_THREADSAFE=1 \
+  -DSQLITE_MAX_ALLOCATION_SIZE=16777216 -DSQLITE_PRINTF_PRECISION_LIMIT=100000 -DSQLITE_ENABLE_FTS5 \
+  -DSQLITE_ENABLE_NORMALIZE -DSQLITE_ENABLE_MATH_FUNCTIONS -DSQLITE_DEFAULT_FOREIGN_KEYS=1 -DSQLITE_ENABLE_RTREE \
+  -DSQLITE_ENABLE_UPDATE_DELETE_LIMIT -DSQLITE_OMIT_SHARED_CACHE \
   -o "$out/libsqlite3_d1.so.tmp" sqlite3_d1.c -lpthread -lm -ldl
 mv "$out/libsqlite3_d1.so.tmp" "$out/libsqlite3_d1.so"
 echo "built $out/libsqlite3_d1.so"

@@ -3,7 +3,8 @@
 Cloudflare workerd carries ``patches/sqlite/0001-row-counts-plain.patch`` (derived from libSQL's row counters):
 with it, ``sqlite3_stmt_status(stmt, 1025 | 1026)`` returns the rows read / rows written that Durable Objects
 SQLite, and so D1, reports and bills. Upstream applies the patch to SQLite's source tree; this script makes the
-same edits on the amalgamation. Each edit is anchored on the same source context as the upstream hunk and every
+same edits on the amalgamation (checked hunk by hunk against workerd's patch as of its SQLite 3.53.4 upgrade,
+August 2026, including "don't count rows written to temporary (ephemeral) tables"). Each edit is anchored on the same source context as the upstream hunk and every
 anchor must match exactly once, so a changed SQLite fails loudly instead of counting wrongly.
 
 Usage: ``python3 patch_rowcounts.py sqlite3.c out.c`` (called by ``build.sh``).
