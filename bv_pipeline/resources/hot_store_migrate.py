@@ -38,6 +38,7 @@ def migrate_row_per_sample(store: BlockHotStore) -> int:
         len(days),
     )
     moved = 0
+    sealed: dict[str, int] = {}
     for d in days:
         start = d * hl.DAY_MS
         for hour in range(24):  # an hour per read keeps every D1 result small
@@ -52,7 +53,10 @@ def migrate_row_per_sample(store: BlockHotStore) -> int:
                     stmts.append(q.Statement(hl.create_block_table(str(site), day)))
                     stmts.extend(hl.upsert_blocks_statements(str(site), day, blocks))
                 store._run_grouped(stmts)
+                sealed[str(site)] = h0 + hl.HOUR_MS
             moved += len(rows)
+    # Moved hours are sealed blocks: mark them so, as sealing would have (readers use block summaries below it).
+    store._run([q.Statement(hl.SET_SEALED, [site, end]) for site, end in sealed.items()])
     store._one("DROP TABLE samples")
     store._forget_tables()
     log.warning("hot tier: upgrade done, %d samples moved into hour blocks", moved)

@@ -77,13 +77,18 @@ class BlockReads(StoreCore):
             return 0, 0, None, None
         days = self._days_in(site, start_ms, end_ms)
         staged = set(self._staged_hours(site, start_ms - start_ms % hl.HOUR_MS, end_ms))
+        # Blocks exist only below the sealed instant: later whole hours need no summary query (a sync's check
+        # covers the rest of today, which would otherwise scan the day table every 5 minutes).
+        sealed = self.sealed_ms(site)
         cut_hours = {
             t - t % hl.HOUR_MS
             for t in (start_ms, end_ms, cut_ms)
             if t % hl.HOUR_MS and start_ms <= t <= end_ms
         }
         day_starts = {hl.day_start_ms(d) for d in days}
-        special = {h for h in cut_hours if h in staged or h - h % hl.DAY_MS in day_starts} | staged
+        special = {
+            h for h in cut_hours if h in staged or (h < sealed and h - h % hl.DAY_MS in day_starts)
+        } | staged
         n = after = 0
         lo: int | None = None
         hi: int | None = None
@@ -93,7 +98,7 @@ class BlockReads(StoreCore):
                 x
                 for x in range(24)
                 if start_ms <= d0 + x * hl.HOUR_MS
-                and d0 + (x + 1) * hl.HOUR_MS <= end_ms
+                and d0 + (x + 1) * hl.HOUR_MS <= min(end_ms, sealed)
                 and d0 + x * hl.HOUR_MS not in special
             ]
             # Runs split at the cut, so each run is entirely before or entirely at/after it.

@@ -103,8 +103,11 @@ class BlockWrites(StoreCore):
         for day, rows in sorted(hf.build_blocks(merged).items()):
             stmts.append(q.Statement(hl.create_block_table(site, day)))
             stmts.extend(hl.upsert_blocks_statements(site, day, rows))
-        # Last: the staging rows that were read, so a crash before this leaves them to be sealed again.
+        # Last: delete the staging rows that were read, so a crash before this leaves them to be sealed again.
         stmts.append(hl.delete_staging_statement([int(r["id"]) for r in staged]))
+        # With it, atomically: the hour counts as sealed, so blocks never exist beyond ``sealed_ms`` without the
+        # hour's staging rows (readers use summaries only below ``sealed_ms``).
+        stmts.append(q.Statement(hl.SET_SEALED, [site, hour_ms + hl.HOUR_MS]))
         new_days = {hl.day_of(hour_ms)} - set(self.site_days(site))
         self._run_grouped(stmts)
         self._forget_tables()

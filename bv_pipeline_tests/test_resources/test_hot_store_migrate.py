@@ -83,6 +83,8 @@ def test_sqlite_database_of_the_old_schema_is_upgraded_in_place(
     assert "samples" not in tables and {"hb_demo_20260101", "hb_demo_20260102"} <= tables
     store.ensure_schema()  # idempotent: nothing left to upgrade
     _check(store, want)
+    assert store.count_samples("demo", 0, 2**53) == len(OLD_ROWS)
+    assert store.max_ts("demo") == T0 + 90_000_000
     store.close()
 
 
@@ -96,5 +98,6 @@ def test_d1_database_of_the_old_schema_is_upgraded_in_place() -> None:
         store = D1HotStore(fake.account_id, fake.database_id, fake.token, base_url=fake.base_url)
         store.ensure_schema()
         _check(store, want)
+        assert store.count_samples("demo", 0, 2**53) == len(OLD_ROWS)
         assert fake.sql("SELECT name FROM sqlite_master WHERE name = 'samples'") == []
         store.close()
