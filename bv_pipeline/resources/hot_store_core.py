@@ -131,17 +131,18 @@ class StoreCore(ABC):
         return out
 
     def _read_layers(
-        self, site: str, pids: Sequence[int], start_ms: int, end_ms: int, *, for_write: bool = False
+        self, site: str, pids: Sequence[int], start_ms: int, end_ms: int
     ) -> tuple[list[pl.DataFrame], list[int], int]:
         """([blocks, staging payloads in id order], staged hours, sealed_ms) overlapping the range, unclipped.
-        Staging rows and the seal state come in one request; a writer reads blocks only below the sealed
-        instant (later hours have none)."""
+        Staging rows and the seal state come in one request; blocks are read only below the sealed instant."""
         h0 = start_ms - start_ms % hl.HOUR_MS
         state, staged = self._run(
             [q.Statement(hl.GET_SEALED, [site]), q.Statement(hl.STAGING_OF_RANGE, [site, h0, end_ms])]
         )
         sealed = int(state[0]["sealed_ms"]) if state else 0
-        b_end = min(end_ms, sealed) if for_write else end_ms
+        # Blocks exist only below the sealed instant (a seal moves it in the request that deletes the hour's
+        # staging rows, so a half-done seal's blocks are still covered by those rows): no seeks above it.
+        b_end = min(end_ms, sealed)
         for attempt in range(2):
             try:
                 blocks = self._fetch(self._block_statements(site, pids, start_ms, b_end))

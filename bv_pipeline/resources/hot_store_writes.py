@@ -40,7 +40,7 @@ class BlockWrites(StoreCore):
         )
         lo, hi = int(incoming["ts"].min()), int(incoming["ts"].max()) + 1  # type: ignore[arg-type]
         pids = sorted(set(incoming["pid"].to_list()))
-        layers, staged_hours, sealed = self._read_layers(site, pids, lo, hi, for_write=True)
+        layers, staged_hours, sealed = self._read_layers(site, pids, lo, hi)
         new = hf.not_stored(incoming, hf.merge_last(layers))
         stats = UpsertStats(rows=table.num_rows, new_points=new_points, new_rows=new.height)
         if new.height:
