@@ -92,6 +92,7 @@ class Settings:
     api_tokens: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
+    automation: AutomationSettings = field(default_factory=lambda: AutomationSettings())
 
     @property
     def hot_db_path(self) -> Path:
@@ -182,4 +183,56 @@ class Settings:
             hot_site_groups=hot_site_groups,
             api_tokens=tokens,
             allowed_origins=origins,
+            automation=AutomationSettings.from_env(env),
         )
+
+
+# -- Automation: when Dagster does things, and how long it keeps its own run history ---------------------------
+
+
+def _utc_time(env: Mapping[str, str], name: str, default: dt.time) -> dt.time:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not re.fullmatch(r"\d{2}:\d{2}", raw):
+        raise ConfigError(f"{name}={raw!r} is not a UTC time of day like 02:00")
+    try:
+        return dt.time.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid UTC time of day (00:00 to 23:59)") from None
+
+
+@dataclass(frozen=True)
+class AutomationSettings:
+    sync_interval_seconds: int = 300
+    archive_time_utc: dt.time = dt.time(2, 0)
+    compaction_time_utc: dt.time = dt.time(3, 30)
+    run_retention_time_utc: dt.time = dt.time(4, 30)
+    run_retention_days: int = 7
+    failed_run_retention_days: int = 30
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AutomationSettings:
+        settings = cls(
+            sync_interval_seconds=_int(env, "BV_SYNC_INTERVAL_SECONDS", 300, minimum=5, maximum=3600),
+            archive_time_utc=_utc_time(env, "BV_ARCHIVE_TIME", dt.time(2, 0)),
+            compaction_time_utc=_utc_time(env, "BV_COMPACTION_TIME", dt.time(3, 30)),
+            run_retention_time_utc=_utc_time(env, "BV_RUN_RETENTION_TIME", dt.time(4, 30)),
+            run_retention_days=_int(env, "BV_RUN_RETENTION_DAYS", 7, minimum=1, maximum=3650),
+            failed_run_retention_days=_int(env, "BV_FAILED_RUN_RETENTION_DAYS", 30, minimum=1, maximum=3650),
+        )
+        if settings.failed_run_retention_days < settings.run_retention_days:
+            raise ConfigError(
+                f"BV_FAILED_RUN_RETENTION_DAYS={settings.failed_run_retention_days} must be >= "
+                f"BV_RUN_RETENTION_DAYS={settings.run_retention_days}: failures are kept at least as long"
+            )
+        if settings.compaction_time_utc == settings.archive_time_utc:
+            raise ConfigError(
+                "BV_COMPACTION_TIME must differ from BV_ARCHIVE_TIME: compaction reads what archival wrote"
+            )
+        return settings
+
+    @staticmethod
+    def cron(at: dt.time) -> str:
+        """A daily cron expression for a UTC time of day."""
+        return f"{at.minute} {at.hour} * * *"

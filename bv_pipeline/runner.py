@@ -1,8 +1,9 @@
 """``bv-pipeline run``: the whole stack on one machine, and ``bv-pipeline check-config``.
 
-Starts the chart read API (uvicorn) and ``dagster dev`` (webserver + daemon: the sync sensor and the nightly
-schedule are on by default) with DAGSTER_HOME in the project directory. With no configuration everything is
-embedded: the ACE simulator in-process, SQLite and a local cold directory under BV_DATA_DIR.
+Starts the chart read API (uvicorn) and ``dg dev`` (Dagster's webserver + daemon: the sync sensor and the
+nightly schedules are on by default) with DAGSTER_HOME in the project directory unless DAGSTER_HOME is set.
+With no configuration everything is embedded: the ACE simulator in-process, SQLite and a local cold
+directory under BV_DATA_DIR.
 """
 
 from __future__ import annotations
@@ -38,7 +39,17 @@ def describe(settings: Settings) -> list[str]:
         f"hot:   {'Cloudflare D1' if settings.use_d1 else f'SQLite {settings.hot_db_path}'}",
         f"cold:  {'R2 bucket ' + str(settings.r2_bucket) if settings.use_r2 else f'local directory {settings.cold_dir}'}",
         f"hot window: {settings.hot_storage_days} days; sync lookback {settings.sync_lookback_minutes} min",
+        _describe_automation(settings),
     ]
+
+
+def _describe_automation(settings: Settings) -> str:
+    a = settings.automation
+    return (
+        f"automation: sync every {a.sync_interval_seconds} s; archive {a.archive_time_utc:%H:%M}, compaction "
+        f"{a.compaction_time_utc:%H:%M}, run retention {a.run_retention_time_utc:%H:%M} UTC; runs kept "
+        f"{a.run_retention_days} days (failed {a.failed_run_retention_days})"
+    )
 
 
 def check_config_main(argv: Sequence[str]) -> int:
@@ -47,10 +58,33 @@ def check_config_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def prepare_dagster_home(home: Path) -> Path:
+def prepare_dagster_home(home: Path, shipped: Path = PROJECT_ROOT / "dagster.yaml") -> tuple[Path, str]:
+    """Install the shipped dagster.yaml into ``home`` only if it has none: an operator's file is never replaced.
+
+    Returns the home and a sentence saying what was done, for the start-up banner.
+    """
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
-    return home
+    target = home / "dagster.yaml"
+    if not target.exists():
+        shutil.copyfile(shipped, target)
+        return home, f"installed {shipped.name} into {home}"
+    if target.read_bytes() == shipped.read_bytes():
+        return home, f"using {target} (same as the shipped {shipped.name})"
+    return home, (
+        f"using {target} as it is: it differs from the shipped {shipped.name}, which was NOT copied over it "
+        f"(diff them after an upgrade)"
+    )
+
+
+def dg_command() -> list[str]:
+    """``dg`` from this interpreter's environment (Dagster 1.13 supersedes ``dagster dev`` with ``dg dev``)."""
+    beside = Path(sys.executable).parent / "dg"
+    found = str(beside) if beside.exists() else shutil.which("dg")
+    if not found:
+        raise SystemExit(
+            "`dg` not found: install the project (`pip install -e .`), it depends on dagster-dg-cli"
+        )
+    return [found]
 
 
 def main(argv: Sequence[str]) -> int:
@@ -63,7 +97,9 @@ def main(argv: Sequence[str]) -> int:
 
     settings = _settings_or_exit()
     env = dict(os.environ)
-    home = prepare_dagster_home(Path(env.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home").resolve())
+    home, home_note = prepare_dagster_home(
+        Path(env.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home").resolve()
+    )
     env["DAGSTER_HOME"] = str(home)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 
@@ -78,6 +114,7 @@ def main(argv: Sequence[str]) -> int:
     print("bv-pipeline starting")
     for line in describe(settings):
         print("  " + line)
+    print(f"  dagster: {home_note}")
     procs: list[subprocess.Popen[bytes]] = []
     try:
         if not args.no_api:
@@ -99,9 +136,7 @@ def main(argv: Sequence[str]) -> int:
         procs.append(
             subprocess.Popen(
                 [
-                    sys.executable,
-                    "-m",
-                    "dagster",
+                    *dg_command(),
                     "dev",
                     "-w",
                     str(PROJECT_ROOT / "workspace.yaml"),

@@ -1,5 +1,6 @@
 """Nightly automation (UTC): archival at 02:00 (yesterday's cold object, rollup and hot retention for every
-registered site), then compaction at 03:30 (each site's yearly hourly-rollup objects and monthly raw-sample objects)."""
+registered site), then compaction at 03:30 (each site's yearly hourly-rollup objects and monthly raw-sample objects).
+Both times are settings (``BV_ARCHIVE_TIME``, ``BV_COMPACTION_TIME``); the constants below are the defaults."""
 
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ NIGHTLY_CRON = "0 2 * * *"
 COMPACTION_CRON = "30 3 * * *"
 
 
-def build_nightly_archive_schedule(job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+def build_nightly_archive_schedule(
+    job: dg.UnresolvedAssetJobDefinition, cron_schedule: str = NIGHTLY_CRON
+) -> dg.ScheduleDefinition:
     @dg.schedule(
         name="nightly_archive_schedule",
-        cron_schedule=NIGHTLY_CRON,
+        cron_schedule=cron_schedule,
         execution_timezone="UTC",
         job=job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="02:00 UTC: archive yesterday for every site (verify, then record), build rollups, apply retention.",
+        description=f"{cron_schedule} (cron, UTC): archive yesterday for every site (verify, then record), build rollups, apply retention.",
     )
     def nightly_archive_schedule(
         context: dg.ScheduleEvaluationContext,
@@ -47,15 +50,17 @@ def build_nightly_archive_schedule(job: dg.UnresolvedAssetJobDefinition) -> dg.S
     return nightly_archive_schedule
 
 
-def build_rollup_compaction_schedule(job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+def build_rollup_compaction_schedule(
+    job: dg.UnresolvedAssetJobDefinition, cron_schedule: str = COMPACTION_CRON
+) -> dg.ScheduleDefinition:
     @dg.schedule(
         name="rollup_compaction_schedule",
-        cron_schedule=COMPACTION_CRON,
+        cron_schedule=cron_schedule,
         execution_timezone="UTC",
         job=job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=(
-            "03:30 UTC: compact each site's new and re-archived daily rollups into its yearly objects and its "
+            f"{cron_schedule} (cron, UTC): compact each site's new and re-archived daily rollups into its yearly objects and its "
             "closed months' raw day objects into monthly objects."
         ),
     )

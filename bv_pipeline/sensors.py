@@ -1,8 +1,9 @@
-"""``ace_sync_sensor``: every 5 minutes, one hot-sync run per site for today (and for any earlier day that is not
-closed yet: yesterday just after midnight, or every day of a downtime, at most the hot window back).
+"""``ace_sync_sensor``: every 5 minutes (``BV_SYNC_INTERVAL_SECONDS``), one hot-sync run per site for today (and
+for any earlier day that is not closed yet: yesterday just after midnight, or every day of a downtime, at most the
+hot window back).
 
 The sensor never decides the window; the run reads its per-day sync state from the hot store. The cursor is only
-informational. Run keys include the 5-minute slot, so a duplicated tick launches nothing twice, and a site-day
+informational. Run keys include the interval's slot, so a duplicated tick launches nothing twice, and a site-day
 whose previous sync run is still queued or running is skipped instead of piling up runs.
 """
 
@@ -19,7 +20,11 @@ from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.hot_store import HotStoreResource
 from bv_pipeline.resources.policy import PolicyResource
 
-SYNC_INTERVAL_SECONDS = 300
+SYNC_INTERVAL_SECONDS = 300  # default of BV_SYNC_INTERVAL_SECONDS
+# A sync run takes seconds to minutes. If its whole process tree dies with the code server (host restart, OOM of
+# everything), the default run launcher cannot see that the worker is gone; run monitoring fails the run after
+# this long instead, which also frees its ACE pool slot and unblocks the site-day for the sensor.
+SYNC_MAX_RUNTIME_SECONDS = 3600
 SYNC_TAG = "bv/sync"
 SITE_TAG = "bv/site"
 IN_FLIGHT = [
@@ -36,14 +41,16 @@ def sync_tag(site: str, day: dt.date) -> str:
 
 
 def build_ace_sync_sensor(
-    sites: tuple[str, ...], job: dg.UnresolvedAssetJobDefinition
+    sites: tuple[str, ...],
+    job: dg.UnresolvedAssetJobDefinition,
+    interval_seconds: int = SYNC_INTERVAL_SECONDS,
 ) -> dg.SensorDefinition:
     @dg.sensor(
         name="ace_sync_sensor",
         job=job,
-        minimum_interval_seconds=SYNC_INTERVAL_SECONDS,
+        minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Every 5 minutes: sync each configured site's current day (and unclosed earlier days) into the hot tier.",
+        description=f"Every {interval_seconds} s: sync each configured site's current day (and unclosed earlier days) into the hot tier.",
     )
     def ace_sync_sensor(
         context: dg.SensorEvaluationContext,
@@ -53,7 +60,7 @@ def build_ace_sync_sensor(
     ) -> dg.SensorResult:
         now_ms = clock.now_ms()
         today = clock.today()
-        slot = now_ms // (SYNC_INTERVAL_SECONDS * 1000)
+        slot = now_ms // (interval_seconds * 1000)
         registered = set(context.instance.get_dynamic_partitions(SITES_PARTITION_NAME))
         new_sites = [s for s in sites if s not in registered]
 
@@ -83,7 +90,11 @@ def build_ace_sync_sensor(
                         run_key=f"hot-sync|{tag}|{slot}",
                         partition_key=site_day_key(site, day),
                         run_config=INCREMENTAL_RUN_CONFIG,
-                        tags={SYNC_TAG: tag, SITE_TAG: site},
+                        tags={
+                            SYNC_TAG: tag,
+                            SITE_TAG: site,
+                            "dagster/max_runtime": str(SYNC_MAX_RUNTIME_SECONDS),
+                        },
                     )
                 )
         cursor = json.dumps(

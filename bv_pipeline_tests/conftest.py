@@ -9,6 +9,7 @@ pytest_plugins = [
     "bv_pipeline_tests.fixtures.ace",
     "bv_pipeline_tests.fixtures.d1",
     "bv_pipeline_tests.fixtures.s3",
+    "bv_pipeline_tests.fixtures.postgres",
 ]
 
 

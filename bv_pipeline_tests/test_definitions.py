@@ -29,10 +29,12 @@ def test_default_definitions_load_and_validate(monkeypatch: pytest.MonkeyPatch, 
         "hot_sync_job",
         "nightly_archive_job",
         "rollup_compaction_job",
+        "dagster_run_retention_job",
     }
     assert {s.name for s in loaded.schedules or []} == {
         "nightly_archive_schedule",
         "rollup_compaction_schedule",
+        "dagster_run_retention_schedule",
     }
 
 
