@@ -132,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             failed_checks += sum(1 for c in checks if not c.passed and c.check_name != "latest_sample_fresh")
             sync_s.append(time.perf_counter() - t)
             if len(sync_s) % 24 == 0:
-                print(f"  .. {len(sync_s)} syncs, {meter.phases['sync']['rows_written']} rows written", flush=True)
+                print(
+                    f"  .. {len(sync_s)} syncs, {meter.phases['sync']['rows_written']} rows written",
+                    flush=True,
+                )
             peak_bytes = max(peak_bytes, _db_bytes(fake)[0])
         stored = d1.count_samples(SITE, day_start, day_end)
         truth = sim.truth(SITE, day_start, day_end).num_rows
