@@ -139,10 +139,19 @@ class BlockWrites(StoreCore):
         pids = sorted(self.point_ids(site).values())
         rows = self.read_rows(site, pids, h0, h1)
         keep = rows.filter((pl.col("ts") < start_ms) | (pl.col("ts") >= end_ms))
+        # Rewrite the touched blocks first (guarded upserts), then delete only blocks left empty: a crash in
+        # between leaves rows of the range (deleted again next time), never loses a kept one.
         table = hl.quote_ident(hl.block_table(site, day))
-        a, b = (h0 % hl.DAY_MS) // hl.HOUR_MS, (h1 - 1) % hl.DAY_MS // hl.HOUR_MS
-        stmts = [q.Statement(f"DELETE FROM {table} WHERE (key & {hl.KEY_HOURS - 1}) BETWEEN {a} AND {b}")]
+        hour = pl.col("ts") - pl.col("ts") % hl.HOUR_MS
+        key = pl.col("pid") * hl.KEY_HOURS + (hour % hl.DAY_MS) // hl.HOUR_MS
+        old_keys = set(rows.select(key.alias("k"))["k"].to_list())
+        kept_keys = set(keep.select(key.alias("k"))["k"].to_list())
+        stmts: list[q.Statement] = []
         for d, blocks in hf.build_blocks(keep).items():
             stmts.extend(hl.upsert_blocks_statements(site, d, blocks))
+        empty = sorted(old_keys - kept_keys)
+        for i in range(0, len(empty), 5_000):
+            keys = ",".join(str(k) for k in empty[i : i + 5_000])
+            stmts.append(q.Statement(f"DELETE FROM {table} WHERE key IN ({keys})"))
         self._run_grouped(stmts)
         return rows.height - keep.height
