@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         bulk = synthetic(args.points, 0, args.minutes)
         figures["generate_s"] = round(time.perf_counter() - t0, 2)
-        store = SqliteHotStore(Path(tmp) / "hot.sqlite3", sort_before_insert=not args.no_sort)
+        store = SqliteHotStore(Path(tmp) / "hot.sqlite3")
         store.ensure_schema()
         t0 = time.perf_counter()
         stats = store.upsert_samples(SITE, bulk)

@@ -346,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         rng = random.Random(11)
         hot_names = sorted(rng.sample(names, args.hot_points))
         hot.upsert_points(SITE, [PointMeta(name=n, collect_interval_s=60) for n in names])
+        hot.seal(SITE, day_bounds_ms(today)[0])  # past days are sealed hours: loaded straight into blocks
         hot_base = samples.filter(pc.is_in(samples["point"], value_set=pa.array(hot_names)))
         for day in hot_days:
             shift = (day - base_day).days * MS_PER_DAY

@@ -169,6 +169,8 @@ class Settings:
     use_r2: bool = False
     d1_base_url_set: bool = False
     r2_bucket: str | None = None
+    hot_databases: str = "single"  # BV_HOT_DATABASES: single | per-site
+    hot_site_groups: str = ""  # BV_HOT_SITE_GROUPS: group:site,site;group2:site (per-site only)
     api_tokens: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     dagster_home: Path | None = None  # None: bv-pipeline run uses ./.dagster_home
@@ -239,7 +241,17 @@ class Settings:
             if start > today:
                 raise ConfigError(f"BV_START_DATE={raw_start!r} is in the future (today is {today} UTC)")
 
-        use_d1 = _all_or_none(env, D1_VARS, "D1")
+        hot_databases = env.get("BV_HOT_DATABASES", "").strip() or "single"
+        hot_site_groups = env.get("BV_HOT_SITE_GROUPS", "").strip()
+        try:
+            from bv_pipeline.resources.hot_store_routing import HotDatabases
+
+            HotDatabases.parse(hot_databases, hot_site_groups)
+        except ValueError as exc:
+            raise ConfigError(f"BV_HOT_DATABASES / BV_HOT_SITE_GROUPS: {exc}") from None
+        # Per-site D1 databases are looked up by name or created, so no database id is configured.
+        d1_vars = D1_VARS if hot_databases == "single" else tuple(v for v in D1_VARS if v != "D1_DATABASE_ID")
+        use_d1 = _all_or_none(env, d1_vars, "D1")
         use_r2 = _all_or_none(env, R2_VARS, "R2")
         if use_r2:
             _url(env, "R2_ENDPOINT_URL")
@@ -287,6 +299,8 @@ class Settings:
             use_r2=use_r2,
             d1_base_url_set=bool(_url(env, "CLOUDFLARE_BASE_URL")),
             r2_bucket=env.get("R2_BUCKET", "").strip() or None,
+            hot_databases=hot_databases,
+            hot_site_groups=hot_site_groups,
             api_tokens=tokens,
             allowed_origins=origins,
             dagster_home=_dagster_home(env),

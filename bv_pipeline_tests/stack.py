@@ -23,7 +23,7 @@ from bv_pipeline.partitions import site_day_key
 from bv_pipeline.resources.ace import AceClient, AceResource
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.cold_store import ColdStoreResource
-from bv_pipeline.resources.hot_store import HotStoreResource
+from bv_pipeline.resources.hot_store import D1HotStoreResource, HotStoreResource, SqliteHotStoreResource
 from bv_pipeline.resources.policy import PolicyResource
 from bv_pipeline.simulator import AceSimulator, FaultConfig, SimulatorConfig
 from bv_pipeline.storage.interfaces import HotStore, ObjectStore
@@ -74,7 +74,7 @@ class Stack:
         self.sim_id = f"sim-{next(_ids)}"
         _SIMULATORS[self.sim_id] = self.sim
         if self.hot_resource is None:
-            self.hot_resource = HotStoreResource(sqlite_path=str(self.tmp / "hot.sqlite3"))
+            self.hot_resource = SqliteHotStoreResource(sqlite_path=str(self.tmp / "hot.sqlite3"))
         if self.cold_resource is None:
             self.cold_resource = ColdStoreResource(local_dir=str(self.tmp / "cold"))
         self.settings = Settings(sites=self.sites, data_dir=self.tmp, hot_storage_days=self.hot_storage_days)
@@ -162,11 +162,11 @@ def remote_backends(bucket: S3Bucket) -> Iterator[dict[str, Any]]:
     the fake D1 endpoint, R2 through dagster-aws against the moto S3 server."""
     with run_fake_d1() as fake:
         yield {
-            "hot_resource": HotStoreResource(
-                d1_account_id=fake.account_id,
-                d1_database_id=fake.database_id,
-                d1_api_token=fake.token,
-                d1_base_url=fake.base_url,
+            "hot_resource": D1HotStoreResource(
+                account_id=fake.account_id,
+                database_id=fake.database_id,
+                api_token=fake.token,
+                base_url=fake.base_url,
             ),
             "cold_resource": ColdStoreResource(
                 r2_endpoint_url=bucket.endpoint_url,

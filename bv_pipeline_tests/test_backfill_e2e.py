@@ -111,4 +111,6 @@ def _hot_rows(tmp_path: Path) -> int:
     import sqlite3
 
     with sqlite3.connect(tmp_path / "data" / "hot.sqlite3") as conn:
-        return int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
+        blocks = conn.execute("SELECT count(*) FROM sqlite_master WHERE name LIKE 'hb%'").fetchone()[0]
+        staged = conn.execute("SELECT count(*) FROM hot_staging").fetchone()[0]
+        return int(blocks) + int(staged)

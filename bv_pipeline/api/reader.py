@@ -75,6 +75,7 @@ class QueryResult:
     answer_cached: bool = False  # served from the answer cache (an immutable window asked before)
 
 
+
 class TimeseriesReader:
     """Reads one site's points over any window from both tiers. Thread-safe; share one per process."""
 
@@ -236,15 +237,24 @@ class TimeseriesReader:
                     elapsed_ms=(time.perf_counter() - t0) * 1000,
                 )
         hot_read = (
-            self._hot_pool.submit(self._read_hot, site, pts, hot_days, start_ms, end_ms) if hot_days else None
+            self._hot_pool.submit(self._read_hot, site, pts, hot_days, start_ms, end_ms, interval)
+            if hot_days
+            else None
         )
         counter = ReadCounter()
         # Days archived and pruned from hot are read meanwhile; they do not depend on what hot holds.
         tasks = day_plan.cold_tasks({d: pts for d in cold_days}, manifest, start_ms, end_ms, interval)
         cold_raw, cold_rollups = self.cold_tier.read(site, tasks, manifest, counter)
-        hot = hot_read.result() if hot_read is not None else empty_raw()
+        hot, hot_hourly = hot_read.result() if hot_read is not None else (empty_raw(), None)
         # A verified day that hot no longer fully holds (pruned before the manifest said so) falls back to cold.
-        gaps = day_plan.hot_gaps(pts, hot_days, manifest, hot)
+        present = (
+            hot
+            if hot_hourly is None
+            else pl.concat(
+                [hot.select("point", "ts_ms"), hot_hourly.select("point", pl.col("hour_ms").alias("ts_ms"))]
+            )
+        )
+        gaps = day_plan.hot_gaps(pts, hot_days, manifest, present)
         if gaps:
             gap_tasks = day_plan.cold_tasks(gaps, manifest, start_ms, end_ms, interval)
             gap_raw, gap_rollups = self.cold_tier.read(site, gap_tasks, manifest, counter)
@@ -253,7 +263,10 @@ class TimeseriesReader:
         if interval is None:
             frame, n_hot, n_cold = merge_raw(hot, cold_raw)
         else:
-            frame, n_hot, n_cold = merge_agg(hot, cold_raw, cold_rollups, INTERVALS_MS[interval])
+            hourly = [] if hot_hourly is None else [hot_hourly]
+            frame, n_hot, n_cold = merge_agg(hot, cold_raw, hourly + cold_rollups, INTERVALS_MS[interval])
+            n_hourly = int(hot_hourly["count"].sum() or 0) if hot_hourly is not None else 0
+            n_hot, n_cold = n_hot + n_hourly, n_cold - n_hourly  # hot hours came in as rollups
         if max_points is not None:
             before = frame.height
             frame = downsample(frame, "value" if interval is None else "avg", max_points, downsample_method)
@@ -268,7 +281,7 @@ class TimeseriesReader:
         result.cold_objects_read = counter.objects
         result.source = day_plan.query_source(n_hot, n_cold, hot_days, cold_days)
         result.immutable = len(cold_days) == len(days)
-        result.coverage = self._coverage(site, days, hot_days, hot, set(manifest), result.cold_days, counter)
+        result.coverage = self._coverage(site, days, hot_days, present, set(manifest), result.cold_days, counter)
         result.elapsed_ms = (time.perf_counter() - t0) * 1000
         if answer_key is not None:
             self.answers.put(answer_key, dataclasses.replace(result))
@@ -300,9 +313,15 @@ class TimeseriesReader:
         )
 
     def _read_hot(
-        self, site: str, points: list[str], hot_days: list[dt.date], start_ms: int, end_ms: int
-    ) -> pl.DataFrame:
-        return read_hot(self.hot, site, points, hot_days, start_ms, end_ms)
+        self,
+        site: str,
+        points: list[str],
+        hot_days: list[dt.date],
+        start_ms: int,
+        end_ms: int,
+        interval: str | None = None,
+    ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        return read_hot(self.hot, site, points, hot_days, start_ms, end_ms, interval)
 
 
 class TimeseriesReaderResource(dg.ConfigurableResource):

@@ -52,18 +52,30 @@ _M_ARENA_MAX = -8  # glibc mallopt parameter
 def build_stores(settings: Settings) -> tuple[HotStore, ObjectStore]:
     """The hot and cold stores the settings select, via the same resources the Dagster assets use."""
     from bv_pipeline.resources.cold_store import ColdStoreResource
-    from bv_pipeline.resources.hot_store import HotStoreResource, SqliteHotStore
+    from bv_pipeline.resources.hot_store import (
+        D1HotStoreResource,
+        HotStoreResource,
+        SqliteHotStore,
+        SqliteHotStoreResource,
+    )
 
     env = os.environ
+    hot_res: HotStoreResource
     if settings.use_d1:
-        hot_res = HotStoreResource(
-            d1_account_id=env["CLOUDFLARE_ACCOUNT_ID"],
-            d1_database_id=env["D1_DATABASE_ID"],
-            d1_api_token=env["CLOUDFLARE_API_TOKEN"],
-            d1_base_url=env.get("CLOUDFLARE_BASE_URL") or None,
+        hot_res = D1HotStoreResource(
+            account_id=env["CLOUDFLARE_ACCOUNT_ID"],
+            database_id=env.get("D1_DATABASE_ID") or None,
+            api_token=env["CLOUDFLARE_API_TOKEN"],
+            base_url=env.get("CLOUDFLARE_BASE_URL") or None,
+            databases=settings.hot_databases,
+            site_groups=settings.hot_site_groups,
         )
     else:
-        hot_res = HotStoreResource(sqlite_path=str(settings.hot_db_path.resolve()))
+        hot_res = SqliteHotStoreResource(
+            sqlite_path=str(settings.hot_db_path.resolve()),
+            databases=settings.hot_databases,
+            site_groups=settings.hot_site_groups,
+        )
     if settings.use_r2:
         cold_res = ColdStoreResource(
             r2_endpoint_url=env["R2_ENDPOINT_URL"],

@@ -96,6 +96,8 @@ def _sync_metadata(r: SyncResult, backend: str) -> dict[str, Any]:
     md: dict[str, Any] = {
         "mode": r.mode.value,
         "rows_upserted": r.rows_upserted,
+        "rows_new": r.rows_new,
+        "hours_sealed": r.hours_sealed,
         "new_points": r.new_points,
         "non_numeric_values": r.non_numeric,
         "null_values": r.nulls,

@@ -42,6 +42,8 @@ class SyncResult:
     window_end_ms: int | None = None
     chunks: int = 0
     rows_upserted: int = 0
+    rows_new: int = 0  # samples the hot tier did not hold yet (a repeated sync: 0)
+    hours_sealed: int = 0
     new_points: int = 0
     non_numeric: int = 0
     nulls: int = 0
@@ -125,6 +127,7 @@ def sync_site_day(
         upsert = hot.upsert_samples(site, table)
         result.chunks += 1
         result.rows_upserted += upsert.rows
+        result.rows_new += upsert.new_rows
         result.new_points += upsert.new_points
         result.non_numeric += count_non_numeric(table)
         result.nulls += count_nulls(table)
@@ -140,6 +143,8 @@ def sync_site_day(
         # visible yet and are re-read by the next run's lookback.
         as_of = now_ms if chunk_end == end else chunk_end
         hot.record_sync(site, day, as_of, chunk_end)
+        # Hours whose lookback has passed will not be re-fetched by incremental syncs: seal them into blocks.
+        result.hours_sealed += hot.seal(site, as_of - lookback_ms)
         if upsert.new_points and not metadata_synced:
             result.new_points += hot.upsert_points(site, ace.list_points(site))
             metadata_synced = True

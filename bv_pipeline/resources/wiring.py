@@ -14,7 +14,7 @@ from bv_pipeline.resources.ace import AceResource
 from bv_pipeline.resources.alerting import AlertingResource
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.cold_store import ColdStoreResource
-from bv_pipeline.resources.hot_store import HotStoreResource
+from bv_pipeline.resources.hot_store import D1HotStoreResource, HotStoreResource, SqliteHotStoreResource
 from bv_pipeline.resources.policy import PolicyResource
 
 
@@ -34,15 +34,22 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             api_key=dg.EnvVar("ACE_API_KEY"),
             requests_per_minute=settings.ace_requests_per_minute,
         )
+    hot: HotStoreResource
     if settings.use_d1:
-        hot = HotStoreResource(
-            d1_account_id=dg.EnvVar("CLOUDFLARE_ACCOUNT_ID"),
-            d1_database_id=dg.EnvVar("D1_DATABASE_ID"),
-            d1_api_token=dg.EnvVar("CLOUDFLARE_API_TOKEN"),
-            d1_base_url=dg.EnvVar("CLOUDFLARE_BASE_URL") if settings.d1_base_url_set else None,
+        hot = D1HotStoreResource(
+            account_id=dg.EnvVar("CLOUDFLARE_ACCOUNT_ID"),
+            database_id=dg.EnvVar("D1_DATABASE_ID") if settings.hot_databases == "single" else None,
+            api_token=dg.EnvVar("CLOUDFLARE_API_TOKEN"),
+            base_url=dg.EnvVar("CLOUDFLARE_BASE_URL") if settings.d1_base_url_set else None,
+            databases=settings.hot_databases,
+            site_groups=settings.hot_site_groups,
         )
     else:
-        hot = HotStoreResource(sqlite_path=str(settings.hot_db_path.resolve()))
+        hot = SqliteHotStoreResource(
+            sqlite_path=str(settings.hot_db_path.resolve()),
+            databases=settings.hot_databases,
+            site_groups=settings.hot_site_groups,
+        )
     if settings.use_r2:
         cold = ColdStoreResource(
             r2_endpoint_url=dg.EnvVar("R2_ENDPOINT_URL"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -33,6 +33,7 @@ class UpsertStats:
     new_points: int = 0  # points created because samples named them
     statements: int = 0  # SQL statements executed
     requests: int = 0  # backend API requests (D1 REST calls; 0 for SQLite)
+    new_rows: int = 0  # samples the store did not already hold with the same value (what it wrote)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,11 @@ class HotStore(Protocol):
     def window_stats(self, site: str, start_ms: int, end_ms: int, future_from_ms: int) -> WindowStats: ...
     def min_ts(self, site: str) -> int | None: ...
     def max_ts_between(self, site: str, start_ms: int, end_ms: int) -> int | None: ...  # [start, end)
+    # Per (point, UTC hour) of whole hours in [start, end): point, hour_ms, samples, count/sum/min/max of the
+    # finite numeric values (a polars DataFrame shaped like the cold tier's hourly rollups).
+    def read_hourly(self, site: str, points: Sequence[str], start_ms: int, end_ms: int) -> Any: ...
+    # Seal the site's open hours ending at or before ``before_ms`` into blocks; returns hours sealed.
+    def seal(self, site: str, before_ms: int) -> int: ...
     @property
     def requests_made(self) -> int: ...  # cumulative backend API requests (D1); 0 for SQLite
 

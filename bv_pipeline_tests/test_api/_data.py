@@ -189,6 +189,9 @@ def build(root: Path) -> Dataset:
         df = day_samples(day, base)
         hot.upsert_samples(SITE, _arrow(df))
         truth.append(df)
+    # Sealed blocks up to noon of the last hot day; its afternoon stays in staging: reads see both layouts.
+    last = max(OVERLAP, MISSED, *HOT_ONLY)
+    hot.seal(SITE, int(dt.datetime(last.year, last.month, last.day, 12, tzinfo=dt.UTC).timestamp() * 1000))
     df = day_samples(BACKFILLED, base)
     put_cold_day(hot, cold, BACKFILLED, df, deleted=False, source="ace")
     truth.append(df)

@@ -13,7 +13,7 @@ import pytest
 from bv_pipeline.api.aggregate import INTERVALS_MS, minmax_indices
 from bv_pipeline.api.reader import TimeseriesReader, TimeseriesReaderResource
 from bv_pipeline.resources.cold_store import ColdStoreResource
-from bv_pipeline.resources.hot_store import HotStoreResource
+from bv_pipeline.resources.hot_store import SqliteHotStoreResource
 from bv_pipeline.storage import cold_keys
 from bv_pipeline.storage.samples import day_bounds_ms
 from bv_pipeline_tests.test_api import _data as D
@@ -229,7 +229,8 @@ def test_empty_window_and_no_points(reader: TimeseriesReader) -> None:
 def test_hot_reads_of_separate_day_runs_are_merged_in_order(reader: TimeseriesReader, ds: D.Dataset) -> None:
     # Hot days separated by cold ones are read as separate runs; the result must still be (point, ts) sorted.
     lo, hi = window(D.OVERLAP, D.HOT_ONLY[-1])
-    frame = reader._read_hot(D.SITE, [D.TEMP, D.DAMPER], [D.OVERLAP, D.HOT_ONLY[1]], lo, hi)
+    frame, hourly = reader._read_hot(D.SITE, [D.TEMP, D.DAMPER], [D.OVERLAP, D.HOT_ONLY[1]], lo, hi)
+    assert hourly is None  # raw reads: no hourly summaries
     want = pl.concat([ds.day_truth(d) for d in (D.OVERLAP, D.HOT_ONLY[1])]).filter(
         pl.col("point").is_in([D.TEMP, D.DAMPER])
     )
@@ -238,7 +239,7 @@ def test_hot_reads_of_separate_day_runs_are_merged_in_order(reader: TimeseriesRe
 
 def test_dagster_resource_builds_a_reader(ds: D.Dataset) -> None:
     resource = TimeseriesReaderResource(
-        hot_store=HotStoreResource(sqlite_path=str(ds.hot.path)),
+        hot_store=SqliteHotStoreResource(sqlite_path=str(ds.hot.path)),
         cold_store=ColdStoreResource(local_dir=str(ds.cold.root)),
     )
 

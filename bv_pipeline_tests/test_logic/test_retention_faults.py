@@ -180,25 +180,3 @@ def test_retention_reverifies_a_tampered_object_before_deleting(world: tuple[Any
     result = apply_retention(hot, cold, client, "demo", today=TODAY, hot_days=2, now_ms=NOW_MS)
     assert DAYS[0] in result.rearchived_days and DAYS[0] in result.deleted_days
     _assert_nothing_lost(sim, hot, cold)
-
-
-def test_retention_with_bulk_reads_in_child_processes(tmp_path: Path) -> None:
-    """Archival, re-verification and deletes interleaved with child-process reads of the same WAL database (the
-    in-process ADBC reader broke POSIX locks here: 'disk I/O error')."""
-    sim, client, hot, cold = _world(tmp_path, bulk_read_min_rows=0)
-    from bv_pipeline.logic.archive import archive_site_day
-
-    archive_site_day(hot, cold, client, "demo", DAYS[0], now_ms=NOW_MS)
-    entry = hot.manifest_get("demo", DAYS[0])
-    assert entry is not None
-    full = parquet_layout.decode_day(cold.get(entry.key))
-    damaged = full.filter(pa.compute.not_equal(full["point"], full["point"][0].as_py()))
-    cold.put(entry.key, parquet_layout.encode_day("demo", DAYS[0], damaged, source="hot")[0])
-
-    result = apply_retention(hot, cold, client, "demo", today=TODAY, hot_days=2, now_ms=NOW_MS)
-    assert result.deleted_days == DAYS and DAYS[0] in result.rearchived_days
-    assert hot.bulk_reads > 0
-    hot.close()
-    check = SqliteHotStore(tmp_path / "hot.sqlite3", bulk_read_min_rows=None)
-    _assert_nothing_lost(sim, check, cold)
-    assert check._read("PRAGMA integrity_check") == [("ok",)]

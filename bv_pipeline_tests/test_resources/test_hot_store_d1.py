@@ -59,6 +59,10 @@ def assert_within_limits(fake: FakeD1, *, max_body: int = 4_000_000) -> None:
         assert r.body_bytes <= max_body
 
 
+def staged_samples(fake: FakeD1) -> int:
+    return int(fake.sql("SELECT COALESCE(SUM(n), 0) FROM hot_staging")[0][0])
+
+
 def test_five_minute_sync_fits_in_few_requests_within_limits(fake: FakeD1) -> None:
     store = make_store(fake)
     batch = five_minutes(0)
@@ -68,22 +72,37 @@ def test_five_minute_sync_fits_in_few_requests_within_limits(fake: FakeD1) -> No
     stats = store.upsert_samples("demo", batch)
     store.set_watermark("demo", T0 + 5 * 60_000)
     first = store.requests_made - before
-    assert first <= 5  # point-id lookup/creation + samples + watermark
+    assert first <= 6  # point-id lookup/creation + seal state and staging read + staging rows + watermark
     assert first == len(fake.requests)
-    assert stats.rows == 22_915 and stats.new_points == N_POINTS
+    assert stats.rows == 22_915 and stats.new_points == N_POINTS and stats.new_rows == 22_915
     assert_within_limits(fake)
 
     fake.reset_log()
     stats = store.upsert_samples("demo", five_minutes(5, seed=2))
     store.set_watermark("demo", T0 + 10 * 60_000)
-    assert len(fake.requests) == 2  # steady state: ids cached -> one samples request + the watermark
-    assert stats.requests == 1 and stats.new_points == 0
+    # steady state: ids cached -> one read (seal state + staging) and one write request, plus the watermark
+    assert len(fake.requests) == 3
+    assert stats.requests == 2 and stats.new_points == 0
     assert_within_limits(fake)
 
-    assert fake.sql("SELECT COUNT(*) FROM samples") == [(45_830,)]
+    assert staged_samples(fake) == 45_830
+    # A handful of staging rows per write (groups of <= 1,000 points, split further only when a payload would
+    # not fit one statement), never a row per sample.
+    assert 10 <= fake.sql("SELECT COUNT(*) FROM hot_staging")[0][0] <= 30
     got = store.read_samples("demo", None, 0, T0 + 5 * 60_000 - 1_000)
     want = sort_samples(batch.filter(pa.compute.less(batch["ts_ms"], T0 + 5 * 60_000 - 1_000)))
     assert got.equals(want)
+
+
+def test_repeated_write_writes_no_sample_row(fake: FakeD1) -> None:
+    store = make_store(fake)
+    batch = five_minutes(0)
+    store.upsert_samples("demo", batch)
+    fake.reset_log()
+    again = store.upsert_samples("demo", batch)
+    assert again.new_rows == 0 and again.statements == 0
+    assert len(fake.requests) == 1  # the read; nothing to write
+    assert fake.sql("SELECT COUNT(*) FROM hot_staging")[0][0] <= 15
 
 
 def test_small_body_cap_splits_requests_and_fake_enforces_it() -> None:
@@ -91,9 +110,12 @@ def test_small_body_cap_splits_requests_and_fake_enforces_it() -> None:
         store = make_store(fake, max_body_bytes=250_000)
         fake.reset_log()
         store.upsert_samples("demo", five_minutes(0))
+        store.seal("demo", T0 + 3_600_000)
         assert len(fake.requests) >= 3
         assert_within_limits(fake, max_body=300_000)
-        assert fake.sql("SELECT COUNT(*) FROM samples") == [(22_915,)]
+        assert staged_samples(fake) == 0
+        days = ('"hb_demo_20251231"', '"hb_demo_20260101"')
+        assert sum(fake.sql(f"SELECT SUM(n) FROM {t}")[0][0] for t in days) == 22_915
 
 
 @pytest.mark.parametrize(
@@ -101,18 +123,19 @@ def test_small_body_cap_splits_requests_and_fake_enforces_it() -> None:
 )
 def test_sdk_retries_replay_writes_exactly_once(fake: FakeD1, status: int, when: str) -> None:
     store = make_store(fake)
-    store.upsert_samples("demo", five_minutes(0))  # ids cached: the next upsert is a single request
+    store.upsert_samples("demo", five_minutes(0))  # ids cached
     batch = five_minutes(5, seed=3)
     fake.reset_log()
     # "after": the fake commits the batch and then answers with an error, as when a response is lost.
     fake.inject(status, count=2, when=when)
     stats = store.upsert_samples("demo", batch)
-    assert [r.status for r in fake.requests] == [status, status, 200]
-    assert stats.requests == 3  # SDK retries are counted
-    assert fake.sql("SELECT COUNT(*) FROM samples") == [(45_830,)]
-    assert store.read_samples("demo", None, T0 + 5 * 60_000 + 5_000, T0 + 10 * 60_000).num_rows > 0
+    assert [r.status for r in fake.requests] == [status, status, 200, 200]
+    assert stats.requests == 4  # SDK retries are counted
+    assert staged_samples(fake) == 45_830 if when == "before" else staged_samples(fake) >= 45_830
     got = store.read_samples("demo", None, T0 + 4 * 60_000 + 5_000, 2**53)
     assert got.equals(sort_samples(batch))
+    store.seal("demo", T0 + 3_600_000)
+    assert store.count_samples("demo", 0, 2**53) == 45_830  # sealing folds any replayed staging row away
 
 
 def test_exhausted_retries_raise_with_status(fake: FakeD1) -> None:
@@ -162,10 +185,15 @@ def test_caller_supplied_client_still_counts_retries(fake: FakeD1) -> None:
     assert store.requests_made == len(fake.requests) == 4
 
 
-def test_delete_range_chunks_by_point_ids(fake: FakeD1) -> None:
-    store = make_store(fake, delete_points_per_statement=1_000)
+def test_retention_drops_the_day_table_and_partial_deletes_rewrite_hours(fake: FakeD1) -> None:
+    store = make_store(fake)
     store.upsert_samples("demo", five_minutes(0))
-    fake.reset_log()
+    store.seal("demo", T0 + 3_600_000)
     assert store.delete_range("demo", T0 + 60_000 - 10_000, T0 + 3 * 60_000 - 10_000) > 9_000
-    assert len(fake.requests) == 1 + 5  # id lookup + ceil(4,583 / 1,000) chunks
     assert store.count_samples("demo", T0 + 60_000 - 10_000, T0 + 3 * 60_000 - 10_000) == 0
+    left = store.count_samples("demo", T0, T0 + 86_400_000)
+    fake.reset_log()
+    assert store.delete_range("demo", T0, T0 + 86_400_000) == left
+    assert fake.sql("SELECT name FROM sqlite_master WHERE name LIKE 'hb_demo_2026%'") == []
+    assert store.count_samples("demo", T0, T0 + 86_400_000) == 0
+    assert store.count_samples("demo", 0, T0) > 0  # samples jittered into the previous day keep their table

@@ -10,7 +10,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from bv_pipeline.resources.hot_store import D1HotStore, HotStoreResource, SqliteHotStore
+from bv_pipeline.resources.hot_store import (
+    D1HotStore,
+    D1HotStoreResource,
+    HotStoreResource,
+    SqliteHotStore,
+    SqliteHotStoreResource,
+)
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA
 from bv_pipeline_tests.fakes.d1_server import run_fake_d1
 
@@ -91,30 +97,13 @@ def test_readers_are_not_blocked_by_an_open_write_transaction(tmp_path: Path) ->
     store.upsert_samples("demo", minute_batch(0))
     writer = sqlite3.connect(tmp_path / "hot.sqlite3", isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")
-    writer.execute("DELETE FROM samples")  # uncommitted
+    writer.execute("DELETE FROM hot_staging")  # uncommitted
     try:
         assert store.read_samples("demo", None, 0, 2**53).num_rows == 50  # WAL snapshot, no waiting
         assert store.lock_retries == 0
     finally:
         writer.execute("ROLLBACK")
         writer.close()
-
-
-def test_only_big_whole_site_reads_use_the_bulk_reader(tmp_path: Path) -> None:
-    store = SqliteHotStore(tmp_path / "hot.sqlite3", bulk_read_min_rows=100)
-    store.ensure_schema()
-    store.upsert_samples("demo", minute_batch(0))  # 50 rows
-    small = store.read_samples("demo", None, 0, 2**53)
-    assert store.bulk_reads == 0
-    store.upsert_samples("demo", minute_batch(1))  # 100 rows: at the threshold
-    subset = store.read_samples("demo", ["p001"], 0, 2**53)  # named points always stay in-process
-    assert store.bulk_reads == 0 and subset.num_rows == 2
-    big = store.read_samples("demo", None, 0, 2**53)
-    assert store.bulk_reads == 1
-    assert big.num_rows == 100 and big.slice(0, 1).equals(small.slice(0, 1))
-    store.bulk_read_min_rows = None
-    assert store.read_samples("demo", None, 0, 2**53).equals(big)
-    assert store.bulk_reads == 1
 
 
 def test_concurrent_writer_and_reader_threads(tmp_path: Path) -> None:
@@ -162,7 +151,8 @@ def test_second_instance_on_same_file_sees_the_data(tmp_path: Path) -> None:
 
 
 def test_resource_defaults_to_sqlite_and_caches_the_store(tmp_path: Path) -> None:
-    res = HotStoreResource(sqlite_path=str(tmp_path / "sub" / "hot.sqlite3"))
+    res = SqliteHotStoreResource(sqlite_path=str(tmp_path / "sub" / "hot.sqlite3"))
+    assert isinstance(res, HotStoreResource)
     store = res.get_store()
     assert isinstance(store, SqliteHotStore)
     assert res.get_store() is store
@@ -170,24 +160,31 @@ def test_resource_defaults_to_sqlite_and_caches_the_store(tmp_path: Path) -> Non
     assert (tmp_path / "sub" / "hot.sqlite3").exists()
 
 
-def test_resource_uses_d1_when_fully_configured() -> None:
+def test_d1_resource_builds_a_d1_store() -> None:
     with run_fake_d1() as fake:
-        res = HotStoreResource(
-            sqlite_path="/nonexistent/never-used.sqlite3",
-            d1_account_id=fake.account_id,
-            d1_database_id=fake.database_id,
-            d1_api_token=fake.token,
-            d1_base_url=fake.base_url,
+        res = D1HotStoreResource(
+            account_id=fake.account_id,
+            database_id=fake.database_id,
+            api_token=fake.token,
+            base_url=fake.base_url,
         )
+        assert isinstance(res, HotStoreResource)
         store = res.get_store()
         assert isinstance(store, D1HotStore) and store.backend == "d1"
         assert res.get_store() is store
-        assert store.requests_made == 1  # ensure_schema, once
+        assert store.requests_made == 1  # ensure_schema (and the upgrade check), once
         store.set_watermark("demo", T0)
         assert fake.sql("SELECT watermark_ms FROM sites") == [(T0,)]
 
 
-def test_resource_refuses_half_configured_d1(tmp_path: Path) -> None:
-    res = HotStoreResource(sqlite_path=str(tmp_path / "hot.sqlite3"), d1_account_id="a", d1_api_token="t")
-    with pytest.raises(ValueError, match="d1_database_id"):
-        res.get_store()
+def test_d1_resource_requires_its_secrets() -> None:
+    with pytest.raises(Exception, match="api_token"):
+        D1HotStoreResource(account_id="a", database_id="d")  # type: ignore[call-arg]
+    # One database for everything needs its id; per-site databases are found by name instead.
+    with pytest.raises(ValueError, match="database_id is required"):
+        D1HotStoreResource(account_id="a", api_token="t").get_store()
+
+
+def test_the_base_resource_is_abstract() -> None:
+    with pytest.raises(TypeError, match="abstract"):
+        HotStoreResource()  # type: ignore[abstract]

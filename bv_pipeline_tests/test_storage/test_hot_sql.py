@@ -22,14 +22,31 @@ def _db() -> sqlite3.Connection:
     return conn
 
 
-def test_schema_ddl_is_idempotent_and_samples_has_no_rowid() -> None:
+def test_schema_ddl_is_idempotent_and_has_no_per_sample_table() -> None:
     conn = _db()
     for ddl in q.SCHEMA_DDL:
         conn.execute(ddl)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"sites", "points", "samples", "archive_manifest", "sync_state"}
-    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'samples'").fetchone()[0]
-    assert sql.rstrip().endswith("WITHOUT ROWID")
+    assert tables == {"sites", "points", "archive_manifest", "sync_state", "hot_seal", "hot_staging"}
+
+
+def test_guarded_upserts_write_nothing_when_unchanged() -> None:
+    conn = _db()
+    conn.execute(q.SET_WATERMARK, ("s", 1, 10))
+    assert conn.execute(q.SET_WATERMARK, ("s", 1, 10)).rowcount == 0
+    assert conn.execute(q.SET_WATERMARK, ("s", 1, 5)).rowcount == 0
+    assert conn.execute(q.SET_WATERMARK, ("s", 1, 11)).rowcount == 1
+    conn.execute(q.SET_SYNC_AS_OF, ("s", "2026-01-01", 10))
+    assert conn.execute(q.SET_SYNC_AS_OF, ("s", "2026-01-01", 10)).rowcount == 0
+    assert conn.execute(q.SET_SYNC_AS_OF, ("s", "2026-01-01", 12)).rowcount == 1
+    rows = [q.point_meta_params("p", "analog", "degF", ("sensor",), {"a": "1"}, 60)]
+    for st_ in q.upsert_points_statements("s", 1, rows):
+        assert conn.execute(st_.sql, st_.params).rowcount == 1
+    for st_ in q.upsert_points_statements("s", 2, rows):
+        assert conn.execute(st_.sql, st_.params).rowcount == 0  # unchanged point: not rewritten
+    changed = [q.point_meta_params("p", "analog", "degC", ("sensor",), {"a": "1"}, 60)]
+    for st_ in q.upsert_points_statements("s", 3, changed):
+        assert conn.execute(st_.sql, st_.params).rowcount == 1
 
 
 def _eval_as_stored(literal: str) -> float:
@@ -84,45 +101,6 @@ def test_float_literal_special_values() -> None:
     assert conn.execute(f"SELECT {q.float_literal(-math.inf)}").fetchone()[0] == -math.inf
     assert q.float_literal(math.nan) == "NULL"
     assert q.float_literal(None) == "NULL"
-
-
-def test_packed_statements_respect_d1_limits_and_apply_exactly() -> None:
-    n = 30_000
-    pids = [i % 4_583 + 1 for i in range(n)]
-    ts = [1_767_225_600_000 + (i // 4_583) * 60_000 + i % 997 for i in range(n)]
-    values = [None if i % 50 == 0 else (i * 0.1 if i % 3 else -i / 7) for i in range(n)]
-    # 500 distinct texts: more than one statement's 100 parameter slots.
-    texts = [f"state-{i % 500}" if i % 7 == 0 else None for i in range(n)]
-    values = [None if t is not None else v for v, t in zip(values, texts, strict=True)]
-    stmts = q.pack_sample_statements(pids, ts, values, texts)
-    assert sum(s.rows for s in stmts) == n
-    assert all(len(s.sql.encode()) <= q.D1_MAX_STATEMENT_BYTES for s in stmts)
-    assert all(len(s.params) <= q.D1_MAX_PARAMS for s in stmts)
-    # Numeric rows are packed densely: well over 1,500 rows per full statement.
-    numeric = [s for s in stmts if not s.params]
-    assert max(s.rows for s in numeric) > 1_500
-
-    conn = _db()  # enforces D1's 100-variable and 100 KB statement limits natively
-    for s in stmts:
-        conn.execute(s.sql, s.params)
-    got = conn.execute(
-        "SELECT point_id, ts_ms, value, value_text FROM samples ORDER BY point_id, ts_ms"
-    ).fetchall()
-    assert got == sorted(zip(pids, ts, values, texts, strict=True))
-
-
-def test_replayed_statements_write_nothing_and_late_changes_apply() -> None:
-    conn = _db()
-    stmts = q.pack_sample_statements([1, 1, 2], [10, 20, 10], [1.5, None, None], [None, None, "on"])
-    for s in stmts:
-        conn.execute(s.sql, s.params)
-    for s in stmts:
-        assert conn.execute(s.sql, s.params).rowcount == 0  # the WHERE on DO UPDATE skips unchanged rows
-    change = q.pack_sample_statements([1, 2], [20, 10], [None, 3.0], ["off", None])
-    for s in change:
-        conn.execute(s.sql, s.params)
-    rows = conn.execute("SELECT point_id, ts_ms, value, value_text FROM samples ORDER BY 1, 2").fetchall()
-    assert rows == [(1, 10, 1.5, None), (1, 20, None, "off"), (2, 10, 3.0, None)]
 
 
 def test_group_requests_bounds_body_rows_and_keeps_order() -> None:
