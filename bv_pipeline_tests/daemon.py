@@ -115,9 +115,9 @@ def wait_for(
 
 def assert_synced_exactly(data_dir: Path, simulator: AceSimulator, runs: list[dg.DagsterRun]) -> None:
     """Each sync run's site-day holds exactly the source's samples up to the day's recorded sync point."""
-    from bv_pipeline.resources.hot_store import HotStoreResource
+    from bv_pipeline.resources.hot_store import SqliteHotStoreResource
 
-    hot = HotStoreResource(sqlite_path=str(data_dir / "hot.sqlite3")).get_store()
+    hot = SqliteHotStoreResource(sqlite_path=str(data_dir / "hot.sqlite3")).get_store()
     for run in runs:
         site, day = run.tags["bv/sync"].split("|")
         as_of = hot.get_sync_as_of(site, dt.date.fromisoformat(day))

@@ -30,7 +30,7 @@ def test_settings_reach_the_api_config() -> None:
             "BV_EXPORT_MAX_SAMPLES": "1000000",
         }
     )
-    cfg = ApiConfig.from_settings(s, env={})
+    cfg = ApiConfig.from_settings(s)
     assert cfg.dagster_graphql_url == "http://dagster:3000/graphql"
     assert (cfg.export_ttl_hours, cfg.export_max_active_per_token, cfg.export_max_samples) == (
         24,

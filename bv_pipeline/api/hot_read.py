@@ -48,6 +48,10 @@ def read_hot(
                 frames.append(to_frame(table))
     # Each run is sorted by (point, ts); several runs (hot days around cold ones) need one global sort.
     raw = (
-        empty_raw() if not frames else frames[0] if len(frames) == 1 else pl.concat(frames).sort("point", "ts_ms")
+        empty_raw()
+        if not frames
+        else frames[0]
+        if len(frames) == 1
+        else pl.concat(frames).sort("point", "ts_ms")
     )
     return raw, (pl.concat(hourly) if hourly else None)

@@ -75,7 +75,6 @@ class QueryResult:
     answer_cached: bool = False  # served from the answer cache (an immutable window asked before)
 
 
-
 class TimeseriesReader:
     """Reads one site's points over any window from both tiers. Thread-safe; share one per process."""
 
@@ -281,7 +280,9 @@ class TimeseriesReader:
         result.cold_objects_read = counter.objects
         result.source = day_plan.query_source(n_hot, n_cold, hot_days, cold_days)
         result.immutable = len(cold_days) == len(days)
-        result.coverage = self._coverage(site, days, hot_days, present, set(manifest), result.cold_days, counter)
+        result.coverage = self._coverage(
+            site, days, hot_days, present, set(manifest), result.cold_days, counter
+        )
         result.elapsed_ms = (time.perf_counter() - t0) * 1000
         if answer_key is not None:
             self.answers.put(answer_key, dataclasses.replace(result))

@@ -14,7 +14,7 @@ from bv_pipeline.alerts.hot_size import hot_db_size
 from bv_pipeline.assets.cold import COLD_TIMESERIES
 from bv_pipeline.partitions import build_site_days, site_day_key
 from bv_pipeline.resources.alerting import AlertingResource
-from bv_pipeline.resources.hot_store import HotStoreResource
+from bv_pipeline.resources.hot_store import D1HotStoreResource
 from bv_pipeline_tests.fakes.d1_server import FakeD1
 from bv_pipeline_tests.fakes.webhook_receiver import WebhookReceiver
 from bv_pipeline_tests.stack import Stack
@@ -173,11 +173,11 @@ def test_archive_with_a_failed_check_did_not_verify(tmp_path: Path, receiver: We
 
 def test_hot_db_size_on_d1(tmp_path: Path, fake_d1: FakeD1, receiver: WebhookReceiver) -> None:
     """D1's size comes from Cloudflare's database API (``file_size``) through the official SDK."""
-    hot = HotStoreResource(
-        d1_account_id=fake_d1.account_id,
-        d1_database_id=fake_d1.database_id,
-        d1_api_token=fake_d1.token,
-        d1_base_url=fake_d1.base_url,
+    hot = D1HotStoreResource(
+        account_id=fake_d1.account_id,
+        database_id=fake_d1.database_id,
+        api_token=fake_d1.token,
+        base_url=fake_d1.base_url,
     )
     stack = Stack(tmp_path, sites=("site-a",), points=5, hot_resource=hot)
     stack.set_now(dt.datetime(2026, 3, 10, 8, 2, tzinfo=dt.UTC))

@@ -13,7 +13,7 @@ from bv_pipeline.api.export_launcher import ExportLauncher, LaunchError, export_
 from bv_pipeline.ops.exports import export_job
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.cold_store import ColdStoreResource
-from bv_pipeline.resources.hot_store import HotStoreResource
+from bv_pipeline.resources.hot_store import SqliteHotStoreResource
 from bv_pipeline.storage.exports import ExportStatus
 
 _ids = itertools.count(1)
@@ -53,7 +53,7 @@ class RecordingLauncher(ExportLauncher):
                 run_config=run_config,
                 tags=tags,
                 resources={
-                    "hot_store": HotStoreResource(sqlite_path=self.hot_path),
+                    "hot_store": SqliteHotStoreResource(sqlite_path=self.hot_path),
                     "cold_store": ColdStoreResource(local_dir=self.cold_dir),
                     "clock": ClockResource(fixed_now_ms=self.now_ms),
                 },

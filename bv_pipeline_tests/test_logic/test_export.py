@@ -21,7 +21,7 @@ from bv_pipeline.ops.exports import export_job
 from bv_pipeline.resources import export_files
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.cold_store import ColdStoreResource, LocalObjectStore, S3ObjectStore
-from bv_pipeline.resources.hot_store import HotStoreResource
+from bv_pipeline.resources.hot_store import SqliteHotStoreResource
 from bv_pipeline.storage.exports import ExportSpec, ExportStatus, download_filename, new_export_id
 from bv_pipeline.storage.interfaces import ObjectStore
 from bv_pipeline.storage.samples import day_bounds_ms
@@ -181,7 +181,7 @@ def test_export_job_on_s3_uploads_multipart_and_serves_a_presigned_url(
             "ops": {"export_timeseries": {"config": {"owner": OWNER, "export_id": status.export_id}}}
         },
         resources={
-            "hot_store": HotStoreResource(sqlite_path=str(ds.root / "hot.sqlite3")),
+            "hot_store": SqliteHotStoreResource(sqlite_path=str(ds.root / "hot.sqlite3")),
             "cold_store": cold,
             "clock": ClockResource(fixed_now_ms=NOW_MS),
         },
@@ -219,7 +219,7 @@ def test_export_job_failure_marks_the_status_failed(ds: D.Dataset, tmp_path: Pat
             "ops": {"export_timeseries": {"config": {"owner": OWNER, "export_id": status.export_id}}}
         },
         resources={
-            "hot_store": HotStoreResource(sqlite_path=str(ds.root / "hot.sqlite3")),
+            "hot_store": SqliteHotStoreResource(sqlite_path=str(ds.root / "hot.sqlite3")),
             "cold_store": ColdStoreResource(local_dir=str(cold_dir)),
             "clock": ClockResource(fixed_now_ms=NOW_MS),
         },

@@ -24,7 +24,7 @@ from bv_pipeline.maintenance import main as rebuild_cache_main
 from bv_pipeline.maintenance import rebuild_cache_job
 from bv_pipeline.resources.ace import AceClient
 from bv_pipeline.resources.cold_store import ColdStoreResource
-from bv_pipeline.resources.hot_store import HotStoreResource, SqliteHotStore
+from bv_pipeline.resources.hot_store import SqliteHotStore, SqliteHotStoreResource
 from bv_pipeline.resources.manifest_store import ManifestStore
 from bv_pipeline.simulator import AceSimulator, SimulatorConfig
 from bv_pipeline.storage.samples import day_bounds_ms
@@ -127,7 +127,7 @@ def test_hot_manifest_loss_and_rebuild(
 
     # The Dagster job refills it from object storage.
     outcome = rebuild_cache_job.execute_in_process(
-        resources={"hot_store": HotStoreResource(sqlite_path=str(hot_path)), "cold_store": cold_res}
+        resources={"hot_store": SqliteHotStoreResource(sqlite_path=str(hot_path)), "cold_store": cold_res}
     )
     assert outcome.success
     cached = hot.manifest_list("demo", DAYS[0], DAYS[-1])
