@@ -44,8 +44,9 @@ def default_access_logger() -> logging.Logger:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
         logger.propagate = False
+    if logger.level == logging.NOTSET:  # a handler added without a level would inherit WARNING and drop every line
+        logger.setLevel(logging.INFO)
     return logger
 
 

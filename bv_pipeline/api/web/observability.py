@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bv_pipeline.api.reader import TimeseriesReader
 from bv_pipeline.api.web import metrics
@@ -36,9 +37,25 @@ def prometheus_metrics() -> Response:
 def install_observability(app: FastAPI) -> None:
     """Call after every other middleware is added: these two become the outermost layers."""
     app.include_router(router)
-    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES)
+    app.add_middleware(GZipExceptDownloads, minimum_size=GZIP_MIN_BYTES)
     app.add_middleware(AccessLogMiddleware)
     app.state.freshness = SiteFreshness()
+
+
+class GZipExceptDownloads:
+    """gzip for answers, not for export downloads: those are files (Parquet and csv.gz are compressed already)
+    served with their Content-Length, which gzip's chunked re-encoding would drop."""
+
+    def __init__(self, app: ASGIApp, minimum_size: int) -> None:
+        self.app = app
+        self.gzip = GZipMiddleware(app, minimum_size=minimum_size)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path.startswith("/exports/") and path.endswith("/download"):
+            await self.app(scope, receive, send)
+        else:
+            await self.gzip(scope, receive, send)
 
 
 class SiteFreshness:
