@@ -93,6 +93,24 @@ def build_stores(settings: Settings) -> tuple[HotStore, ObjectStore]:
     return hot, cold_res.get_store()
 
 
+def _prepare_metrics_dir() -> None:
+    """Several workers share their /metrics through prometheus_client's multiprocess directory, which must be
+    set before the workers import it and must start empty: use the operator's (emptied) or a fresh one."""
+    import atexit
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if configured:
+        for stale in Path(configured).glob("*.db"):  # values of a previous server's workers
+            stale.unlink()
+        return
+    fresh = tempfile.mkdtemp(prefix="bv-api-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = fresh
+    atexit.register(shutil.rmtree, fresh, ignore_errors=True)
+
+
 def build_reader(settings: Settings, config: ApiConfig) -> TimeseriesReader:
     """One process's reader, with its share of the server-wide memory settings."""
     from bv_pipeline.api.reader import TimeseriesReader
@@ -197,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.api_workers > 1:
         for name, value in WORKER_ALLOCATOR_ENV.items():
             os.environ.setdefault(name, value)
+        _prepare_metrics_dir()
         uvicorn.run(
             "bv_pipeline.api.server:create_app_from_env",
             factory=True,

@@ -87,6 +87,15 @@ def test_two_workers_serve_the_same_answers(tmp_path: Path) -> None:
             f"{base}/timeseries/query", params=params, headers={**headers, "If-None-Match": etags.pop()}
         )
         assert again.status_code == 304
+        # serve-api gave the workers one metrics directory: any worker's /metrics counts every worker's answers.
+        for _ in range(4):
+            text = httpx.get(f"{base}/metrics", timeout=10).text
+            counted = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("bv_api_requests_total{") and 'route="/timeseries/query"' in line
+            )
+            assert counted == 13  # 12 answers and the 304
     finally:
         proc.send_signal(signal.SIGINT)
         try:
