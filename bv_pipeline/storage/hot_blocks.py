@@ -40,7 +40,14 @@ from bv_pipeline.storage.hot_blocks_decode import (
     decode_blocks,
     decode_blocks_by_id,
 )
-from bv_pipeline.storage.hot_blocks_encode import BlockSummary, Prepared, as_float_array, encode_runs, prepare
+from bv_pipeline.storage.hot_blocks_encode import (
+    BlockSummary,
+    Prepared,
+    as_float_array,
+    encode_runs,
+    prepare,
+    summarize_runs,
+)
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA
 
 __all__ = [
@@ -55,6 +62,7 @@ __all__ = [
     "decode_blocks_by_id",
     "encode_block",
     "encode_table_blocks",
+    "encode_table_blocks_only",
     "merge_blocks",
 ]
 
@@ -76,8 +84,8 @@ def _one_block(
 ) -> tuple[str, BlockSummary]:
     if len(ts) == 0:
         raise ValueError("a block needs at least one sample")
-    blocks, summaries = encode_runs(prepare(ts, vals, valid, text), np.array([0, len(ts)]))
-    return blocks[0], summaries[0]
+    p, starts = prepare(ts, vals, valid, text), np.array([0, len(ts)])
+    return encode_runs(p, starts)[0], summarize_runs(p, starts)[0]
 
 
 def encode_block(
@@ -118,13 +126,27 @@ def encode_table_blocks(
     ``samples`` is SAMPLE_SCHEMA (point names) or ID_SAMPLE_SCHEMA (then ``point`` is the integer id)."""
     if samples.num_rows == 0:
         return []
+    keys, hours, blocks, p, starts = _table_runs(samples, hour_ms)
+    return list(zip(keys, hours, blocks, summarize_runs(p, starts), strict=True))
+
+
+def encode_table_blocks_only(samples: pa.Table, hour_ms: int = HOUR_MS) -> list[tuple[Any, int, str]]:
+    """``encode_table_blocks`` without the summaries, for callers that keep their own (the hot tier)."""
+    if samples.num_rows == 0:
+        return []
+    keys, hours, blocks, _, _ = _table_runs(samples, hour_ms)
+    return list(zip(keys, hours, blocks, strict=True))
+
+
+def _table_runs(
+    samples: pa.Table, hour_ms: int
+) -> tuple[list[Any], list[int], list[str], Prepared, np.ndarray]:
+    """(point per block, hour start per block, blocks, prepared samples, run starts) of a non-empty table."""
     points, change, p = prepare_table(samples)
     hour = p.ts // hour_ms * hour_ms
     starts = np.concatenate([[0], np.flatnonzero(change | (hour[1:] != hour[:-1])) + 1, [len(points)]])
-    blocks, summaries = encode_runs(p, starts)
     firsts = starts[:-1]
-    keys = points.take(pa.array(firsts)).to_pylist()
-    return list(zip(keys, hour[firsts].tolist(), blocks, summaries, strict=True))
+    return points.take(pa.array(firsts)).to_pylist(), hour[firsts].tolist(), encode_runs(p, starts), p, starts
 
 
 def merge_blocks(

@@ -216,8 +216,12 @@ def _exact_sum(values: list[float]) -> float:
             return math.inf if total > 0 else -math.inf
 
 
-def _summaries(p: Prepared, starts: np.ndarray, run: np.ndarray) -> list[BlockSummary]:
-    """Per run: like the cold tier's hourly rollups, statistics cover the finite numeric values only."""
+def summarize_runs(p: Prepared, starts: np.ndarray) -> list[BlockSummary]:
+    """Per run ``[starts[i], starts[i+1])``: like the cold tier's hourly rollups, statistics cover the finite
+    numeric values only. Separate from ``encode_runs``: staging rows and the hot tier's sealed blocks (which
+    computes its summary columns as the cold rollups do) never need it."""
+    starts = np.asarray(starts, dtype=np.int64)
+    run = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
     finite = (p.kind == KIND_NUM) & np.isfinite(p.value)
     first = starts[:-1]
     count = np.bincount(run[finite], minlength=len(first))
@@ -290,7 +294,7 @@ def encode_runs(
     heads: list[str] | None = None,
     anchor_base: int = 0,
     default_layout: tuple[int, int] | None = None,
-) -> tuple[list[str], list[BlockSummary]]:
+) -> list[str]:
     """Blocks for runs ``[starts[i], starts[i+1])`` of ``p`` (each one point, ts strictly increasing).
 
     Staging rows pass ``heads`` (each block's point reference, written first), store ``a`` relative to
@@ -350,7 +354,7 @@ def encode_runs(
         blocks.append(
             f'{{{head}"a":{a_rel},{layout}"t":"{t_texts[r]}"{flags},"v":[' + ",".join(slot_list[a:b]) + "]}"
         )
-    return blocks, _summaries(p, starts, run)
+    return blocks
 
 
 def block_layouts(p: Prepared, starts: np.ndarray) -> list[tuple[int, int]]:

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from bv_pipeline.storage.hot_blocks import BlockSummary, encode_table_blocks
+from bv_pipeline.storage.hot_blocks import encode_table_blocks_only
 from bv_pipeline.storage.hot_blocks_decode import ID_SAMPLE_SCHEMA, decode_blocks_by_id
 from bv_pipeline.storage.hot_staging import decode_staging_by_id, encode_staging
 
@@ -47,9 +47,10 @@ def _from_id_table(table: pa.Table) -> pl.DataFrame:
     return df.rename({"point_id": "pid", "ts_ms": "ts", "value_text": "text"}).cast(ROW_SCHEMA)  # type: ignore[arg-type]
 
 
-def encode_blocks(rows: pl.DataFrame) -> list[tuple[int, int, str, BlockSummary]]:
-    """(pid, hour_ms, block, summary) per (point, hour) of rows with unique (pid, ts), sorted."""
-    return [(int(p), h, b, s) for p, h, b, s in encode_table_blocks(_to_id_table(rows))]
+def encode_blocks(rows: pl.DataFrame) -> list[tuple[int, int, str]]:
+    """(pid, hour_ms, block) per (point, hour) of rows with unique (pid, ts), sorted. No codec summaries: the
+    hot tier computes its summary columns as the cold rollups do (``hot_frames.summaries``)."""
+    return [(int(p), h, b) for p, h, b in encode_table_blocks_only(_to_id_table(rows))]
 
 
 def decode_blocks(blocks: Sequence[str], pids: Sequence[int]) -> pl.DataFrame:

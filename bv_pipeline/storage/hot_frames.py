@@ -86,7 +86,7 @@ def build_blocks(rows: pl.DataFrame) -> dict[dt.date, list[BlockRow]]:
         .iter_rows()
     }
     epoch = dt.date(1970, 1, 1)
-    for pid, hour_ms, block, _ in hot_codec.encode_blocks(rows):
+    for pid, hour_ms, block in hot_codec.encode_blocks(rows):
         n, nn, lo, hi, sm, first, last = summ[(pid, hour_ms)]
         day = epoch + dt.timedelta(days=hour_ms // DAY_MS)
         key = pid * KEY_HOURS + (hour_ms % DAY_MS) // HOUR_MS

@@ -59,7 +59,7 @@ def encode_staging(samples: pa.Table, point_ids: Mapping[str, int] | None = None
             heads.append(f'"p":{int(point_ids[key])},')
         else:
             heads.append(f'"p":{orjson.dumps(key).decode()},')
-    blocks, _ = encode_runs(p, starts, heads, base, default)
+    blocks = encode_runs(p, starts, heads, base, default)
     return f'{{"a":{base},"s":{default[0]},"w":{default[1]},"b":[' + ",".join(blocks) + "]}"
 
 
