@@ -51,3 +51,20 @@ def parse_site_day(partition_key: str | dg.MultiPartitionKey) -> SiteDay:
         # Dimension values are joined with "|" in alphabetical order of dimension name: date before site.
         date_s, _, site = partition_key.partition("|")
     return SiteDay(site=validate_site_name(site), day=dt.date.fromisoformat(date_s))
+
+
+def site_day_run_requests(
+    context: dg.ScheduleEvaluationContext, kind: str, day: dt.date
+) -> list[dg.RunRequest] | dg.SkipReason:
+    """One run of ``day`` per registered site, run key ``<kind>|<site>|<day>`` (Dagster launches a key once)."""
+    sites = sorted(context.instance.get_dynamic_partitions(SITES_PARTITION_NAME))
+    if not sites:
+        return dg.SkipReason("no site registered yet (ace_sync_sensor registers BV_SITES on its first tick)")
+    return [
+        dg.RunRequest(
+            run_key=f"{kind}|{site}|{day.isoformat()}",
+            partition_key=site_day_key(site, day),
+            tags={"bv/site": site},
+        )
+        for site in sites
+    ]

@@ -9,7 +9,7 @@ import datetime as dt
 import dagster as dg
 
 from bv_pipeline.assets.rollup_year import ROLLUP_COMPACTION_TAG
-from bv_pipeline.partitions import SITES_PARTITION_NAME, site_day_key
+from bv_pipeline.partitions import SITES_PARTITION_NAME, site_day_run_requests
 
 NIGHTLY_CRON = "0 2 * * *"
 # After the 02:00 archival of every site has normally finished, so yesterday's rollups are included.
@@ -33,19 +33,7 @@ def build_nightly_archive_schedule(
         scheduled = context.scheduled_execution_time
         assert scheduled is not None
         yesterday = scheduled.astimezone(dt.UTC).date() - dt.timedelta(days=1)
-        sites = sorted(context.instance.get_dynamic_partitions(SITES_PARTITION_NAME))
-        if not sites:
-            return dg.SkipReason(
-                "no site registered yet (ace_sync_sensor registers BV_SITES on its first tick)"
-            )
-        return [
-            dg.RunRequest(
-                run_key=f"archive|{site}|{yesterday.isoformat()}",
-                partition_key=site_day_key(site, yesterday),
-                tags={"bv/site": site},
-            )
-            for site in sites
-        ]
+        return site_day_run_requests(context, "archive", yesterday)
 
     return nightly_archive_schedule
 

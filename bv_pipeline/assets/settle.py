@@ -8,7 +8,7 @@ import dagster as dg
 
 from bv_pipeline.assets.hot import ACE_POOL
 from bv_pipeline.logic.settle import SettleResult, settle_site_day
-from bv_pipeline.partitions import SITES_PARTITION_NAME, parse_site_day, site_day_key
+from bv_pipeline.partitions import parse_site_day, site_day_run_requests
 from bv_pipeline.resources.ace import AceResource
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.cold_store import ColdStoreResource
@@ -122,16 +122,6 @@ def build_settle_schedule(job: "dg.UnresolvedAssetJobDefinition", delay_hours: i
         # The latest day that ended at least delay_hours ago. Every tick for 24 hours asks for it under the same
         # run key, so Dagster launches it once, and a daemon down for less than a day still settles it.
         day = (scheduled.astimezone(dt.UTC) - dt.timedelta(hours=delay_hours)).date() - dt.timedelta(days=1)
-        sites = sorted(context.instance.get_dynamic_partitions(SITES_PARTITION_NAME))
-        if not sites:
-            return dg.SkipReason("no site registered yet")
-        return [
-            dg.RunRequest(
-                run_key=f"settle|{site}|{day.isoformat()}",
-                partition_key=site_day_key(site, day),
-                tags={"bv/site": site},
-            )
-            for site in sites
-        ]
+        return site_day_run_requests(context, "settle", day)
 
     return settle_schedule

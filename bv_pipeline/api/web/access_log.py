@@ -45,7 +45,9 @@ def default_access_logger() -> logging.Logger:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
-    if logger.level == logging.NOTSET:  # a handler added without a level would inherit WARNING and drop every line
+    if (
+        logger.level == logging.NOTSET
+    ):  # a handler added without a level would inherit WARNING and drop every line
         logger.setLevel(logging.INFO)
     return logger
 
