@@ -10,7 +10,8 @@ What is built (once per ``--data-dir``; reused when the parameters match):
 - Cold tier, a local directory (the embedded default): ``--cold-days`` day objects plus hourly rollups, manifest
   entries with ``hot_deleted_ms`` set, then the real compactions (``compact_rollups_year`` per year,
   ``compact_samples_month`` per closed month).
-- Hot tier: ``--hot-days`` days of all 300 points in SQLite, after the cold days.
+- Hot tier: ``--hot-days`` days of all 300 points in SQLite, after the cold days, in sealed hour blocks (as a
+  running sync leaves past hours).
 
 The API runs as a real server: ``python -m bv_pipeline.api.server --workers N`` (uvicorn worker processes) with
 ``BV_DATA_DIR`` pointing at the data. The load client is one process: ``--clients`` asyncio tasks, each with
@@ -72,7 +73,7 @@ def build_site(root: Path, points: int, cold_days: int, hot_days: int) -> dict[s
     from bv_pipeline.storage import cold_keys, parquet_layout, rollups
     from bv_pipeline.storage.interfaces import ManifestEntry, PointMeta, RollupState
 
-    params = {"points": points, "cold_days": cold_days, "hot_days": hot_days, "layout": 1}
+    params = {"points": points, "cold_days": cold_days, "hot_days": hot_days, "layout": 2}
     stamp = root / "bench_params.json"
     if stamp.exists() and json.loads(stamp.read_text()).get("params") == params:
         return json.loads(stamp.read_text())["site"]
@@ -136,6 +137,9 @@ def build_site(root: Path, points: int, cold_days: int, hot_days: int) -> dict[s
         compact_rollups_year(ManifestStore(store), store, SITE, year, now_ms=now_ms)
     for month in sorted({d.replace(day=1) for d in cold}):
         compact_samples_month(ManifestStore(store), store, SITE, month, now_ms=now_ms)
+    # As a running sync leaves it: past hours sealed into blocks (a sync seals each hour once its lookback has
+    # passed), so they load straight into blocks; only the running hour of today would be staging rows.
+    hot.seal(SITE, day_bounds_ms(today)[0])
     for day in hot_list:
         shift = (day - base_day).days * MS_PER_DAY
         hot.upsert_samples(SITE, samples.set_column(1, "ts_ms", pc.add(samples["ts_ms"], shift)))

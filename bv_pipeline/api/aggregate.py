@@ -238,13 +238,19 @@ def lttb_indices(ts: np.ndarray, values: np.ndarray, max_points: int) -> np.ndar
 def downsample(
     frame: pl.DataFrame, value_col: str, max_points: int, method: DownsampleMethod
 ) -> pl.DataFrame:
-    """Reduce every point's series to at most ``max_points`` rows, choosing rows by ``value_col``.
+    """Reduce every point's series of ``frame`` (sorted by point) to at most ``max_points`` rows, choosing rows
+    by ``value_col``.
 
     Series with numeric values are reduced on those values (text samples are dropped from a reduced series);
     a text-only series keeps evenly spaced samples.
     """
     parts: list[pl.DataFrame] = []
-    for (_point,), series in frame.partition_by("point", as_dict=True, maintain_order=True).items():
+    if not frame.height:
+        return frame
+    # Sorted by point: equal first and last names mean one series, which needs no partitioning.
+    one = frame["point"][0] == frame["point"][-1]
+    series_list = [frame] if one else frame.partition_by("point", maintain_order=True)
+    for series in series_list:
         if series.height <= max_points:
             parts.append(series)
             continue

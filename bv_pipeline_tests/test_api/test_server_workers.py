@@ -63,6 +63,10 @@ def test_two_workers_serve_the_same_answers(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the server did not become healthy"
             time.sleep(0.3)
         assert len(_children(proc.pid)) >= 2  # the worker processes (plus uvicorn's helpers)
+        # The supervisor only reads settings and forks: the read engine's native libraries (tens of MiB) stay out.
+        mapped = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "libarrow" not in mapped and "_polars_runtime" not in mapped
+        assert any("libarrow" in Path(f"/proc/{c}/maps").read_text() for c in _children(proc.pid))
 
         lo, hi = day_bounds_ms(D.COLD_DELETED[0])[0], day_bounds_ms(D.HOT_ONLY[-1])[1]
         params = {
