@@ -195,7 +195,7 @@ class Settings:
     export_max_active_per_token: int = 2
     export_max_samples: int = 100_000_000
     api_workers: int = 1  # read-API worker processes (BV_API_WORKERS; default: one per CPU core, at most 4)
-    api_query_concurrency: int = 4  # queries one API process reads at once (BV_API_QUERY_CONCURRENCY)
+    api_query_concurrency: int = 2  # queries one API process reads at once (BV_API_QUERY_CONCURRENCY)
     api_answer_cache_mib: int = 64  # answers of fully archived windows, all workers together
     extra: dict[str, str] = field(default_factory=dict)
     automation: AutomationSettings = field(default_factory=lambda: AutomationSettings())
@@ -318,7 +318,11 @@ class Settings:
             alert_ace_auth_failures=_int(env, "BV_ALERT_ACE_AUTH_FAILURES", 3, maximum=100),
             metrics_multiproc_dir=_existing_dir(env, "PROMETHEUS_MULTIPROC_DIR"),
             api_workers=_int(env, "BV_API_WORKERS", min(os.cpu_count() or 1, 4), maximum=64),
-            api_query_concurrency=_int(env, "BV_API_QUERY_CONCURRENCY", 4, maximum=256),
+            # Local stores keep a worker CPU-bound: two queries at once use its core, more only interleave and
+            # add per-query buffers. D1 and R2 queries wait on the network, so more run at once there.
+            api_query_concurrency=_int(
+                env, "BV_API_QUERY_CONCURRENCY", 4 if use_d1 or use_r2 else 2, maximum=256
+            ),
             api_answer_cache_mib=_int(env, "BV_API_ANSWER_CACHE_MIB", 64, minimum=0, maximum=1 << 20),
             automation=AutomationSettings.from_env(env),
             dagster_graphql_url=_url(env, "BV_DAGSTER_GRAPHQL_URL") or DEFAULT_DAGSTER_GRAPHQL_URL,

@@ -28,7 +28,7 @@ from bv_pipeline.api.day_plan import ColdTask
 from bv_pipeline.api.raw_frame import RAW_SCHEMA, to_frame
 from bv_pipeline.api.raw_month_read import CompactedSamples
 from bv_pipeline.api.rollup_year_read import CompactedRollups
-from bv_pipeline.resources.cold_store import LocalObjectStore
+from bv_pipeline.resources.local_store import LocalObjectStore
 from bv_pipeline.storage import cold_keys, rollups
 from bv_pipeline.storage.interfaces import ManifestEntry, ObjectStore
 from bv_pipeline.storage.parquet_layout import ColdVerificationError

@@ -24,9 +24,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import dagster as dg
 import polars as pl
-from pydantic import PrivateAttr
 
 from bv_pipeline.api import day_plan
 from bv_pipeline.api.aggregate import INTERVALS_MS, DownsampleMethod, downsample, finalize
@@ -38,13 +36,11 @@ from bv_pipeline.api.day_plan import Source
 from bv_pipeline.api.hot_read import read_hot
 from bv_pipeline.api.merge import merge_agg, merge_raw
 from bv_pipeline.api.raw_frame import empty_raw
-from bv_pipeline.resources.cold_store import ColdStoreResource
-from bv_pipeline.resources.hot_store import HotStoreResource
 from bv_pipeline.resources.manifest_store import ManifestStore
 from bv_pipeline.storage import cold_keys
 from bv_pipeline.storage.interfaces import HotStore, ObjectStore, PointMeta
 
-__all__ = ["QueryResult", "Source", "TimeseriesReader", "TimeseriesReaderResource"]
+__all__ = ["QueryResult", "Source", "TimeseriesReader"]
 
 
 @dataclass
@@ -323,29 +319,3 @@ class TimeseriesReader:
         interval: str | None = None,
     ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
         return read_hot(self.hot, site, points, hot_days, start_ms, end_ms, interval)
-
-
-class TimeseriesReaderResource(dg.ConfigurableResource):
-    """Dagster resource wrapping ``TimeseriesReader`` over the configured hot and cold store resources."""
-
-    hot_store: HotStoreResource
-    cold_store: ColdStoreResource
-    max_workers: int = 16  # cold days read at once (ranged GETs in flight)
-    cache_mib: int = 256
-
-    _reader: TimeseriesReader | None = PrivateAttr(default=None)
-
-    def get_reader(self) -> TimeseriesReader:
-        if self._reader is None:
-            self._reader = TimeseriesReader(
-                self.hot_store.get_store(),
-                self.cold_store.get_store(),
-                max_workers=self.max_workers,
-                cache_bytes=self.cache_mib * 1024 * 1024,
-            )
-        return self._reader
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None

@@ -209,4 +209,12 @@ def test_invalid_server_settings_name_the_variable(name: str, value: str) -> Non
 
 def test_server_settings_defaults() -> None:
     s = Settings.from_env({})
-    assert 1 <= s.api_workers <= 4 and s.api_query_concurrency == 4 and s.api_answer_cache_mib == 64
+    assert 1 <= s.api_workers <= 4 and s.api_query_concurrency == 2 and s.api_answer_cache_mib == 64
+    r2 = {
+        "R2_ENDPOINT_URL": "https://example.r2.cloudflarestorage.com",
+        "R2_BUCKET": "bv-cold",
+        "R2_ACCESS_KEY_ID": "key",
+        "R2_SECRET_ACCESS_KEY": "secret",
+    }
+    assert Settings.from_env(r2).api_query_concurrency == 4  # queries that wait on the network: more at once
+    assert Settings.from_env({**r2, "BV_API_QUERY_CONCURRENCY": "3"}).api_query_concurrency == 3
