@@ -54,6 +54,12 @@ class ReadCounter:
             self.objects += 1
             self.rollup_days += rollup
 
+    def replay(self, rollup_days: int, compacted_days: Iterable[dt.date]) -> None:
+        """Record days answered from a cache of an earlier read: as served then, with nothing fetched now."""
+        with self._lock:
+            self.rollup_days += rollup_days
+            self.compacted_days |= set(compacted_days)
+
     def compacted_read(self, days: Iterable[dt.date], parts: int, *, rollup: bool) -> None:
         served = set(days)
         with self._lock:

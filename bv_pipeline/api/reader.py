@@ -28,7 +28,7 @@ import polars as pl
 
 from bv_pipeline.api import day_plan
 from bv_pipeline.api.aggregate import INTERVALS_MS, DownsampleMethod, downsample, finalize
-from bv_pipeline.api.answer_cache import AnswerCache
+from bv_pipeline.api.answer_cache import AnswerCache, ColdPart
 from bv_pipeline.api.catalogue import SiteCatalogue
 from bv_pipeline.api.cold_tier import ColdTierReader, ReadCounter
 from bv_pipeline.api.coverage import DayState, day_states, days_with_rows
@@ -38,7 +38,7 @@ from bv_pipeline.api.merge import merge_agg, merge_raw
 from bv_pipeline.api.raw_frame import empty_raw
 from bv_pipeline.resources.manifest_store import ManifestStore
 from bv_pipeline.storage import cold_keys
-from bv_pipeline.storage.interfaces import HotStore, ObjectStore, PointMeta
+from bv_pipeline.storage.interfaces import HotStore, ManifestEntry, ObjectStore, PointMeta
 
 __all__ = ["QueryResult", "Source", "TimeseriesReader"]
 
@@ -239,7 +239,9 @@ class TimeseriesReader:
         counter = ReadCounter()
         # Days archived and pruned from hot are read meanwhile; they do not depend on what hot holds.
         tasks = day_plan.cold_tasks({d: pts for d in cold_days}, manifest, start_ms, end_ms, interval)
-        cold_raw, cold_rollups = self.cold_tier.read(site, tasks, manifest, counter)
+        cold_raw, cold_rollups = self._read_archived(
+            site, tasks, manifest, counter, cache=hot_read is not None
+        )
         hot, hot_hourly = hot_read.result() if hot_read is not None else (empty_raw(), None)
         # A verified day that hot no longer fully holds (pruned before the manifest said so) falls back to cold.
         present = (
@@ -283,6 +285,32 @@ class TimeseriesReader:
         if answer_key is not None:
             self.answers.put(answer_key, dataclasses.replace(result))
         return result
+
+    def _read_archived(
+        self,
+        site: str,
+        tasks: list[day_plan.ColdTask],
+        manifest: dict[dt.date, ManifestEntry],
+        counter: ReadCounter,
+        *,
+        cache: bool,
+    ) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
+        """The cold tier's frames for the archived days of a window; with ``cache`` (a window that also reads hot
+        days, so its answer is not cached whole) from the content-keyed cache when these days were read before."""
+        key = (
+            AnswerCache.cold_key(site, tasks, manifest) if cache and tasks and self.answers.enabled else None
+        )
+        if key is not None:
+            hit = self.answers.get_cold(key)
+            if hit is not None:
+                counter.replay(hit.rollup_days, hit.compacted_days)  # coverage and metrics as if read
+                return hit.raw, hit.rollups
+        raw, rolled = self.cold_tier.read(site, tasks, manifest, counter)
+        if key is not None:  # the counter is this query's, and only these tasks have used it yet
+            self.answers.put_cold(
+                key, ColdPart(raw, rolled, counter.rollup_days, set(counter.compacted_days))
+            )
+        return raw, rolled
 
     def _coverage(
         self,

@@ -68,12 +68,45 @@ def test_a_rearchived_day_misses_the_answer_cache(reader: TimeseriesReader, ds: 
     assert reader.query(D.SITE, [D.TEMP], COLD_LO, COLD_HI).answer_cached
 
 
-def test_windows_touching_hot_days_are_never_cached(reader: TimeseriesReader) -> None:
-    lo, hi = day_bounds_ms(D.COLD_DELETED[-1])[0], day_bounds_ms(D.HOT_ONLY[0])[1]
-    first = reader.query(D.SITE, [D.TEMP], lo, hi)
-    again = reader.query(D.SITE, [D.TEMP], lo, hi)
-    assert not first.immutable and not again.answer_cached
-    assert len(reader.answers.lru) == 0
+def test_windows_touching_hot_days_cache_only_their_archived_part(reader: TimeseriesReader) -> None:
+    lo, hi = day_bounds_ms(D.COLD_DELETED[-2])[0], day_bounds_ms(D.OVERLAP)[1]
+    for interval in (None, "1h"):
+        first = reader.query(D.SITE, [D.TEMP, D.METER], lo, hi, interval=interval)
+        again = reader.query(D.SITE, [D.TEMP, D.METER], lo, hi, interval=interval)
+        # The answer is read again (hot days change with every sync), its archived days are not.
+        assert not first.immutable and not again.answer_cached
+        assert first.cold_objects_read > 0 and again.cold_objects_read == 0
+        assert again.frame.equals(first.frame) and again.coverage == first.coverage
+        assert (again.source, again.hot_samples, again.cold_samples, again.rollup_days) == (
+            first.source,
+            first.hot_samples,
+            first.cold_samples,
+            first.rollup_days,
+        )
+    assert first.rollup_days == 2  # the 1h window took its two archived days from rollups
+    assert len(reader.answers.lru) == 2  # one archived part per interval kind (raw days, rollups)
+    assert 0 < reader.answers.lru.current_bytes <= reader.answers.lru.max_bytes
+    # Another point set or range is another archived part.
+    reader.query(D.SITE, [D.TEMP], lo, hi)
+    assert len(reader.answers.lru) == 3
+
+
+def test_a_rearchived_day_misses_the_archived_part_cache(reader: TimeseriesReader, ds: D.Dataset) -> None:
+    lo, hi = day_bounds_ms(D.COLD_DELETED[-2])[0], day_bounds_ms(D.OVERLAP)[1]
+    expected = reader.query(D.SITE, [D.TEMP], lo, hi, interval="1h")
+    assert reader.query(D.SITE, [D.TEMP], lo, hi, interval="1h").cold_objects_read == 0
+    manifest = ManifestStore(ds.cold)
+    entry = manifest.get(D.SITE, D.COLD_DELETED[-1])
+    assert entry is not None and entry.rollup is not None
+    try:
+        # A rollup object replaced for the same raw content (its own checksum changes): read again.
+        rollup = dataclasses.replace(entry.rollup, checksum=entry.rollup.checksum + "-rebuilt")
+        manifest.put(dataclasses.replace(entry, rollup=rollup))
+        res = reader.query(D.SITE, [D.TEMP], lo, hi, interval="1h")
+        assert res.cold_objects_read > 0 and res.frame.equals(expected.frame)
+    finally:
+        manifest.put(entry)
+    assert reader.query(D.SITE, [D.TEMP], lo, hi, interval="1h").cold_objects_read == 0
 
 
 def test_answer_cache_stays_within_its_byte_bound(ds: D.Dataset) -> None:
