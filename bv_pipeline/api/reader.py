@@ -231,18 +231,23 @@ class TimeseriesReader:
                     cold_objects_read=0,
                     elapsed_ms=(time.perf_counter() - t0) * 1000,
                 )
+        # The hot read overlaps the cold days' read on its own pool; with no cold days it runs right here (a hand-off
+        # to another thread would only add a switch and another thread's allocator arena).
         hot_read = (
             self._hot_pool.submit(self._read_hot, site, pts, hot_days, start_ms, end_ms, interval)
-            if hot_days
+            if hot_days and cold_days
             else None
         )
         counter = ReadCounter()
         # Days archived and pruned from hot are read meanwhile; they do not depend on what hot holds.
         tasks = day_plan.cold_tasks({d: pts for d in cold_days}, manifest, start_ms, end_ms, interval)
-        cold_raw, cold_rollups = self._read_archived(
-            site, tasks, manifest, counter, cache=hot_read is not None
-        )
-        hot, hot_hourly = hot_read.result() if hot_read is not None else (empty_raw(), None)
+        cold_raw, cold_rollups = self._read_archived(site, tasks, manifest, counter, cache=bool(hot_days))
+        if hot_read is not None:
+            hot, hot_hourly = hot_read.result()
+        elif hot_days:
+            hot, hot_hourly = self._read_hot(site, pts, hot_days, start_ms, end_ms, interval)
+        else:
+            hot, hot_hourly = empty_raw(), None
         # A verified day that hot no longer fully holds (pruned before the manifest said so) falls back to cold.
         present = (
             hot
