@@ -309,7 +309,11 @@ class Settings:
             api_rate_per_s=_float(env, "BV_API_RATE_PER_S", 20.0, minimum=0.001),
             api_rate_burst=_int(env, "BV_API_RATE_BURST", 60),
             api_cold_fetch_threads=_int(env, "BV_API_COLD_FETCH_THREADS", 16, maximum=256),
-            api_cold_cache_mib=_int(env, "BV_API_COLD_CACHE_MIB", 256, minimum=0, maximum=1 << 20),
+            # A local cold directory is read from the kernel's page cache, which every worker shares: there the
+            # workers' own caches need to hold little more than parsed footers. Over R2 each miss is a GET.
+            api_cold_cache_mib=_int(
+                env, "BV_API_COLD_CACHE_MIB", 256 if use_r2 else 64, minimum=0, maximum=1 << 20
+            ),
             alert_webhook_url=_url(env, "BV_ALERT_WEBHOOK_URL"),
             alert_format=alert_format,
             alert_stale_minutes=_int(env, "BV_ALERT_STALE_MINUTES", 60, minimum=5, maximum=7 * 24 * 60),

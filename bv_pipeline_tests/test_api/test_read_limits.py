@@ -256,4 +256,6 @@ def test_server_settings_defaults() -> None:
         "R2_SECRET_ACCESS_KEY": "secret",
     }
     assert Settings.from_env(r2).api_query_concurrency == 4  # queries that wait on the network: more at once
+    # Cold bytes: a local directory is in the shared page cache already; R2 GETs are worth caching.
+    assert (s.api_cold_cache_mib, Settings.from_env(r2).api_cold_cache_mib) == (64, 256)
     assert Settings.from_env({**r2, "BV_API_QUERY_CONCURRENCY": "3"}).api_query_concurrency == 3
