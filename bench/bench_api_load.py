@@ -41,13 +41,20 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from bench._common import percentile, write_result
-from bench._http_load import Connection, MemorySampler, tree_cpu_s, tree_rss_mib
+from bench._http_load import (
+    Connection,
+    MemorySampler,
+    connections_per_process,
+    tree_cpu_s,
+    tree_rss_mib,
+)
 from bv_pipeline.storage.samples import MS_PER_DAY, day_bounds_ms
 
 SITE = "bench"
@@ -333,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         sampler.start()
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         server_cpu0 = tree_cpu_s(proc.pid)
+        split: list[list[int]] = []
+        probe = threading.Timer(args.seconds / 2, lambda: split.append(connections_per_process(port)))
+        probe.start()
         load = asyncio.run(run_load(port, site, args.clients, args.seconds, args.seed))
+        probe.join()
         server_cpu = tree_cpu_s(proc.pid) - server_cpu0
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         sampler.stop()
@@ -350,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         figures["load_client_cpu_s"] = round(
             (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime), 1
         )
+        # Connections per worker mid-run: uvicorn's workers share one listening socket and each accepts a burst
+        # of pending connections at once, so the split can be very uneven; clients of the fuller worker wait longer.
+        figures["connections_per_worker"] = split[0] if split else []
         figures["extra_env"] = extra_env
         figures["loadavg_after"] = os.getloadavg()
     finally:
