@@ -119,13 +119,15 @@ def partials_from_rollup(rollup: pl.DataFrame, interval_ms: int) -> pl.DataFrame
     if rollup.height == 0:
         return empty_partials()
     hour_ms = 3_600_000
-    rows = (
+    hours = (
         rollup.lazy()
         .filter(pl.col("count") > 0)
         .with_columns((pl.col("hour_ms") - pl.col("hour_ms") % interval_ms).alias("bucket_ms"))
-        .collect()
     )
-    if interval_ms == hour_ms or rows.height == 0:  # one hourly row per bucket: nothing to combine
+    if interval_ms == hour_ms:  # one hourly row per bucket: nothing to combine, one query plan
+        return hours.select(list(PARTIAL_SCHEMA)).cast(PARTIAL_SCHEMA).collect()  # type: ignore[arg-type]
+    rows = hours.collect()
+    if rows.height == 0:
         return rows.select(list(PARTIAL_SCHEMA)).cast(PARTIAL_SCHEMA)  # type: ignore[arg-type]
     rows = rows.sort("point", "bucket_ms", "hour_ms").with_columns(
         pl.struct("point", "bucket_ms").rle_id().alias("gid")
