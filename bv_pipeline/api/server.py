@@ -3,10 +3,13 @@
 Stores come from ``Settings.from_env()``: SQLite at ``settings.hot_db_path`` and a local directory at
 ``settings.cold_dir`` by default, D1 and R2 when their variables are all set.
 
-Processes: with ``BV_API_WORKERS`` > 1 (default: one per CPU core, at most 4) uvicorn's supervisor runs that many worker
-processes, each building its own stores and reader through ``create_app_from_env``; decoding, merging and encoding
-hold the GIL for much of a query, so one process uses about one core. The supervisor imports only the settings
-and uvicorn (~30 MB) and never the read engine.
+Processes: with ``BV_API_WORKERS`` > 1 (default: one per CPU core, at most 4) a small supervisor
+(``api/workers.py``) runs that many worker processes, each with its own ``SO_REUSEPORT`` listening socket on the
+same address so that Linux spreads connections evenly over them (uvicorn's supervisor shares one socket, and
+keep-alive clients split as unevenly as 44/6), and each building its own stores and reader through
+``create_app_from_env``; decoding, merging and encoding hold the GIL for much of a query, so one process uses
+about one core. The supervisor imports only the settings and never the read engine; it restarts a worker that
+dies. Elsewhere than Linux, uvicorn's supervisor runs the workers.
 
 Memory, measured under 50 concurrent clients (``bench/bench_api_load.py``): what grew was not the caches but
 transient per-query buffers left in allocator arenas, multiplied by the number of threads that ran queries
@@ -223,13 +226,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(check.stderr.strip().splitlines()[-1] if check.stderr.strip() else check, file=sys.stderr)
             return 2
 
-    import uvicorn
-
     common = {"host": args.host, "port": args.port, "log_level": args.log_level, "access_log": False}
     if settings.api_workers > 1:
         for name, value in WORKER_ALLOCATOR_ENV.items():
             os.environ.setdefault(name, value)
         _prepare_metrics_dir()
+        if sys.platform.startswith("linux"):  # SO_REUSEPORT balances connections over sockets on Linux only
+            from bv_pipeline.api.workers import run_workers
+
+            return run_workers(args.host, args.port, settings.api_workers, args.log_level)
+        import uvicorn
+
         uvicorn.run(
             "bv_pipeline.api.server:create_app_from_env",
             factory=True,
@@ -238,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     _limit_arenas_in_this_process()
+    import uvicorn
+
     try:
         app = create_app_from_env()
     except ConfigError as exc:

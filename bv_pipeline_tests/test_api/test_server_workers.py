@@ -1,4 +1,5 @@
-"""``serve-api`` as a real server with two uvicorn workers: answers, one ETag per query across processes, clean stop."""
+"""``serve-api`` as a real server with two worker processes: answers, one ETag per query across processes, each
+worker on its own SO_REUSEPORT socket (connections spread, a dead worker replaced), clean stop, a taken port."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
+from bv_pipeline.api.workers import MAX_QUICK_FAILURES, STEADY_AFTER_S, Supervisor
 from bv_pipeline.storage.samples import day_bounds_ms
 from bv_pipeline_tests.test_api import _data as D
 
@@ -120,3 +123,147 @@ def test_a_worker_on_the_embedded_stores_does_not_import_dagster(tmp_path: Path)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     assert (tmp_path / "hot.sqlite3").exists()  # the schema was created, as the resource would
+
+
+def _owner_of(port: int, client_port: int, workers: list[int]) -> int | None:
+    """The worker process holding the server end of the connection from ``client_port``."""
+    for pid in workers:
+        try:
+            conns = psutil.Process(pid).net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            continue
+        if any(c.laddr.port == port and c.raddr and c.raddr.port == client_port for c in conns):
+            return pid
+    return None
+
+
+def _keep_alive_connection(port: int) -> socket.socket:
+    """A connection that asked /health once (so a worker accepted it) and stays open."""
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+    head = conn.recv(65536)
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    return conn
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], base: str) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, "the server exited"
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server did not become healthy"
+        time.sleep(0.3)
+
+
+@pytest.mark.timeout(180)
+def test_each_worker_listens_itself_gets_connections_and_is_restarted(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "BV_DATA_DIR": str(tmp_path), "BV_API_TOKENS": TOKEN, "BV_API_WORKERS": "2"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    cmd = [sys.executable, "-m", "bv_pipeline.api.server", "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    conns: list[socket.socket] = []
+    try:
+        _wait_healthy(proc, base)
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        # Each worker owns a listening socket of its own on the port; the supervisor listens on none.
+        for pid in workers:
+            listening = [
+                c for c in psutil.Process(pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN
+            ]
+            assert [c.laddr.port for c in listening] == [port]
+        assert not [
+            c for c in psutil.Process(proc.pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN
+        ]
+
+        # 40 keep-alive clients: the kernel hashes each over the two sockets (both get none with p ~ 2e-12).
+        owners: dict[int, int] = {}
+        for _ in range(40):
+            conn = _keep_alive_connection(port)
+            conns.append(conn)
+            owner = _owner_of(port, conn.getsockname()[1], workers)
+            assert owner is not None
+            owners[owner] = owners.get(owner, 0) + 1
+        assert sorted(owners) == sorted(workers) and sum(owners.values()) == 40
+        for conn in conns:
+            conn.close()
+        conns.clear()
+
+        # A killed worker is replaced; the other keeps answering meanwhile and the new one takes connections.
+        victim, survivor = workers
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while True:
+            assert httpx.get(f"{base}/health", timeout=10).status_code == 200
+            current = _children(proc.pid)
+            if len(current) == 2 and victim not in current:
+                break
+            assert time.monotonic() < deadline, "the killed worker was not replaced"
+            time.sleep(0.2)
+        (replacement,) = set(current) - {survivor}
+        seen: set[int | None] = set()
+        for _ in range(
+            40
+        ):  # until the replacement has accepted a connection (it is listening once it answers)
+            conn = _keep_alive_connection(port)
+            conns.append(conn)
+            seen.add(_owner_of(port, conn.getsockname()[1], current))
+            if replacement in seen:
+                break
+        assert replacement in seen
+        for conn in conns:
+            conn.close()
+        conns.clear()
+    finally:
+        for conn in conns:
+            conn.close()
+        workers_now = _children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    assert proc.returncode == 0
+    assert not [pid for pid in workers_now if psutil.pid_exists(pid)]
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "BV_DATA_DIR": str(tmp_path), "BV_API_TOKENS": TOKEN, "BV_API_WORKERS": "2"}
+        cmd = [sys.executable, "-m", "bv_pipeline.api.server", "--port", str(port)]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in out.stderr
+
+
+def test_a_worker_dying_at_start_up_is_restarted_with_back_off_then_given_up() -> None:
+    sup = Supervisor("127.0.0.1", 0, 1, "warning")
+    slot = sup.slots[0]
+    delays = []
+    for _ in range(MAX_QUICK_FAILURES):
+        slot.proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+        slot.proc.wait()
+        slot.started = 1000.0
+        assert sup._reap(slot, now=1001.0) is None
+        assert slot.proc is None and slot.restart_at is not None
+        delays.append(slot.restart_at - 1001.0)
+    assert delays == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    slot.proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+    slot.proc.wait()
+    assert "died 10 times in a row" in (sup._reap(slot, now=1001.0) or "")
+    # A worker that had been serving for a while is restarted at once, and its count starts over.
+    slot.proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+    slot.proc.wait()
+    slot.started, slot.quick_failures = 0.0, 5
+    assert sup._reap(slot, now=STEADY_AFTER_S) is None
+    assert slot.restart_at == STEADY_AFTER_S and slot.quick_failures == 1
