@@ -361,8 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         figures["load_client_cpu_s"] = round(
             (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime), 1
         )
-        # Connections per worker mid-run: uvicorn's workers share one listening socket and each accepts a burst
-        # of pending connections at once, so the split can be very uneven; clients of the fuller worker wait longer.
+        # Connections per worker mid-run: each keep-alive client stays with one worker, so this is the load split
+        # (even-ish since each worker has its own SO_REUSEPORT socket; uvicorn's shared socket gave up to 44/6).
         figures["connections_per_worker"] = split[0] if split else []
         figures["extra_env"] = extra_env
         figures["loadavg_after"] = os.getloadavg()
