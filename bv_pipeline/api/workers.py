@@ -131,7 +131,7 @@ class Supervisor:
         for slot in self.slots:
             self._start(slot)
         _log(
-            f"{self.workers} workers listening on {self.host}:{self.port} (SO_REUSEPORT), pids "
+            f"starting {self.workers} workers on {self.host}:{self.port}, one SO_REUSEPORT socket each, pids "
             + " ".join(str(s.proc.pid) for s in self.slots if s.proc)
         )
         failure: str | None = None
@@ -139,7 +139,7 @@ class Supervisor:
             now = time.monotonic()
             for slot in self.slots:
                 if slot.proc is not None and slot.proc.poll() is not None:
-                    failure = self._reap(slot, now)
+                    failure = failure or self._reap(slot, now)
                 elif slot.proc is None and slot.restart_at is not None and now >= slot.restart_at:
                     self._start(slot)
             time.sleep(0.2)
