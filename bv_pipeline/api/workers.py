@@ -47,16 +47,15 @@ def _address(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int
     return family, (str(sockaddr[0]), int(sockaddr[1]))
 
 
-def reuse_port_socket(host: str, port: int, *, listen: bool) -> socket.socket:
-    """A TCP socket bound to host:port with ``SO_REUSEPORT`` (and ``SO_REUSEADDR`` for TIME_WAIT leftovers)."""
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port with ``SO_REUSEPORT`` (and ``SO_REUSEADDR`` for TIME_WAIT leftovers), not
+    listening: the kernel gives connections only to listening sockets of the group."""
     family, sockaddr = _address(host, port)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
-        if listen:
-            sock.listen(LISTEN_BACKLOG)
     except BaseException:
         sock.close()
         raise
@@ -73,7 +72,7 @@ def _claim_port(host: str, port: int) -> tuple[socket.socket, int]:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(sockaddr)
         port = int(probe.getsockname()[1])  # resolves port 0
-    return reuse_port_socket(host, port, listen=False), port
+    return reuse_port_socket(host, port), port
 
 
 @dataclass
@@ -212,7 +211,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _die_with_parent(args.parent)
     try:
-        sock = reuse_port_socket(args.host, args.port, listen=True)
+        sock = reuse_port_socket(args.host, args.port)
     except OSError as exc:
         _log(f"worker pid {os.getpid()} cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
         return 3
@@ -223,7 +222,10 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         factory=True,
         log_level=args.log_level,
         access_log=False,
+        backlog=LISTEN_BACKLOG,
     )
+    # uvicorn listens on the socket (asyncio's create_server) only after the app is built and its start-up hooks
+    # ran, so a starting or restarting worker gets no connections before it can answer them.
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 

@@ -137,6 +137,15 @@ def _owner_of(port: int, client_port: int, workers: list[int]) -> int | None:
     return None
 
 
+def _listening(pid: int) -> list[int]:
+    """Ports ``pid`` listens on (none for a process that has exited)."""
+    try:
+        conns = psutil.Process(pid).net_connections("tcp")
+    except psutil.NoSuchProcess:
+        return []
+    return [c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN]
+
+
 def _keep_alive_connection(port: int) -> socket.socket:
     """A connection that asked /health once (so a worker accepted it) and stays open."""
     conn = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -170,17 +179,14 @@ def test_each_worker_listens_itself_gets_connections_and_is_restarted(tmp_path: 
     conns: list[socket.socket] = []
     try:
         _wait_healthy(proc, base)
+        # Each worker owns a listening socket of its own on the port (once its app has started); the supervisor
+        # listens on none.
+        deadline = time.monotonic() + 120
+        while [_listening(pid) for pid in _children(proc.pid)] != [[port], [port]]:
+            assert time.monotonic() < deadline, "two workers did not listen"
+            time.sleep(0.1)
         workers = _children(proc.pid)
-        assert len(workers) == 2
-        # Each worker owns a listening socket of its own on the port; the supervisor listens on none.
-        for pid in workers:
-            listening = [
-                c for c in psutil.Process(pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN
-            ]
-            assert [c.laddr.port for c in listening] == [port]
-        assert not [
-            c for c in psutil.Process(proc.pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN
-        ]
+        assert _listening(proc.pid) == []
 
         # 40 keep-alive clients: the kernel hashes each over the two sockets (both get none with p ~ 2e-12).
         owners: dict[int, int] = {}
@@ -198,19 +204,23 @@ def test_each_worker_listens_itself_gets_connections_and_is_restarted(tmp_path: 
         # A killed worker is replaced; the other keeps answering meanwhile and the new one takes connections.
         victim, survivor = workers
         os.kill(victim, signal.SIGKILL)
+        # Connections the kernel had queued on the victim's socket die with it (SO_REUSEPORT's cost); once the
+        # supervisor has reaped it, its socket is gone and every new connection must be answered.
+        deadline = time.monotonic() + 60
+        while victim in _children(proc.pid):
+            assert time.monotonic() < deadline, "the supervisor did not reap the killed worker"
+            time.sleep(0.05)
         deadline = time.monotonic() + 120
         while True:
             assert httpx.get(f"{base}/health", timeout=10).status_code == 200
             current = _children(proc.pid)
-            if len(current) == 2 and victim not in current:
-                break
+            if len(current) == 2 and victim not in current and all(_listening(p) == [port] for p in current):
+                break  # a worker listens only once its app has started
             assert time.monotonic() < deadline, "the killed worker was not replaced"
             time.sleep(0.2)
         (replacement,) = set(current) - {survivor}
         seen: set[int | None] = set()
-        for _ in range(
-            40
-        ):  # until the replacement has accepted a connection (it is listening once it answers)
+        for _ in range(40):  # until the replacement has taken a connection
             conn = _keep_alive_connection(port)
             conns.append(conn)
             seen.add(_owner_of(port, conn.getsockname()[1], current))
