@@ -28,6 +28,7 @@ from bv_pipeline.alerts.runs import run_error_text
 from bv_pipeline.assets.cold import COLD_TIMESERIES, HOT_RETENTION
 from bv_pipeline.assets.hot import HOT_TIMESERIES
 from bv_pipeline.jobs import HOT_SYNC_JOB, NIGHTLY_ARCHIVE_JOB
+from bv_pipeline.ops.live_sync import LIVE_SYNC_JOB
 from bv_pipeline.partitions import parse_site_day, site_day_key
 from bv_pipeline.storage.interfaces import HotStore
 
@@ -48,7 +49,8 @@ ACE_AUTH_ERROR = re.compile(
 )
 MAX_RUNS_SCANNED = 1000
 MAX_PARTITIONS_CHECKED = 50
-ACE_JOBS = frozenset({HOT_SYNC_JOB, NIGHTLY_ARCHIVE_JOB})
+# A live_sync_job run counts for a site when it carries the site's bv/site tag (the sensor sets it on one-site runs).
+ACE_JOBS = frozenset({HOT_SYNC_JOB, LIVE_SYNC_JOB, NIGHTLY_ARCHIVE_JOB})
 ACE_ASSETS = frozenset({HOT_TIMESERIES, COLD_TIMESERIES, HOT_RETENTION})  # backfills select assets
 
 

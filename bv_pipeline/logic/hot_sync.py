@@ -22,10 +22,11 @@ from bv_pipeline.storage.samples import count_non_numeric, count_nulls, day_boun
 
 if TYPE_CHECKING:
     from bv_pipeline.resources.ace import AceClient
-    from bv_pipeline.storage.interfaces import HotStore
+    from bv_pipeline.storage.interfaces import HotStore, WindowStats
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
+FUTURE_SKEW_MS = 120_000  # clock skew tolerated before a sample counts as "from the future"
 
 
 class SyncMode(StrEnum):
@@ -196,3 +197,12 @@ def days_to_sync(
             days.append(day)
         day += dt.timedelta(days=1)
     return sorted(days)
+
+
+def check_stats(hot: HotStore, r: SyncResult, now_ms: int) -> WindowStats | None:
+    """What the ``hot_timeseries`` checks are computed from: one aggregate query over the synced window plus the
+    rest of the day (so samples "from the future" are seen too). None when nothing was synced."""
+    if r.window_start_ms is None or r.window_end_ms is None:
+        return None
+    _, day_end = day_bounds_ms(r.day)
+    return hot.window_stats(r.site, r.window_start_ms, day_end, now_ms + FUTURE_SKEW_MS)

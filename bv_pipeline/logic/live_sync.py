@@ -1,0 +1,230 @@
+"""Live sync of many sites in one process: the hot tier's 5-minute cycle without a Dagster run per site-day.
+
+For each site the hot store's own per-day sync state decides the days (``days_to_sync``, as the sensor did per
+site before); each day is synced with ``sync_site_day`` and its checks' statistics are read back. Sites run
+concurrently on a bounded thread pool (``BV_SYNC_WORKERS``); ACE and hot-store calls release the GIL, so a few
+threads keep both busy. Each site is isolated: an exception becomes that site's failure, the other sites
+complete, and nothing is retried in-process (the failed site is simply due again on the next tick, which resumes
+from its last committed chunk).
+
+Per site the work is bounded so one dead or slow site cannot hold the run much past the sync interval: ACE
+clients make at most ``LIVE_ACE_MAX_ATTEMPTS`` attempts per request (instead of the batch default), and once a
+site has spent ``budget_s`` no further chunk or day is started for it (the rest is picked up next tick; every
+committed chunk is kept). Today is synced first, then unclosed earlier days: freshness of today matters most.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from bv_pipeline.logic.hot_sync import SyncMode, SyncResult, check_stats, days_to_sync, sync_site_day
+
+if TYPE_CHECKING:
+    from bv_pipeline.resources.ace import AceClient
+    from bv_pipeline.storage.interfaces import HotStore, WindowStats
+
+log = logging.getLogger(__name__)
+
+# Live requests give up sooner than batch ones: backoff between 3 attempts totals at most ~1.5 s, so a site whose
+# ACE answers 5xx fails in seconds and is retried by the next tick instead of holding a worker.
+LIVE_ACE_MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class LivePolicy:
+    lookback_minutes: int = 10
+    chunk_minutes: int = 60
+    max_catchup_days: int = 20
+    workers: int = 4
+    budget_s: float = 300.0  # per site: no new chunk or day starts after this long
+
+
+@dataclass
+class SyncedDay:
+    """One site-day synced in this run, with the statistics its checks are computed from."""
+
+    result: SyncResult
+    stats: WindowStats | None  # None when nothing was synced (no window)
+
+
+@dataclass
+class SiteOutcome:
+    site: str
+    days: list[SyncedDay] = field(default_factory=list)
+    error: str | None = None  # the site failed: "<ExceptionType>: message"
+    failed_day: dt.date | None = None  # the day being synced when it failed (None: before any day)
+    deferred_days: list[dt.date] = field(default_factory=list)  # not started: the time budget was spent
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+@dataclass
+class LiveSyncReport:
+    sites: list[SiteOutcome]
+    seconds: float
+    workers: int
+    hot_requests: int  # hot-store API requests of the whole run (per site they cannot be told apart: threads)
+
+    @property
+    def failed(self) -> list[SiteOutcome]:
+        return [s for s in self.sites if s.failed]
+
+    @property
+    def site_days_synced(self) -> int:
+        return sum(len(s.days) for s in self.sites)
+
+
+class _BudgetSpent(Exception):
+    """Raised from the chunk callback to stop a site's sync between two committed chunks."""
+
+
+def due_days(hot: HotStore, site: str, today: dt.date, policy: LivePolicy) -> list[dt.date]:
+    """The site's days to sync now, today first (then unclosed earlier days, newest first)."""
+    since = today - dt.timedelta(days=policy.max_catchup_days)
+    state = hot.list_sync_as_of(site, since, today)
+    days = days_to_sync(
+        today,
+        state,
+        lookback_ms=policy.lookback_minutes * 60_000,
+        max_catchup_days=policy.max_catchup_days,
+        has_any_state=bool(state) or hot.get_watermark(site) is not None,
+    )
+    return sorted(days, reverse=True)
+
+
+def iter_sync_sites(
+    sites: Sequence[str],
+    *,
+    now_ms: int,
+    hot: HotStore,
+    ace_factory: Callable[[], AceClient],
+    policy: LivePolicy,
+    days: Iterable[dt.date] | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Iterator[SiteOutcome]:
+    """Sync every site's due days (or exactly ``days`` when given), sites concurrently, yielding each site's
+    outcome as it finishes (on the calling thread, so a caller can record it at once). Never raises for a site.
+
+    ``ace_factory`` builds one ACE client per worker thread (a client is used by one thread at a time); all are
+    closed when the iteration ends.
+    """
+    today = dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.UTC).date()
+    fixed_days = sorted(set(days), reverse=True) if days is not None else None
+    local = threading.local()
+    clients: list[AceClient] = []
+    clients_guard = threading.Lock()
+
+    def client() -> AceClient:
+        c = getattr(local, "client", None)
+        if c is None:
+            c = ace_factory()
+            c.max_attempts = min(c.max_attempts, LIVE_ACE_MAX_ATTEMPTS)
+            local.client = c
+            with clients_guard:
+                clients.append(c)
+        return c
+
+    def one_site(site: str) -> SiteOutcome:
+        out = SiteOutcome(site)
+        started = monotonic()
+        deadline = started + policy.budget_s
+        day: dt.date | None = None
+        current: list[SyncResult] = []  # the result being built, for a stop between chunks
+
+        def on_chunk(r: SyncResult) -> None:
+            current[:] = [r]
+            if monotonic() >= deadline:
+                raise _BudgetSpent
+
+        try:
+            wanted = fixed_days if fixed_days is not None else due_days(hot, site, today, policy)
+            for i, day in enumerate(wanted):
+                if i and monotonic() >= deadline:
+                    out.deferred_days = list(wanted[i:])
+                    break
+                current.clear()
+                try:
+                    result = sync_site_day(
+                        client(),
+                        hot,
+                        site,
+                        day,
+                        now_ms=now_ms,
+                        mode=SyncMode.INCREMENTAL,
+                        lookback_minutes=policy.lookback_minutes,
+                        chunk_minutes=policy.chunk_minutes,
+                        log=log,
+                        on_chunk=on_chunk,
+                    )
+                except _BudgetSpent:
+                    result = current[0]
+                    result.notes.append(
+                        f"time budget of {policy.budget_s:g} s spent: the rest follows next tick"
+                    )
+                    out.days.append(SyncedDay(result, check_stats(hot, result, now_ms)))
+                    out.deferred_days = list(wanted[i + 1 :])
+                    break
+                out.days.append(SyncedDay(result, check_stats(hot, result, now_ms)))
+        except Exception as exc:  # one site's failure must not stop the others
+            out.error = f"{type(exc).__name__}: {exc}"
+            out.failed_day = day
+            log.warning("live sync of %s failed on %s: %s", site, day, out.error)
+        out.seconds = monotonic() - started
+        return out
+
+    workers = max(1, min(policy.workers, len(sites)))
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="live-sync") as pool:
+            futures = [pool.submit(one_site, site) for site in sites]
+            try:
+                for future in as_completed(futures):
+                    yield future.result()
+            finally:
+                for future in futures:  # the caller stopped early: start no further site
+                    future.cancel()
+    finally:
+        for c in clients:
+            c.close()
+
+
+def sync_sites(
+    sites: Sequence[str],
+    *,
+    now_ms: int,
+    hot: HotStore,
+    ace_factory: Callable[[], AceClient],
+    policy: LivePolicy,
+    days: Iterable[dt.date] | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> LiveSyncReport:
+    """``iter_sync_sites`` collected: the outcomes in the order of ``sites``, with the run's totals."""
+    started = monotonic()
+    requests_before = hot.requests_made
+    by_site = {
+        o.site: o
+        for o in iter_sync_sites(
+            sites,
+            now_ms=now_ms,
+            hot=hot,
+            ace_factory=ace_factory,
+            policy=policy,
+            days=days,
+            monotonic=monotonic,
+        )
+    }
+    return LiveSyncReport(
+        sites=[by_site[s] for s in sites],
+        seconds=monotonic() - started,
+        workers=max(1, min(policy.workers, len(sites))),
+        hot_requests=hot.requests_made - requests_before,
+    )
