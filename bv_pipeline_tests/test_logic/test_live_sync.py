@@ -1,0 +1,127 @@
+"""logic/live_sync.py: many sites per call on a thread pool, against the simulator over httpx and a real SQLite
+hot store. One site's ACE failing fails only that site; every other site ends up with exactly the source's
+samples."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from pathlib import Path
+
+import httpx
+
+from bv_pipeline.logic.live_sync import LIVE_ACE_MAX_ATTEMPTS, LivePolicy, due_days, sync_sites
+from bv_pipeline.resources.ace import AceClient
+from bv_pipeline.storage.samples import day_bounds_ms
+from bv_pipeline_tests.stack import Stack, assert_same_samples
+
+DAY = dt.date(2026, 3, 10)
+SITES = tuple(f"site-{i}" for i in range(6))
+DEAD = "site-3"
+
+
+class DeadSiteTransport(httpx.BaseTransport):
+    """The simulator, except that every request for one site gets HTTP 503 (counted)."""
+
+    def __init__(self, inner: httpx.BaseTransport, dead: str) -> None:
+        self.inner, self.dead, self.dead_requests = inner, dead, 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if f"/sites/{self.dead}/" in request.url.path:
+            self.dead_requests += 1
+            return httpx.Response(503, json={"message": "upstream unavailable"})
+        return self.inner.handle_request(request)
+
+
+def _factory(stack: Stack, transport: httpx.BaseTransport):
+    def make() -> AceClient:
+        return AceClient(
+            "http://ace-simulator/api",
+            "k",
+            transport=transport,
+            sleep=lambda _s: None,
+            requests_per_minute=10**5,
+        )
+
+    return make
+
+
+def _assert_exact(stack: Stack, site: str, day: dt.date) -> None:
+    start, _ = day_bounds_ms(day)
+    as_of = stack.hot.get_sync_as_of(site, day)
+    assert as_of is not None
+    assert_same_samples(stack.hot_rows(site, start, as_of), stack.truth(site, start, as_of))
+
+
+def test_many_sites_one_dead_the_others_exact(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, sites=SITES, points=5)
+    stack.set_now(dt.datetime(2026, 3, 10, 8, 2, tzinfo=dt.UTC))
+    transport = DeadSiteTransport(stack.sim.transport(), DEAD)
+    policy = LivePolicy(workers=3)
+
+    report = sync_sites(
+        SITES, now_ms=stack.now_ms, hot=stack.hot, ace_factory=_factory(stack, transport), policy=policy
+    )
+
+    assert [o.site for o in report.sites] == list(SITES) and report.workers == 3
+    [dead] = report.failed
+    assert dead.site == DEAD and dead.failed_day == DAY and not dead.days
+    assert "HTTP 503" in (dead.error or "")
+    assert transport.dead_requests == LIVE_ACE_MAX_ATTEMPTS  # the live retry budget, not the batch one (6)
+    for o in report.sites:
+        if o.site == DEAD:
+            continue
+        [synced] = o.days
+        assert synced.result.day == DAY and synced.result.rows_upserted > 0
+        assert synced.stats is not None and synced.stats.rows == synced.result.rows_upserted
+        _assert_exact(stack, o.site, DAY)
+    assert stack.hot.get_sync_as_of(DEAD, DAY) is None
+
+    # Next tick, ACE is back for every site: the dead one starts its day, the others continue incrementally.
+    stack.advance(minutes=5)
+    healthy = _factory(stack, stack.sim.transport())
+    report = sync_sites(SITES, now_ms=stack.now_ms, hot=stack.hot, ace_factory=healthy, policy=policy)
+    assert not report.failed and report.site_days_synced == len(SITES)
+    for site in SITES:
+        _assert_exact(stack, site, DAY)
+
+
+def test_today_first_then_unclosed_days_and_the_time_budget(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, sites=("demo",), points=3)
+    factory = _factory(stack, stack.sim.transport())
+    stack.set_now(dt.datetime(2026, 3, 8, 12, 0, tzinfo=dt.UTC))
+    sync_sites(["demo"], now_ms=stack.now_ms, hot=stack.hot, ace_factory=factory, policy=LivePolicy())
+    # Two days of downtime: the 8th and 9th are unclosed, the 10th is today.
+    stack.set_now(dt.datetime(2026, 3, 10, 0, 30, tzinfo=dt.UTC))
+    policy = LivePolicy(chunk_minutes=60)
+    assert due_days(stack.hot, "demo", DAY, policy) == [
+        DAY,
+        DAY - dt.timedelta(days=1),
+        DAY - dt.timedelta(days=2),
+    ]
+
+    # A spent budget stops the site after its first committed chunk; the rest is deferred, nothing is lost.
+    ticks = itertools.count()
+    report = sync_sites(
+        ["demo"],
+        now_ms=stack.now_ms,
+        hot=stack.hot,
+        ace_factory=factory,
+        policy=LivePolicy(budget_s=2),
+        monotonic=lambda: float(next(ticks)),
+    )
+    [o] = report.sites
+    assert not o.failed
+    assert [d.result.day for d in o.days] == [DAY]
+    assert o.days[0].result.chunks == 1
+    assert o.deferred_days == [DAY - dt.timedelta(days=1), DAY - dt.timedelta(days=2)]
+
+    # Without a budget the next call closes both earlier days (24 one-hour chunks each) with exact data.
+    report = sync_sites(["demo"], now_ms=stack.now_ms, hot=stack.hot, ace_factory=factory, policy=policy)
+    [o] = report.sites
+    assert [d.result.day for d in o.days] == [DAY, DAY - dt.timedelta(days=1), DAY - dt.timedelta(days=2)]
+    for day in (DAY - dt.timedelta(days=2), DAY - dt.timedelta(days=1)):
+        start, end = day_bounds_ms(day)
+        assert_same_samples(stack.hot_rows("demo", start, end), stack.truth("demo", start, end))
+    stack.advance(minutes=15)
+    assert due_days(stack.hot, "demo", DAY, policy) == [DAY]
