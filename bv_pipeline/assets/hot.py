@@ -1,4 +1,6 @@
-"""Hot tier: ``hot_timeseries``, one partition per (day, site), filled from ACE by the 5-minute sync sensor."""
+"""Hot tier: ``hot_timeseries``, one partition per (day, site). The 5-minute live sync (``ops/live_sync.py``) records
+its site-days as materialisations of these partitions; this asset (``hot_sync_job``) is the per-partition path for
+manual materialisations and backfills."""
 # No "from __future__ import annotations": Dagster resolves Config/resource annotations at definition time.
 
 import dagster as dg
@@ -17,8 +19,8 @@ ACE_POOL = "ace_api"
 
 
 class HotSyncConfig(dg.Config):
-    """How a run chooses its window. The sync sensor asks for ``incremental``; a manual materialisation or a
-    backfill defaults to ``full_day`` (refetch the whole day; upserts are idempotent)."""
+    """How a run chooses its window: ``incremental`` (what the live sync does) or, the default for a manual
+    materialisation or a backfill, ``full_day`` (refetch the whole day; upserts are idempotent)."""
 
     mode: str = SyncMode.FULL_DAY.value
 
