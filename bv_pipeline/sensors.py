@@ -70,27 +70,29 @@ def build_ace_sync_sensor(
         new_sites = [s for s in sites if s not in registered]
 
         busy = sites_in_flight(context.instance)
-        due = [s for s in sites if s not in busy]
         skipped = [s for s in sites if s in busy]
-        shards = [due[i : i + sites_per_run] for i in range(0, len(due), sites_per_run)]
-        requests = [
-            dg.RunRequest(
-                run_key=f"live-sync|{slot}|{index}",
-                run_config=live_sync_run_config(shard),
-                tags={
-                    LIVE_SYNC_TAG: f"{index + 1}/{len(shards)}",
-                    # One site per run: the UI's run list can be filtered by site, and alerts keyed by site see it.
-                    **({SITE_TAG: shard[0]} if len(shard) == 1 else {}),
-                },
+        # Shards are cut from the configured list, not from the sites due now, so a site stays in the same shard
+        # from tick to tick (its runs form one series: run-failure alerts key on the shard tag).
+        shards = [list(sites[i : i + sites_per_run]) for i in range(0, len(sites), sites_per_run)]
+        requests = []
+        for index, shard in enumerate(shards):
+            due = [s for s in shard if s not in busy]
+            if not due:
+                continue
+            tags = {LIVE_SYNC_TAG: f"{index + 1}/{len(shards)}"}
+            if len(shard) == 1:  # one site per run: the UI's run list can be filtered by site
+                tags[SITE_TAG] = shard[0]
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"live-sync|{slot}|{index}", run_config=live_sync_run_config(due), tags=tags
+                )
             )
-            for index, shard in enumerate(shards)
-        ]
         cursor = json.dumps(
             {
                 "last_tick_ms": now_ms,
                 "slot": slot,
                 "runs": len(requests),
-                "sites": len(due),
+                "sites": len(sites) - len(skipped),
                 "skipped_in_flight": skipped,
             }
         )

@@ -67,7 +67,21 @@ def test_sites_are_split_into_runs_of_bv_sync_sites_per_run(tmp_path: Path) -> N
     assert [_sites(r) for r in requests] == [["site-a", "site-b"], ["site-c", "site-d"], ["site-e"]]
     assert len({r.run_key for r in requests}) == 3
     assert [r.tags[LIVE_SYNC_TAG] for r in requests] == ["1/3", "2/3", "3/3"]
-    assert requests[2].tags["bv/site"] == "site-e"  # a one-site run names its site (alerts key on it)
+    assert requests[2].tags["bv/site"] == "site-e"  # a one-site run names its site
+
+    # A shard keeps its sites whatever else is in flight (its runs are one series for the run-failure alert).
+    with dg.instance_for_test() as instance:
+        create_run_for_test(
+            instance,
+            job_name=LIVE_SYNC_JOB,
+            status=dg.DagsterRunStatus.STARTED,
+            run_config=live_sync_run_config(["site-a", "site-b"]),
+        )
+        requests = _tick(stack, instance).run_requests or []
+    assert [(_sites(r), r.tags[LIVE_SYNC_TAG]) for r in requests] == [
+        (["site-c", "site-d"], "2/3"),
+        (["site-e"], "3/3"),
+    ]
 
 
 def test_same_slot_gives_same_run_keys_next_slot_new_ones(tmp_path: Path) -> None:
