@@ -68,22 +68,6 @@ class SiteOutcome:
         return self.error is not None
 
 
-@dataclass
-class LiveSyncReport:
-    sites: list[SiteOutcome]
-    seconds: float
-    workers: int
-    hot_requests: int  # hot-store API requests of the whole run (per site they cannot be told apart: threads)
-
-    @property
-    def failed(self) -> list[SiteOutcome]:
-        return [s for s in self.sites if s.failed]
-
-    @property
-    def site_days_synced(self) -> int:
-        return sum(len(s.days) for s in self.sites)
-
-
 class _BudgetSpent(Exception):
     """Raised from the chunk callback to stop a site's sync between two committed chunks."""
 
@@ -195,36 +179,3 @@ def iter_sync_sites(
     finally:
         for c in clients:
             c.close()
-
-
-def sync_sites(
-    sites: Sequence[str],
-    *,
-    now_ms: int,
-    hot: HotStore,
-    ace_factory: Callable[[], AceClient],
-    policy: LivePolicy,
-    days: Iterable[dt.date] | None = None,
-    monotonic: Callable[[], float] = time.monotonic,
-) -> LiveSyncReport:
-    """``iter_sync_sites`` collected: the outcomes in the order of ``sites``, with the run's totals."""
-    started = monotonic()
-    requests_before = hot.requests_made
-    by_site = {
-        o.site: o
-        for o in iter_sync_sites(
-            sites,
-            now_ms=now_ms,
-            hot=hot,
-            ace_factory=ace_factory,
-            policy=policy,
-            days=days,
-            monotonic=monotonic,
-        )
-    }
-    return LiveSyncReport(
-        sites=[by_site[s] for s in sites],
-        seconds=monotonic() - started,
-        workers=max(1, min(policy.workers, len(sites))),
-        hot_requests=hot.requests_made - requests_before,
-    )

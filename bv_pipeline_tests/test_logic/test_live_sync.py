@@ -6,11 +6,19 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from bv_pipeline.logic.live_sync import LIVE_ACE_MAX_ATTEMPTS, LivePolicy, due_days, sync_sites
+from bv_pipeline.logic.live_sync import (
+    LIVE_ACE_MAX_ATTEMPTS,
+    LivePolicy,
+    SiteOutcome,
+    due_days,
+    iter_sync_sites,
+)
 from bv_pipeline.resources.ace import AceClient
 from bv_pipeline.storage.samples import day_bounds_ms
 from bv_pipeline_tests.stack import Stack, assert_same_samples
@@ -31,6 +39,13 @@ class DeadSiteTransport(httpx.BaseTransport):
             self.dead_requests += 1
             return httpx.Response(503, json={"message": "upstream unavailable"})
         return self.inner.handle_request(request)
+
+
+def sync_sites(sites: Sequence[str], **kwargs: Any) -> list[SiteOutcome]:
+    """Every site's outcome, in the order of ``sites`` (they are yielded as they finish)."""
+    by_site = {o.site: o for o in iter_sync_sites(sites, **kwargs)}
+    assert len(by_site) == len(sites)
+    return [by_site[s] for s in sites]
 
 
 def _factory(stack: Stack, transport: httpx.BaseTransport):
@@ -59,16 +74,15 @@ def test_many_sites_one_dead_the_others_exact(tmp_path: Path) -> None:
     transport = DeadSiteTransport(stack.sim.transport(), DEAD)
     policy = LivePolicy(workers=3)
 
-    report = sync_sites(
+    outcomes = sync_sites(
         SITES, now_ms=stack.now_ms, hot=stack.hot, ace_factory=_factory(stack, transport), policy=policy
     )
 
-    assert [o.site for o in report.sites] == list(SITES) and report.workers == 3
-    [dead] = report.failed
+    [dead] = [o for o in outcomes if o.failed]
     assert dead.site == DEAD and dead.failed_day == DAY and not dead.days
     assert "HTTP 503" in (dead.error or "")
     assert transport.dead_requests == LIVE_ACE_MAX_ATTEMPTS  # the live retry budget, not the batch one (6)
-    for o in report.sites:
+    for o in outcomes:
         if o.site == DEAD:
             continue
         [synced] = o.days
@@ -80,8 +94,8 @@ def test_many_sites_one_dead_the_others_exact(tmp_path: Path) -> None:
     # Next tick, ACE is back for every site: the dead one starts its day, the others continue incrementally.
     stack.advance(minutes=5)
     healthy = _factory(stack, stack.sim.transport())
-    report = sync_sites(SITES, now_ms=stack.now_ms, hot=stack.hot, ace_factory=healthy, policy=policy)
-    assert not report.failed and report.site_days_synced == len(SITES)
+    outcomes = sync_sites(SITES, now_ms=stack.now_ms, hot=stack.hot, ace_factory=healthy, policy=policy)
+    assert not any(o.failed for o in outcomes) and sum(len(o.days) for o in outcomes) == len(SITES)
     for site in SITES:
         _assert_exact(stack, site, DAY)
 
@@ -102,7 +116,7 @@ def test_today_first_then_unclosed_days_and_the_time_budget(tmp_path: Path) -> N
 
     # A spent budget stops the site after its first committed chunk; the rest is deferred, nothing is lost.
     ticks = itertools.count()
-    report = sync_sites(
+    [o] = sync_sites(
         ["demo"],
         now_ms=stack.now_ms,
         hot=stack.hot,
@@ -110,15 +124,13 @@ def test_today_first_then_unclosed_days_and_the_time_budget(tmp_path: Path) -> N
         policy=LivePolicy(budget_s=2),
         monotonic=lambda: float(next(ticks)),
     )
-    [o] = report.sites
     assert not o.failed
     assert [d.result.day for d in o.days] == [DAY]
     assert o.days[0].result.chunks == 1
     assert o.deferred_days == [DAY - dt.timedelta(days=1), DAY - dt.timedelta(days=2)]
 
     # Without a budget the next call closes both earlier days (24 one-hour chunks each) with exact data.
-    report = sync_sites(["demo"], now_ms=stack.now_ms, hot=stack.hot, ace_factory=factory, policy=policy)
-    [o] = report.sites
+    [o] = sync_sites(["demo"], now_ms=stack.now_ms, hot=stack.hot, ace_factory=factory, policy=policy)
     assert [d.result.day for d in o.days] == [DAY, DAY - dt.timedelta(days=1), DAY - dt.timedelta(days=2)]
     for day in (DAY - dt.timedelta(days=2), DAY - dt.timedelta(days=1)):
         start, end = day_bounds_ms(day)
