@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -93,16 +93,23 @@ def sync_site_day(
     chunk_minutes: int = 60,
     log: logging.Logger | None = None,
     on_chunk: Callable[[SyncResult], None] | None = None,
+    as_of_by_day: Mapping[dt.date, int] | None = None,
 ) -> SyncResult:
     """Fetch the day's pending window in bounded chunks, upserting each and recording progress after each one.
 
-    A crash mid-way keeps every completed chunk and its progress; the rerun resumes from there.
+    A crash mid-way keeps every completed chunk and its progress; the rerun resumes from there. ``as_of_by_day``:
+    the site's sync state if the caller has just read it (``list_sync_as_of``), which saves one hot-store request.
     """
     log = log or logging.getLogger(__name__)
     result = SyncResult(site=site, day=day, mode=mode)
     requests_before = hot.requests_made
     lookback_ms = lookback_minutes * MINUTE_MS
-    last_as_of = hot.get_sync_as_of(site, day) if mode is SyncMode.INCREMENTAL else None
+    if mode is not SyncMode.INCREMENTAL:
+        last_as_of = None
+    elif as_of_by_day is not None:
+        last_as_of = as_of_by_day.get(day)
+    else:
+        last_as_of = hot.get_sync_as_of(site, day)
     window = sync_window(day, mode, last_as_of, now_ms, lookback_ms)
     if window is None:
         result.notes.append("nothing to fetch: the day is in the future or already synced up to now")

@@ -74,6 +74,13 @@ class _BudgetSpent(Exception):
 
 def due_days(hot: HotStore, site: str, today: dt.date, policy: LivePolicy) -> list[dt.date]:
     """The site's days to sync now, today first (then unclosed earlier days, newest first)."""
+    return _due_days(hot, site, today, policy)[0]
+
+
+def _due_days(
+    hot: HotStore, site: str, today: dt.date, policy: LivePolicy
+) -> tuple[list[dt.date], dict[dt.date, int]]:
+    """The due days and the sync state they were decided from (one request, two for a site without state)."""
     since = today - dt.timedelta(days=policy.max_catchup_days)
     state = hot.list_sync_as_of(site, since, today)
     days = days_to_sync(
@@ -83,7 +90,7 @@ def due_days(hot: HotStore, site: str, today: dt.date, policy: LivePolicy) -> li
         max_catchup_days=policy.max_catchup_days,
         has_any_state=bool(state) or hot.get_watermark(site) is not None,
     )
-    return sorted(days, reverse=True)
+    return sorted(days, reverse=True), state
 
 
 def iter_sync_sites(
@@ -131,7 +138,10 @@ def iter_sync_sites(
                 raise _BudgetSpent
 
         try:
-            wanted = fixed_days if fixed_days is not None else due_days(hot, site, today, policy)
+            if fixed_days is not None:
+                wanted, state = fixed_days, None
+            else:
+                wanted, state = _due_days(hot, site, today, policy)
             for i, day in enumerate(wanted):
                 if i and monotonic() >= deadline:
                     out.deferred_days = list(wanted[i:])
@@ -149,6 +159,7 @@ def iter_sync_sites(
                         chunk_minutes=policy.chunk_minutes,
                         log=log,
                         on_chunk=on_chunk,
+                        as_of_by_day=state,
                     )
                 except _BudgetSpent:
                     result = current[0]

@@ -20,7 +20,9 @@ from bv_pipeline.logic.live_sync import (
     iter_sync_sites,
 )
 from bv_pipeline.resources.ace import AceClient
+from bv_pipeline.resources.hot_store import D1HotStoreResource
 from bv_pipeline.storage.samples import day_bounds_ms
+from bv_pipeline_tests.fakes.d1_server import FakeD1
 from bv_pipeline_tests.stack import Stack, assert_same_samples
 
 DAY = dt.date(2026, 3, 10)
@@ -137,3 +139,28 @@ def test_today_first_then_unclosed_days_and_the_time_budget(tmp_path: Path) -> N
         assert_same_samples(stack.hot_rows("demo", start, end), stack.truth("demo", start, end))
     stack.advance(minutes=15)
     assert due_days(stack.hot, "demo", DAY, policy) == [DAY]
+
+
+def test_d1_requests_per_site_of_a_steady_tick(tmp_path: Path, fake_d1: FakeD1) -> None:
+    """The account-wide D1 budget (1,200 requests / 5 min) bounds the sites per account: count a steady tick."""
+    hot = D1HotStoreResource(
+        account_id=fake_d1.account_id,
+        database_id=fake_d1.database_id,
+        api_token=fake_d1.token,
+        base_url=fake_d1.base_url,
+    )
+    sites = SITES[:3]
+    stack = Stack(tmp_path, sites=sites, points=5, hot_resource=hot)
+    factory = _factory(stack, stack.sim.transport())
+    stack.set_now(dt.datetime(2026, 3, 10, 8, 2, tzinfo=dt.UTC))
+    sync_sites(sites, now_ms=stack.now_ms, hot=stack.hot, ace_factory=factory, policy=LivePolicy())
+    stack.advance(minutes=5)  # same hour, no hour to seal: the common 5-minute tick
+    before = fake_d1.totals().requests
+    outcomes = sync_sites(sites, now_ms=stack.now_ms, hot=stack.hot, ace_factory=factory, policy=LivePolicy())
+    assert not any(o.failed for o in outcomes)
+    # The run reads the site's sync state once (it decides the days and feeds the window; before, the sensor and
+    # the run each read it); the other 9 are sync_site_day's and the checks' statistics (staging read and write,
+    # progress, sealing, window statistics), unchanged.
+    assert fake_d1.totals().requests - before == 10 * len(sites)
+    for site in sites:
+        _assert_exact(stack, site, DAY)
