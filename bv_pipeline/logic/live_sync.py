@@ -7,10 +7,10 @@ threads keep both busy. Each site is isolated: an exception becomes that site's 
 complete, and nothing is retried in-process (the failed site is simply due again on the next tick, which resumes
 from its last committed chunk).
 
-Per site the work is bounded so one dead or slow site cannot hold the run much past the sync interval: ACE
-clients make at most ``LIVE_ACE_MAX_ATTEMPTS`` attempts per request (instead of the batch default), and once a
-site has spent ``budget_s`` no further chunk or day is started for it (the rest is picked up next tick; every
-committed chunk is kept). Today is synced first, then unclosed earlier days: freshness of today matters most.
+The work is bounded so a dead or slow site (or ACE) cannot hold the run much past the sync interval: ACE clients
+make at most ``LIVE_ACE_MAX_ATTEMPTS`` attempts per request (instead of the batch default); once a site has spent
+``budget_s`` no further chunk or day is started for it, and once the run has, no further site is started (the rest
+is picked up next tick; every committed chunk is kept). Today is synced first, then unclosed earlier days: freshness of today matters most.
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ class LivePolicy:
     chunk_minutes: int = 60
     max_catchup_days: int = 20
     workers: int = 4
-    budget_s: float = 300.0  # per site: no new chunk or day starts after this long
+    budget_s: float = (
+        300.0  # per site: no new chunk or day starts after this long; per run: no new site starts
+    )
 
 
 @dataclass
@@ -61,6 +63,7 @@ class SiteOutcome:
     error: str | None = None  # the site failed: "<ExceptionType>: message"
     failed_day: dt.date | None = None  # the day being synced when it failed (None: before any day)
     deferred_days: list[dt.date] = field(default_factory=list)  # not started: the time budget was spent
+    deferred: bool = False  # the site was not started: the run's time budget was spent (ACE slow or down)
     seconds: float = 0.0
 
     @property
@@ -125,9 +128,14 @@ def iter_sync_sites(
                 clients.append(c)
         return c
 
+    run_deadline = monotonic() + policy.budget_s
+
     def one_site(site: str) -> SiteOutcome:
         out = SiteOutcome(site)
         started = monotonic()
+        if started >= run_deadline:
+            out.deferred = True
+            return out
         deadline = started + policy.budget_s
         day: dt.date | None = None
         current: list[SyncResult] = []  # the result being built, for a stop between chunks

@@ -84,7 +84,7 @@ def live_sync(
     attributable = min(live.workers, len(sites)) == 1
     requests_before = hot.requests_made
     failed: list[SiteOutcome] = []
-    synced = rows = 0
+    synced = rows = deferred = 0
     for outcome in iter_sync_sites(
         sites, now_ms=now_ms, hot=hot, ace_factory=ace.get_client, policy=live, days=days
     ):
@@ -101,11 +101,13 @@ def live_sync(
             rows += day.result.rows_upserted
         if outcome.failed:
             failed.append(outcome)
+        deferred += outcome.deferred
         context.log.info(_site_line(outcome))
 
     summary = {
         "sites": len(sites),
         "sites_failed": len(failed),
+        "sites_deferred": deferred,
         "site_days_synced": synced,
         "rows_upserted": rows,
         "workers": min(live.workers, max(1, len(sites))),
@@ -114,7 +116,10 @@ def live_sync(
     if failed:
         raise dg.Failure(
             description=f"{len(failed)} of {len(sites)} sites failed (due again next tick): "
-            + "; ".join(f"{o.site} ({o.failed_day or 'before syncing'}): {_short(o.error)}" for o in failed),
+            + "; ".join(
+                f"{o.site} ({o.failed_day or 'before syncing'}): {_short(o.error)}" for o in failed[:20]
+            )
+            + (f"; and {len(failed) - 20} more (metadata failed_sites)" if len(failed) > 20 else ""),
             metadata={
                 **summary,
                 "failed_sites": dg.MetadataValue.json(
@@ -141,6 +146,8 @@ def _site_line(o: SiteOutcome) -> str:
         parts.append(f"deferred (time budget): {', '.join(map(str, o.deferred_days))}")
     if o.error:
         parts.append(f"FAILED on {o.failed_day or 'due days'}: {_short(o.error)}")
+    if o.deferred:
+        parts.append("not started: the run's time budget was spent, next tick")
     return f"{o.site} in {o.seconds:.2f} s: " + ("; ".join(parts) or "nothing due")
 
 

@@ -164,3 +164,36 @@ def test_d1_requests_per_site_of_a_steady_tick(tmp_path: Path, fake_d1: FakeD1) 
     assert fake_d1.totals().requests - before == 10 * len(sites)
     for site in sites:
         _assert_exact(stack, site, DAY)
+
+
+class SlowSiteTransport(httpx.BaseTransport):
+    """The simulator, but every request for one site takes 1,000 s of the run's (fake) clock."""
+
+    def __init__(self, inner: httpx.BaseTransport, slow: str, clock: list[float]) -> None:
+        self.inner, self.slow, self.clock = inner, slow, clock
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if f"/sites/{self.slow}/" in request.url.path:
+            self.clock[0] += 1000
+        return self.inner.handle_request(request)
+
+
+def test_a_slow_ace_defers_the_sites_not_started_when_the_run_budget_is_spent(tmp_path: Path) -> None:
+    sites = SITES[:3]
+    stack = Stack(tmp_path, sites=sites, points=3)
+    stack.set_now(dt.datetime(2026, 3, 10, 0, 30, tzinfo=dt.UTC))  # one chunk per site
+    clock = [0.0]
+    transport = SlowSiteTransport(stack.sim.transport(), sites[0], clock)
+    outcomes = sync_sites(
+        sites,
+        now_ms=stack.now_ms,
+        hot=stack.hot,
+        ace_factory=_factory(stack, transport),
+        policy=LivePolicy(workers=1, budget_s=300),
+        monotonic=lambda: clock[0],
+    )
+    first, *rest = outcomes
+    assert not first.failed and not first.deferred and [d.result.chunks for d in first.days] == [1]
+    _assert_exact(stack, sites[0], DAY)
+    assert all(o.deferred and not o.days and not o.failed for o in rest)
+    assert all(stack.hot.get_sync_as_of(o.site, DAY) is None for o in rest)  # due again next tick
