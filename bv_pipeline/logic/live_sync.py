@@ -125,6 +125,10 @@ def iter_sync_sites(
             c.max_attempts = min(c.max_attempts, LIVE_ACE_MAX_ATTEMPTS)
             local.client = c
             with clients_guard:
+                # One rate limiter for the run's clients (it is thread-safe): the run's workers together keep
+                # the configured request rate instead of each having it.
+                if clients:
+                    c.limiter = clients[0].limiter
                 clients.append(c)
         return c
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,21 @@ def test_a_slow_ace_defers_the_sites_not_started_when_the_run_budget_is_spent(tm
     _assert_exact(stack, sites[0], DAY)
     assert all(o.deferred and not o.days and not o.failed for o in rest)
     assert all(stack.hot.get_sync_as_of(o.site, DAY) is None for o in rest)  # due again next tick
+
+
+def test_the_run_s_ace_clients_share_one_rate_limit(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, sites=SITES, points=3)
+    stack.set_now(dt.datetime(2026, 3, 10, 0, 30, tzinfo=dt.UTC))
+    made: list[AceClient] = []
+    all_workers_started = threading.Barrier(3)
+
+    def factory() -> AceClient:  # each worker's first call waits for the other two: three clients for sure
+        made.append(_factory(stack, stack.sim.transport())())
+        all_workers_started.wait(timeout=30)
+        return made[-1]
+
+    outcomes = sync_sites(
+        SITES, now_ms=stack.now_ms, hot=stack.hot, ace_factory=factory, policy=LivePolicy(workers=3)
+    )
+    assert not any(o.failed for o in outcomes)
+    assert len(made) == 3 and len({id(c.limiter) for c in made}) == 1
