@@ -207,9 +207,10 @@ def test_the_run_s_ace_clients_share_one_rate_limit(tmp_path: Path) -> None:
     all_workers_started = threading.Barrier(3)
 
     def factory() -> AceClient:  # each worker's first call waits for the other two: three clients for sure
-        made.append(_factory(stack, stack.sim.transport())())
+        client = _factory(stack, stack.sim.transport())()
+        made.append(client)
         all_workers_started.wait(timeout=30)
-        return made[-1]
+        return client
 
     outcomes = sync_sites(
         SITES, now_ms=stack.now_ms, hot=stack.hot, ace_factory=factory, policy=LivePolicy(workers=3)
