@@ -69,6 +69,7 @@ HOT_DAY = ACE_TEST_DAY + dt.timedelta(days=1)  # synced on A, stays hot
 TOKEN = "multi-machine-token-0123456789"
 # Every variable a machine of the deployment gets from the shared environment file; nothing else is set.
 PREFIXES = ("ACE_", "AWS_", "BV_", "CLOUDFLARE_", "D1_", "R2_", "DAGSTER_", "HOT_STORAGE_DAYS", "PROMETHEUS_")
+IO_MANAGER_EVENTS = ("HANDLED_OUTPUT", "LOADED_INPUT")
 LOG_PREFIX = "dagster-compute-logs/"  # deploy/multi-machine/docker.yaml
 INSTANCE_YAML = (ROOT / "deploy" / "dagster.yaml").read_text() + (
     ROOT / "deploy" / "multi-machine" / "docker.yaml"
@@ -96,6 +97,10 @@ class Machine:
     def run(self, job: str, **kwargs: Any) -> dg.ExecuteInProcessResult:
         result = self.defs().resolve_job_def(job).execute_in_process(instance=self.instance, **kwargs)
         assert result.success, f"{job} failed on machine {self.name}"
+        # No step hands a value to an IO manager: with the default multiprocess executor that would be a pickle
+        # under DAGSTER_HOME on the run's machine, read back by the next step (broken with a step per pod).
+        io = [e.event_type_value for e in result.all_events if e.event_type_value in IO_MANAGER_EVENTS]
+        assert io == [], f"{job} used an IO manager on machine {self.name}: {io}"
         return result
 
     def leftovers(self) -> dict[str, list[str]]:
@@ -262,8 +267,10 @@ def test_sync_archive_read_and_export_on_four_machines(
         [retention] = later.asset_materializations_for_node("hot_retention")
         assert retention.metadata["deleted_days"].value == ARCHIVED_DAY.isoformat()
         assert retention.metadata["rows_deleted"].value == rows
+        b.run("rollup_compaction_job", partition_key=SITE)  # yearly rollups and monthly samples, R2 only
     keys = _keys(s3_bucket)
     assert {cold_keys.samples_key(SITE, ARCHIVED_DAY), cold_keys.rollup_key(SITE, ARCHIVED_DAY)} <= keys
+    assert f"rollups/1h-year/site={SITE}/year={ARCHIVED_DAY.year}/index.json" in keys  # compaction's commit
 
     launcher = DagsterExportLauncher()
     with machine("c", tmp_path, shared_env, monkeypatch) as c:

@@ -1,0 +1,179 @@
+"""The multi-machine instance files (``deploy/multi-machine/``) and the settings guard, without Docker or a cluster.
+
+Each file is appended to ``deploy/dagster.yaml`` exactly as ``deploy/multi-machine.md`` says, and the result goes
+through Dagster's own validation: the instance schema (``dagster_instance_config``), then the launcher's and the
+compute-log manager's config schemas, then building both from the instance ref as every Dagster process does (the
+Docker launcher needs no daemon to be built; the Kubernetes launcher is built against a throwaway kubeconfig, never
+contacted; the PostgreSQL storage is not opened: the end-to-end test uses a real one). What a launch does (pull the
+image, start the container or Job) is not tested here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from dagster._config import process_config
+from dagster._core.errors import DagsterInvalidConfigError
+from dagster._core.instance.config import dagster_instance_config
+from dagster._core.instance.ref import InstanceRef
+from dagster._core.launcher import RunLauncher
+from dagster._core.storage.compute_log_manager import ComputeLogManager
+from dagster._serdes.config_class import class_from_code_pointer
+
+from bv_pipeline.config import ConfigError, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+FRAGMENTS = {"docker": DEPLOY / "multi-machine" / "docker.yaml", "k8s": DEPLOY / "multi-machine" / "k8s.yaml"}
+INSTANCE_ENV = {
+    "DAGSTER_PG_HOST": "db.internal",
+    "DAGSTER_PG_PORT": "5432",
+    "DAGSTER_PG_DB": "dagster",
+    "DAGSTER_PG_USERNAME": "dagster",
+    "DAGSTER_PG_PASSWORD": "secret",
+    "R2_BUCKET": "ace-timeseries",
+    "R2_ENDPOINT_URL": "https://acct.r2.cloudflarestorage.com",
+}
+# Settings a run never needs: the read API's, one machine's own paths, the alert sensors' (they run in the code
+# server), the embedded simulator's, and the test hook for the D1 endpoint.
+NOT_FOR_RUNS = re.compile(
+    r"BV_API_.*|BV_ALLOWED_ORIGINS|BV_DAGSTER_GRAPHQL_URL|BV_EXPORT_.*|PROMETHEUS_MULTIPROC_DIR"
+    r"|BV_DATA_DIR|DAGSTER_HOME|BV_ALERT_.*|BV_SIM_.*|CLOUDFLARE_BASE_URL"
+)
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: u, user: {token: not-a-real-token}}]
+contexts: [{name: x, context: {cluster: c, user: u, namespace: bv-pipeline}}]
+current-context: x
+"""
+
+
+def instance_text(kind: str) -> str:
+    """What deploy/multi-machine.md installs: ``cat deploy/dagster.yaml deploy/multi-machine/<kind>.yaml``."""
+    return (DEPLOY / "dagster.yaml").read_text() + FRAGMENTS[kind].read_text()
+
+
+def validated_section(config: Mapping[str, Any], section: str) -> tuple[type, Mapping[str, Any]]:
+    """The section's class (imported) and its config processed through the class's own schema."""
+    data = config[section]
+    klass = class_from_code_pointer(data["module"], data["class"])
+    result = process_config(klass.config_type(), data.get("config") or {})
+    if not result.success:
+        raise DagsterInvalidConfigError(f"{section}: invalid {data['class']} config", result.errors, data)
+    return klass, result.value
+
+
+def built_from(home: Path) -> tuple[Any, Any]:
+    """The run launcher and compute-log manager as every Dagster process builds them from DAGSTER_HOME (the
+    instance ref's class data, rehydrated), without opening the PostgreSQL storage."""
+    ref = InstanceRef.from_dir(str(home))
+    assert ref.run_launcher_data is not None
+    return ref.run_launcher_data.rehydrate(RunLauncher), ref.compute_logs_data.rehydrate(ComputeLogManager)
+
+
+@pytest.fixture
+def instance_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in INSTANCE_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize("kind", sorted(FRAGMENTS))
+def test_fragment_appends_to_the_production_profile_and_validates(
+    kind: str, tmp_path: Path, instance_env: None
+) -> None:
+    base, fragment = (yaml.safe_load(p.read_text()) for p in (DEPLOY / "dagster.yaml", FRAGMENTS[kind]))
+    assert set(fragment) == {"run_launcher", "compute_logs"} and not set(fragment) & set(base)
+    (tmp_path / "dagster.yaml").write_text(instance_text(kind))
+    config, _ = dagster_instance_config(str(tmp_path))  # the whole instance schema, as every process loads it
+    assert {k: v for k, v in config.items() if k in base} == {k: v for k, v in base.items()}
+    launcher, _ = validated_section(config, "run_launcher")
+    logs, logs_config = validated_section(config, "compute_logs")
+    assert launcher.__name__ == {"docker": "DockerRunLauncher", "k8s": "K8sRunLauncher"}[kind]
+    assert logs.__name__ == "S3ComputeLogManager"
+    assert logs_config["bucket"] == INSTANCE_ENV["R2_BUCKET"]  # {env: ...} resolved like every process does
+    assert logs_config["endpoint_url"] == INSTANCE_ENV["R2_ENDPOINT_URL"]
+
+
+def test_a_misspelt_launcher_key_is_refused(instance_env: None) -> None:
+    config = yaml.safe_load(instance_text("docker"))
+    config["run_launcher"]["config"]["env_var"] = config["run_launcher"]["config"].pop("env_vars")
+    with pytest.raises(DagsterInvalidConfigError, match="run_launcher"):
+        validated_section(config, "run_launcher")
+
+
+def test_docker_instance_builds_and_passes_every_run_setting(tmp_path: Path, instance_env: None) -> None:
+    (tmp_path / "dagster.yaml").write_text(instance_text("docker"))
+    launcher, logs = built_from(tmp_path)
+    assert type(launcher).__name__ == "DockerRunLauncher"
+    assert type(logs).__name__ == "S3ComputeLogManager"
+    passed = list(launcher.env_vars)
+    assert len(passed) == len(set(passed))
+    settings_vars = set(
+        re.findall(r'"([A-Z][A-Z0-9]*_[A-Z0-9_]+)"', (ROOT / "bv_pipeline/config.py").read_text())
+    )
+    expected = {v for v in settings_vars if not NOT_FOR_RUNS.fullmatch(v)}
+    expected |= {*(k for k in INSTANCE_ENV if k.startswith("DAGSTER_PG_")), *_compute_log_vars()}
+    assert set(passed) == expected, {"missing": expected - set(passed), "extra": set(passed) - expected}
+    # The launcher copies each name from the daemon's environment and fails on an unset one: the shared
+    # environment file names them all.
+    env_file = (DEPLOY / "bv-pipeline.env.example").read_text()
+    assert [v for v in passed if not re.search(rf"^{v}=", env_file, re.M)] == []
+
+
+def _compute_log_vars() -> set[str]:
+    return {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REQUEST_CHECKSUM_CALCULATION",
+        "AWS_RESPONSE_CHECKSUM_VALIDATION",
+    }
+
+
+def test_k8s_launcher_builds_from_the_file(tmp_path: Path, instance_env: None) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG)
+    config = yaml.safe_load(instance_text("k8s"))
+    # In the cluster the launcher reads its service account; here a kubeconfig that is parsed, never contacted.
+    config["run_launcher"]["config"].update(load_incluster_config=False, kubeconfig_file=str(kubeconfig))
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
+    launcher, _ = built_from(tmp_path)
+    assert type(launcher).__name__ == "K8sRunLauncher"
+    assert launcher.env_secrets == ["bv-pipeline-env"]  # the whole shared environment file
+    assert launcher.job_namespace == "bv-pipeline" and launcher.dagster_home == "/opt/dagster/dagster_home"
+    assert launcher.resources["limits"]["memory"] == "4Gi"
+
+
+def test_shared_backends_required_refuses_local_disk_defaults() -> None:
+    d1 = {"CLOUDFLARE_ACCOUNT_ID": "a", "CLOUDFLARE_API_TOKEN": "t", "D1_DATABASE_ID": "d"}
+    r2 = {
+        "R2_ENDPOINT_URL": "https://acct.r2.cloudflarestorage.com",
+        "R2_BUCKET": "bucket-b",
+        "R2_ACCESS_KEY_ID": "k",
+        "R2_SECRET_ACCESS_KEY": "s",
+    }
+    required = {"BV_REQUIRE_SHARED_BACKENDS": "true"}
+    assert Settings.from_env({**required, **d1, **r2}).require_shared_backends
+    for env, missing in (({**d1}, "R2"), ({**r2}, "D1"), ({}, "D1 (CLOUDFLARE_*) and R2")):
+        with pytest.raises(
+            ConfigError, match=rf"BV_REQUIRE_SHARED_BACKENDS is true but {re.escape(missing)}"
+        ):
+            Settings.from_env({**required, **env})
+    # Per-site D1 databases need no database id.
+    assert Settings.from_env(
+        {
+            **required,
+            **r2,
+            "BV_HOT_DATABASES": "per-site",
+            "CLOUDFLARE_ACCOUNT_ID": "a",
+            "CLOUDFLARE_API_TOKEN": "t",
+        }
+    ).use_d1
+    assert not Settings.from_env({"BV_REQUIRE_SHARED_BACKENDS": "false"}).require_shared_backends
+    with pytest.raises(ConfigError, match="BV_REQUIRE_SHARED_BACKENDS='maybe' is not a boolean"):
+        Settings.from_env({"BV_REQUIRE_SHARED_BACKENDS": "maybe"})
