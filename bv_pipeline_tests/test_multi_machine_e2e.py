@@ -182,7 +182,7 @@ def machine(
 
 
 class DagsterExportLauncher(ExportLauncher):
-    """Hands the launch to the test (as GraphQL hands it to the run queue); states come from the shared instance."""
+    """Records each launch for machine D to run (as GraphQL hands it to the run queue); queued until then."""
 
     def __init__(self) -> None:
         self.launched: list[tuple[str, dict[str, Any], dict[str, str]]] = []
