@@ -4,8 +4,9 @@ Each file is appended to ``deploy/dagster.yaml`` exactly as ``deploy/multi-machi
 through Dagster's own validation: the instance schema (``dagster_instance_config``), then the launcher's and the
 compute-log manager's config schemas, then building both from the instance ref as every Dagster process does (the
 Docker launcher needs no daemon to be built; the Kubernetes launcher is built against a throwaway kubeconfig, never
-contacted; the PostgreSQL storage is not opened: the end-to-end test uses a real one). What a launch does (pull the
-image, start the container or Job) is not tested here.
+contacted; the PostgreSQL storage is not opened: the end-to-end test uses a real one). The Kubernetes launcher also
+launches a run with its cluster API replaced by a recorder, to check the Job it would submit. What happens after
+(pulling the image, starting the container or pod) is not tested here.
 """
 
 from __future__ import annotations
@@ -15,14 +16,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 import yaml
 from dagster._config import process_config
+from dagster._core.code_pointer import ModuleCodePointer
 from dagster._core.errors import DagsterInvalidConfigError
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.instance.ref import InstanceRef
-from dagster._core.launcher import RunLauncher
+from dagster._core.launcher import LaunchRunContext, RunLauncher
+from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
 from dagster._core.storage.compute_log_manager import ComputeLogManager
+from dagster._core.test_utils import instance_for_test
+from dagster._grpc.types import ExecuteRunArgs
+from dagster._serdes import deserialize_value
 from dagster._serdes.config_class import class_from_code_pointer
 
 from bv_pipeline.config import ConfigError, Settings
@@ -147,6 +154,57 @@ def test_k8s_launcher_builds_from_the_file(tmp_path: Path, instance_env: None) -
     assert launcher.env_secrets == ["bv-pipeline-env"]  # the whole shared environment file
     assert launcher.job_namespace == "bv-pipeline" and launcher.dagster_home == "/opt/dagster/dagster_home"
     assert launcher.resources["limits"]["memory"] == "4Gi"
+
+
+class RecordingBatchApi:
+    """Stands in for the cluster's batch API: keeps the Job objects the launcher submits."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[str, Any]] = []
+
+    def create_namespaced_job(self, body: Any, namespace: str, **_: Any) -> None:
+        self.jobs.append((namespace, body))
+
+
+def test_k8s_launch_submits_a_job_that_needs_no_local_disk(tmp_path: Path, instance_env: None) -> None:
+    """launch_run as the daemon calls it, with the file's launcher config; only the cluster API is replaced."""
+    from dagster_k8s import K8sRunLauncher
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG)
+    fragment = yaml.safe_load(FRAGMENTS["k8s"].read_text())
+    _, config = validated_section(fragment, "run_launcher")
+    batch = RecordingBatchApi()
+    launcher = K8sRunLauncher(
+        **{**config, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)},
+        k8s_client_batch_api=batch,
+    )
+    origin = JobPythonOrigin(
+        "hot_sync_job",
+        RepositoryPythonOrigin(
+            executable_path="/opt/bv-pipeline/.venv/bin/python",
+            code_pointer=ModuleCodePointer("bv_pipeline.definitions", "defs", "/opt/bv-pipeline"),
+            container_image=None,
+            entry_point=["dagster"],
+        ),
+    )
+    with instance_for_test(overrides={"compute_logs": fragment["compute_logs"]}) as instance:
+        launcher.register_instance(instance)
+        run = instance.add_run(dg.DagsterRun(job_name="hot_sync_job", job_code_origin=origin))
+        launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+    [(namespace, job)] = batch.jobs
+    pod = job.spec.template.spec
+    [container] = pod.containers
+    assert namespace == "bv-pipeline" and container.image == "registry.example.com/bv-pipeline:0.1.0"
+    assert [e.secret_ref.name for e in container.env_from] == ["bv-pipeline-env"]  # every shared setting
+    assert container.resources.limits == {"memory": "4Gi"}
+    assert pod.volumes in (None, []) and container.volume_mounts in (None, [])  # nothing mounted from a host
+    # The pod runs `dagster api execute_run <args>`; the args carry the instance (compute logs on R2 included).
+    assert container.args[:3] == ["dagster", "api", "execute_run"]
+    args = deserialize_value(container.args[3], ExecuteRunArgs)
+    assert args.run_id == run.run_id
+    assert args.instance_ref is not None
+    assert args.instance_ref.compute_logs_data.class_name == "S3ComputeLogManager"
 
 
 def test_shared_backends_required_refuses_local_disk_defaults() -> None:
