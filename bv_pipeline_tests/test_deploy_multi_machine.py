@@ -4,15 +4,19 @@ Each file is appended to ``deploy/dagster.yaml`` exactly as ``deploy/multi-machi
 through Dagster's own validation: the instance schema (``dagster_instance_config``), then the launcher's and the
 compute-log manager's config schemas, then building both from the instance ref as every Dagster process does (the
 Docker launcher needs no daemon to be built; the Kubernetes launcher is built against a throwaway kubeconfig, never
-contacted; the PostgreSQL storage is not opened: the end-to-end test uses a real one). The Kubernetes launcher also
-launches a run with its cluster API replaced by a recorder, to check the Job it would submit. What happens after
-(pulling the image, starting the container or pod) is not tested here.
+contacted; the PostgreSQL storage is not opened: the end-to-end test uses a real one). Both launchers then launch a
+run as the daemon does, against a recording Docker Engine API / with the cluster's batch API replaced by a
+recorder, to check the container or Job they would create. What happens after (pulling the image, the container
+or pod actually running) is not tested here.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +160,107 @@ def test_k8s_launcher_builds_from_the_file(tmp_path: Path, instance_env: None) -
     assert launcher.resources["limits"]["memory"] == "4Gi"
 
 
+class RecordingDockerEngine(BaseHTTPRequestHandler):
+    """Answers the Docker Engine API calls a container launch makes, recording them (stands in for dockerd)."""
+
+    calls: list[tuple[str, str, Any]]
+
+    def _answer(self, status: int, body: Any = None) -> None:
+        data = b"" if body is None else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self.calls.append(("GET", self.path, None))
+        if self.path.endswith("/version"):
+            self._answer(200, {"ApiVersion": "1.45", "Version": "26.0.0"})
+        elif "/containers/" in self.path:
+            self._answer(200, {"Id": "c0ffee", "Name": "/run", "State": {}, "Config": {}})
+        else:
+            self._answer(404, {"message": "not found"})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.calls.append(("POST", self.path.split("?")[0], json.loads(self.rfile.read(length) or b"null")))
+        if "/containers/create" in self.path:
+            self._answer(201, {"Id": "c0ffee", "Warnings": []})
+        elif self.path.endswith("/start"):
+            self._answer(204)
+        else:
+            self._answer(404, {"message": "not found"})
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def docker_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str, Any]]]:
+    calls: list[tuple[str, str, Any]] = []
+    handler = type("Handler", (RecordingDockerEngine,), {"calls": calls})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{server.server_address[1]}")
+    try:
+        yield calls
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _run_with_origin(instance: Any) -> dg.DagsterRun:
+    """A run as the daemon hands it to the launcher: with the code server's origin (systemd unit's paths)."""
+    origin = JobPythonOrigin(
+        "hot_sync_job",
+        RepositoryPythonOrigin(
+            executable_path="/opt/bv-pipeline/.venv/bin/python",
+            code_pointer=ModuleCodePointer("bv_pipeline.definitions", "defs", "/opt/bv-pipeline"),
+            container_image=None,
+            entry_point=["dagster"],
+        ),
+    )
+    return instance.add_run(dg.DagsterRun(job_name="hot_sync_job", job_code_origin=origin))
+
+
+def test_docker_launch_creates_a_container_that_needs_no_local_disk(
+    instance_env: None, docker_engine: list[tuple[str, str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """launch_run as the daemon calls it, with the file's launcher config, against a recording Docker API."""
+    from dagster_docker import DockerRunLauncher
+
+    fragment = yaml.safe_load(FRAGMENTS["docker"].read_text())
+    _, config = validated_section(fragment, "run_launcher")
+    daemon_env = {name: f"value-of-{name}" for name in config["env_vars"]}
+    for name, value in daemon_env.items():
+        monkeypatch.setenv(name, value)
+    launcher = DockerRunLauncher(**config)
+    with instance_for_test(overrides={"compute_logs": fragment["compute_logs"]}) as instance:
+        launcher.register_instance(instance)
+        run = _run_with_origin(instance)
+        launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+    [create] = [body for method, path, body in docker_engine if path.endswith("/containers/create")]
+    assert [path.rsplit("/", 1)[-1] for method, path, _ in docker_engine if method == "POST"] == [
+        "create",
+        "start",
+    ]
+    assert create["Image"] == "registry.example.com/bv-pipeline:0.1.0"
+    env = dict(item.split("=", 1) for item in create["Env"])
+    assert env == {
+        **daemon_env,
+        "DAGSTER_RUN_JOB_NAME": "hot_sync_job",
+    }  # copied from the daemon's environment
+    host = create["HostConfig"]
+    assert host["NetworkMode"] == "bv-pipeline" and host["Memory"] == 4 * 1024**3
+    assert not host.get("Binds") and not host.get("Mounts")  # nothing mounted from the launching host
+    assert create["Cmd"][:3] == ["dagster", "api", "execute_run"]
+    args = deserialize_value(create["Cmd"][3], ExecuteRunArgs)
+    assert args.run_id == run.run_id and args.instance_ref is not None
+    assert args.instance_ref.compute_logs_data.class_name == "S3ComputeLogManager"
+
+
 class RecordingBatchApi:
     """Stands in for the cluster's batch API: keeps the Job objects the launcher submits."""
 
@@ -179,18 +284,9 @@ def test_k8s_launch_submits_a_job_that_needs_no_local_disk(tmp_path: Path, insta
         **{**config, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)},
         k8s_client_batch_api=batch,
     )
-    origin = JobPythonOrigin(
-        "hot_sync_job",
-        RepositoryPythonOrigin(
-            executable_path="/opt/bv-pipeline/.venv/bin/python",
-            code_pointer=ModuleCodePointer("bv_pipeline.definitions", "defs", "/opt/bv-pipeline"),
-            container_image=None,
-            entry_point=["dagster"],
-        ),
-    )
     with instance_for_test(overrides={"compute_logs": fragment["compute_logs"]}) as instance:
         launcher.register_instance(instance)
-        run = instance.add_run(dg.DagsterRun(job_name="hot_sync_job", job_code_origin=origin))
+        run = _run_with_origin(instance)
         launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
     [(namespace, job)] = batch.jobs
     pod = job.spec.template.spec
