@@ -140,6 +140,29 @@ def _dagster_home(env: Mapping[str, str]) -> Path | None:
     return path
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (true or false)")
+
+
+def _check_shared_backends(use_d1: bool, use_r2: bool) -> None:
+    """BV_REQUIRE_SHARED_BACKENDS: on a machine of a multi-machine deployment the embedded defaults would put the
+    hot tier, the cold tier and the archive manifest on this machine's disk, where no other machine sees them
+    (and retention would delete hot days "verified" only there). Refuse to start instead of falling back."""
+    missing = [what for what, ok in (("D1 (CLOUDFLARE_*)", use_d1), ("R2 (R2_*)", use_r2)) if not ok]
+    if missing:
+        raise ConfigError(
+            f"BV_REQUIRE_SHARED_BACKENDS is true but {' and '.join(missing)} not configured: this process would "
+            f"keep data under BV_DATA_DIR on its own disk"
+        )
+
+
 def _all_or_none(env: Mapping[str, str], names: tuple[str, ...], what: str) -> bool:
     present = [n for n in names if env.get(n, "").strip()]
     if present and len(present) != len(names):
@@ -197,6 +220,7 @@ class Settings:
     api_workers: int = 1  # read-API worker processes (BV_API_WORKERS; default: one per CPU core, at most 4)
     api_query_concurrency: int = 4  # queries one API process reads at once (BV_API_QUERY_CONCURRENCY)
     api_answer_cache_mib: int = 64  # answers of fully archived windows, all workers together
+    require_shared_backends: bool = False  # BV_REQUIRE_SHARED_BACKENDS: refuse the local-disk defaults
     extra: dict[str, str] = field(default_factory=dict)
     automation: AutomationSettings = field(default_factory=lambda: AutomationSettings())
 
@@ -260,6 +284,9 @@ class Settings:
                 _secret(env, name)
         if use_d1:
             _secret(env, "CLOUDFLARE_API_TOKEN")
+        require_shared = _bool(env, "BV_REQUIRE_SHARED_BACKENDS", False)
+        if require_shared:
+            _check_shared_backends(use_d1, use_r2)
 
         tokens = tuple(t.strip() for t in env.get("BV_API_TOKENS", "").split(",") if t.strip())
         for t in tokens:
@@ -325,6 +352,7 @@ class Settings:
             export_ttl_hours=_int(env, "BV_EXPORT_TTL_HOURS", 168, maximum=24 * 366),
             export_max_active_per_token=_int(env, "BV_EXPORT_MAX_ACTIVE_PER_TOKEN", 2, maximum=1000),
             export_max_samples=_int(env, "BV_EXPORT_MAX_SAMPLES", 100_000_000, maximum=10**12),
+            require_shared_backends=require_shared,
         )
 
 

@@ -38,6 +38,11 @@ def describe(settings: Settings) -> list[str]:
         f"sites: {', '.join(settings.sites)}",
         f"hot:   {'Cloudflare D1' if settings.use_d1 else f'SQLite {settings.hot_db_path}'}",
         f"cold:  {'R2 bucket ' + str(settings.r2_bucket) if settings.use_r2 else f'local directory {settings.cold_dir}'}",
+        *(
+            ["shared backends required (BV_REQUIRE_SHARED_BACKENDS)"]
+            if settings.require_shared_backends
+            else []
+        ),
         f"hot window: {settings.hot_storage_days} days; sync lookback {settings.sync_lookback_minutes} min",
         _describe_automation(settings),
         f"read API: {len(settings.api_tokens)} token(s), {settings.api_max_points} points/query, "
