@@ -42,7 +42,7 @@ class SimulatedAceResource(AceResource):
 
     simulator_id: str = ""
 
-    def get_client(self) -> AceClient:
+    def get_client(self, lane: str = "batch") -> AceClient:
         sim = _SIMULATORS[self.simulator_id]
         return AceClient(
             "http://ace-simulator/api",

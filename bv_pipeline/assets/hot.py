@@ -8,7 +8,7 @@ import dagster as dg
 from bv_pipeline.assets.source import ACE_TIMESERIES
 from bv_pipeline.logic.hot_sync import SyncMode, SyncResult, sync_site_day
 from bv_pipeline.partitions import parse_site_day
-from bv_pipeline.resources.ace import AceResource
+from bv_pipeline.resources.ace import AceResource, rate_limit_metadata
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.hot_store import HotStoreResource
 from bv_pipeline.resources.policy import PolicyResource
@@ -87,7 +87,8 @@ def build_hot_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.AssetsD
         finally:
             client.close()
         checks = _hot_checks(hot, result, now_ms)
-        return dg.MaterializeResult(metadata=_sync_metadata(result, hot.backend), check_results=checks)
+        metadata = _sync_metadata(result, hot.backend) | rate_limit_metadata(client)
+        return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
     return [hot_timeseries]
 
