@@ -1,0 +1,322 @@
+"""ACE's shared rate limit: GCRA arithmetic and lanes on a simulated clock, then real processes sharing one SQLite
+file or one PostgreSQL table, then two AceClients in two processes against the HTTP simulator.
+
+No wall-clock assertions: every reservation returns its slot (the time its request may be sent), so the tests check
+the slots: how many, in which bucket, and that no two are closer than the bucket's interval.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from bv_pipeline.config import ConfigError, Settings
+from bv_pipeline.resources.ace import AceResource
+from bv_pipeline.resources.ace_rate_limit import (
+    BATCH_BUCKET,
+    GLOBAL_BUCKET,
+    MAX_AHEAD_S,
+    Bucket,
+    LaneLimiter,
+    MemorySlotStore,
+    SlotStore,
+    SqliteSlotStore,
+    ace_buckets,
+)
+from bv_pipeline.resources.wiring import build_resources
+from bv_pipeline.simulator import AceSimulator, SimulatorConfig, run_server
+from bv_pipeline_tests.fixtures.postgres import PostgresServer
+
+ROOT = Path(__file__).resolve().parents[2]
+PER_MINUTE = 600  # 10/s, burst 10; batch at half: 5/s, burst 5
+
+
+class SimClock:
+    """Simulated time for several threads: ``sleep`` blocks a thread until the clock reaches its wake time, and the
+    clock jumps to the earliest wake time once every thread is asleep or finished. Requests take no time."""
+
+    def __init__(self, threads: int) -> None:
+        self.now = 0.0
+        self._running = threads
+        self._sleepers: list[list[Any]] = []  # [wake time, released]
+        self._cond = threading.Condition()
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._cond:
+            token: list[Any] = [self.now + seconds, False]
+            self._sleepers.append(token)
+            self._running -= 1
+            self._advance()
+            while not token[1]:
+                self._cond.wait()
+
+    def finish(self) -> None:
+        with self._cond:
+            self._running -= 1
+            self._advance()
+
+    def _advance(self) -> None:
+        if self._running or not self._sleepers:
+            return
+        self.now = min(t[0] for t in self._sleepers)
+        for token in [t for t in self._sleepers if t[0] <= self.now]:
+            token[1] = True
+            self._sleepers.remove(token)
+            self._running += 1
+        self._cond.notify_all()
+
+
+def run_lanes(store: SlotStore, lanes: Sequence[str], until_s: float) -> dict[str, list[float]]:
+    """One thread per entry of ``lanes``, each sending requests back to back until ``until_s`` simulated seconds;
+    returns the send times per lane."""
+    clock = SimClock(len(lanes))
+    sent: dict[str, list[float]] = {lane: [] for lane in lanes}
+    lock = threading.Lock()
+
+    def worker(lane: str) -> None:
+        limiter = LaneLimiter(store, ace_buckets(PER_MINUTE, 0.5, lane), clock=clock.time, sleep=clock.sleep)
+        try:
+            while True:
+                limiter.acquire()
+                if clock.now >= until_s:
+                    return
+                with lock:
+                    sent[lane].append(clock.now)
+        finally:
+            clock.finish()
+
+    threads = [threading.Thread(target=worker, args=(lane,)) for lane in lanes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    return sent
+
+
+def max_in_window(times: list[float], window_s: float) -> int:
+    times = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while times[lo] <= t - window_s + 1e-9:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_batch_is_capped_at_its_share_and_live_gets_the_rest(backend: str, tmp_path: Path) -> None:
+    store: SlotStore = MemorySlotStore() if backend == "memory" else SqliteSlotStore(tmp_path / "rl.sqlite")
+    # Four batch workers (backfill steps, archival, settle) against one live sync worker, 60 simulated seconds.
+    sent = run_lanes(store, ["batch", "batch", "batch", "batch", "live"], until_s=60.0)
+    batch, live = sent["batch"], sent["live"]
+    # Batch: 5/s plus its burst of 5, however many workers push. Live: the other half (its burst of 10 at t=0
+    # shares the global burst with batch's first requests).
+    assert 300 <= len(batch) <= 305
+    assert 295 <= len(live) <= 310
+    everything = batch + live
+    assert len(everything) <= 600 + 10
+    # GCRA: in any window of T seconds at most burst + rate * T requests, for the whole and for batch alone.
+    for window_s in (1.0, 5.0, 20.0):
+        assert max_in_window(everything, window_s) <= 10 + 10 * window_s
+        assert max_in_window(batch, window_s) <= 5 + 5 * window_s
+    store.close()
+
+
+def test_live_alone_gets_the_whole_rate_batch_alone_half() -> None:
+    live = run_lanes(MemorySlotStore(), ["live", "live"], until_s=30.05)["live"]
+    batch = run_lanes(MemorySlotStore(), ["batch", "batch"], until_s=30.05)["batch"]
+    assert len(live) == 10 + 10 * 30  # the burst at 0 s, then one per 0.1 s up to 30 s
+    assert len(batch) == 5 + 5 * 30  # the burst at 0 s, then one per 0.2 s
+
+
+def test_waits_are_virtual_when_sleep_does_not_advance_the_clock() -> None:
+    """A frozen clock and a sleep that only records: every request is still charged its slot."""
+    waits: list[float] = []
+    store = MemorySlotStore()
+    limiter = LaneLimiter(store, ace_buckets(60, 0.5, "batch"), clock=lambda: 5.0, sleep=waits.append)
+    total = sum(limiter.acquire() for _ in range(4))
+    # Batch: 30/min = one per 2 s, burst 1; the global bucket (1/s) then sees requests at 5 s of virtual time.
+    assert waits == pytest.approx([2.0, 1.0, 4.0, 2.0, 6.0, 3.0])
+    assert total == pytest.approx(sum(waits))
+
+
+def test_a_schedule_far_in_the_future_restarts_from_now(tmp_path: Path) -> None:
+    """A clock that jumped backwards must not block ACE requests for hours."""
+    bucket = Bucket(GLOBAL_BUCKET, 60, 1)
+    for store in (MemorySlotStore(), SqliteSlotStore(tmp_path / "rl.sqlite")):
+        store.reserve(bucket, 10 * MAX_AHEAD_S)
+        slot = store.reserve(bucket, 1000.0)
+        assert slot.send_at == 1000.0 and slot.wait_s == 0.0
+        assert store.reserve(bucket, 1000.0).wait_s == pytest.approx(1.0)
+        store.close()
+
+
+def test_bucket_and_lane_validation() -> None:
+    with pytest.raises(ValueError, match="lane must be one of"):
+        ace_buckets(600, 0.5, "backfill")
+    with pytest.raises(ValueError, match="batch_share"):
+        ace_buckets(600, 0.0, "batch")
+    assert [b.name for b in ace_buckets(600, 0.25, "batch")] == [BATCH_BUCKET, GLOBAL_BUCKET]
+    assert ace_buckets(600, 0.25, "batch")[0].per_minute == 150
+    assert [b.name for b in ace_buckets(600, 0.25, "live")] == [GLOBAL_BUCKET]
+    with pytest.raises(ValueError, match="lane must be one of"):
+        AceResource(rate_limit_path="/nonexistent/x.sqlite").get_client("nightly")
+
+
+def test_settings_and_wiring(tmp_path: Path) -> None:
+    s = Settings.from_env({"BV_DATA_DIR": str(tmp_path), "BV_ACE_BATCH_SHARE": "0.3"})
+    assert s.ace_batch_share == 0.3 and s.ace_rate_limit_path == tmp_path / "ace-rate-limit.sqlite"
+    ace = build_resources(s)["ace"]
+    assert ace.batch_share == 0.3 and ace.rate_limit_path == str(tmp_path.resolve() / "ace-rate-limit.sqlite")
+    assert ace.rate_limit_url is None
+    for bad in ("0", "1.5", "-0.2", "half", "nan"):
+        with pytest.raises(ConfigError, match="BV_ACE_BATCH_SHARE"):
+            Settings.from_env({"BV_ACE_BATCH_SHARE": bad})
+    url = "postgresql://u:secret@db.internal:5432/bv"
+    s = Settings.from_env({"BV_ACE_RATE_LIMIT_URL": url})
+    assert s.ace_rate_limit_url_set
+    assert build_resources(s)["ace"].rate_limit_url == dg.EnvVar("BV_ACE_RATE_LIMIT_URL")
+    for bad in ("postgresql+psycopg2://u@h/db", "mysql://h/db", "postgresql:///db"):
+        with pytest.raises(ConfigError, match="BV_ACE_RATE_LIMIT_URL") as err:
+            Settings.from_env({"BV_ACE_RATE_LIMIT_URL": bad})
+        assert "secret" not in str(err.value)
+
+
+# -- real processes --------------------------------------------------------------------------------------------
+
+
+def run_workers(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Start one worker process per job, release them together, return their JSON answers."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bv_pipeline_tests.test_resources.ace_rate_worker", json.dumps(job)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            env=env,
+            text=True,
+        )
+        for job in jobs
+    ]
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    answers = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        answers.append(json.loads(out))
+    return answers
+
+
+def assert_spaced(times: list[float], interval_s: float) -> None:
+    times = sorted(times)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= interval_s - 1e-6, f"two slots {min(gaps):.6f} s apart, interval {interval_s}"
+
+
+def reserve_in_processes(store: dict[str, str], per_process: int) -> None:
+    """Two live and two batch processes reserve against one store at one frozen virtual time (sleeps do nothing),
+    so every slot is a distinct step of the shared schedule."""
+    now = 1_000_000.0
+    lanes = ["live", "batch", "live", "batch"]
+    jobs = [
+        {"store": store, "lane": lane, "per_minute": PER_MINUTE, "batch_share": 0.5, "mode": "reserve"}
+        | {"count": per_process, "now": now}
+        for lane in lanes
+    ]
+    answers = run_workers(jobs)
+    global_slots = [t for a in answers for name, t in a["slots"] if name == GLOBAL_BUCKET]
+    batch_slots = [t for a in answers for name, t in a["slots"] if name == BATCH_BUCKET]
+    assert len(global_slots) == 4 * per_process and len(batch_slots) == 2 * per_process
+    # One shared schedule: consecutive global slots exactly one interval apart, none shared, none skipped.
+    assert_spaced(global_slots, 0.1)
+    assert max(global_slots) - min(global_slots) == pytest.approx((4 * per_process - 1) * 0.1)
+    assert_spaced(batch_slots, 0.2)
+    assert max(batch_slots) - min(batch_slots) == pytest.approx((2 * per_process - 1) * 0.2)
+
+
+def test_processes_share_one_sqlite_schedule(tmp_path: Path) -> None:
+    reserve_in_processes({"path": str(tmp_path / "ace-rate-limit.sqlite")}, per_process=300)
+
+
+def test_processes_share_one_postgres_schedule(postgres_server: PostgresServer) -> None:
+    reserve_in_processes({"url": postgres_server.url}, per_process=150)
+
+
+def test_postgres_store_uses_the_server_clock(postgres_server: PostgresServer) -> None:
+    from bv_pipeline.resources.ace_rate_limit import PostgresSlotStore
+
+    store = PostgresSlotStore(postgres_server.url)
+    bucket = Bucket("clock-test", 60, 1)
+    first, second = store.reserve(bucket), store.reserve(bucket)
+    assert abs(first.now - second.now) < 60 and first.wait_s == 0.0  # the server's epoch seconds, not a fake
+    assert second.send_at == pytest.approx(first.send_at + 1.0)
+    assert second.wait_s == pytest.approx(1.0 - (second.now - first.now), abs=1e-6)
+    store.close()
+
+
+def test_two_clients_in_two_processes_share_the_budget_at_the_simulator(tmp_path: Path) -> None:
+    """Real AceClients (two sub-window threads each, real sleeps), one in the live lane and one in the batch lane,
+    against the HTTP simulator: every request the simulator served took exactly one slot of the shared budget."""
+    day_after = 1_786_406_400.0 + 2 * 86_400  # every sample of the fetched windows is visible
+    sim = AceSimulator(SimulatorConfig(points=20), clock=lambda: day_after)
+    start_ms = 1_786_406_400_000  # 2026-08-11T00:00Z
+    per_minute, hours = 120, 4  # 2/s (burst 2), batch 1/s (burst 1): about 3 s of real waiting in all
+    with run_server(sim) as base_url:
+        jobs = [
+            {"store": {"path": str(tmp_path / "rl.sqlite")}, "lane": lane, "per_minute": per_minute}
+            | {
+                "batch_share": 0.5,
+                "mode": "fetch",
+                "base_url": base_url,
+                "start_ms": start_ms,
+                "hours": hours,
+            }
+            for lane in ("live", "batch")
+        ]
+        answers = run_workers(jobs)
+        served = sim.requests_served
+    global_slots = [t for a in answers for name, t in a["slots"] if name == GLOBAL_BUCKET]
+    assert served == sum(a["requests"] for a in answers) == len(global_slots) == 2 * hours
+    assert all(a["rows"] == answers[0]["rows"] > 0 for a in answers)
+    assert_spaced(global_slots, 60 / per_minute)
+    batch = answers[1]["slots"]
+    assert sum(1 for name, _ in batch if name == BATCH_BUCKET) == hours
+    # The batch client's two sub-window threads start together and batch has a burst of 1: at least its
+    # second request waited about a second for its slot (the later ones too, unless their thread was slower),
+    # and the client counted it.
+    assert answers[1]["rate_wait_s"] > 0.5
+
+
+def test_materialisation_metadata_shows_rate_limit_waits(tmp_path: Path) -> None:
+    """An asset run through the resource reports how many requests waited for a slot and for how long."""
+    from bv_pipeline.resources.ace import rate_limit_metadata
+
+    resource = AceResource(sim_points=5, requests_per_minute=60, rate_limit_path=str(tmp_path / "rl.sqlite"))
+    waits: list[float] = []
+    with resource.get_client("live") as client:
+        client.limiter = LaneLimiter(client.limiter.store, client.limiter.buckets, sleep=waits.append)  # type: ignore[attr-defined]
+        client.list_sites()
+        client.list_sites()
+        client.list_sites()
+    md = rate_limit_metadata(client)
+    assert md["ace_rate_limit_waits"] == 2 == len(waits)  # 1/s, burst 1: the second and third waited
+    assert md["ace_rate_limit_wait_s"] == pytest.approx(round(sum(waits), 3))
