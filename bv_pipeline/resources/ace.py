@@ -584,19 +584,22 @@ class AceResource(dg.ConfigurableResource):
     timeout_s: float = 60
     page_size: int = 100_000
 
+    def shared_limiter(self, lane: str) -> LaneLimiter | None:
+        """The limiter of ``lane`` ("live" or "batch") on the shared store; None when no store is configured (the
+        client then has its own bucket and lanes are moot)."""
+        buckets = ace_buckets(self.requests_per_minute, self.batch_share, lane)  # validates lane and share
+        if not (self.rate_limit_url or self.rate_limit_path):
+            return None
+        return LaneLimiter(shared_slot_store(url=self.rate_limit_url, path=self.rate_limit_path), buckets)
+
     def get_client(self, lane: str = "batch") -> AceClient:
         """A client whose requests take rate-limit slots in ``lane``: "live" for the live sync, else "batch"."""
-        buckets = ace_buckets(self.requests_per_minute, self.batch_share, lane)  # validates lane and share
-        limiter: LaneLimiter | None = None  # no shared store: the client's own bucket, lanes are moot
-        if self.rate_limit_url or self.rate_limit_path:
-            store = shared_slot_store(url=self.rate_limit_url, path=self.rate_limit_path)
-            limiter = LaneLimiter(store, buckets)
         common: dict[str, Any] = {
             "timeout_s": self.timeout_s,
             "max_attempts": self.max_attempts,
             "requests_per_minute": self.requests_per_minute,
             "page_size": self.page_size,
-            "limiter": limiter,
+            "limiter": self.shared_limiter(lane),
         }
         if self.base_url:
             return AceClient(self.base_url, self.api_key or "", **common)

@@ -7,6 +7,7 @@ the slots: how many, in which bucket, and that no two are closer than the bucket
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import os
@@ -36,6 +37,7 @@ from bv_pipeline.resources.ace_rate_limit import (
 from bv_pipeline.resources.wiring import build_resources
 from bv_pipeline.simulator import AceSimulator, SimulatorConfig, run_server
 from bv_pipeline_tests.fixtures.postgres import PostgresServer
+from bv_pipeline_tests.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 PER_MINUTE = 600  # 10/s, burst 10; batch at half: 5/s, burst 5
@@ -307,16 +309,14 @@ def test_two_clients_in_two_processes_share_the_budget_at_the_simulator(tmp_path
 
 
 def test_materialisation_metadata_shows_rate_limit_waits(tmp_path: Path) -> None:
-    """An asset run through the resource reports how many requests waited for a slot and for how long."""
-    from bv_pipeline.resources.ace import rate_limit_metadata
-
-    resource = AceResource(sim_points=5, requests_per_minute=60, rate_limit_path=str(tmp_path / "rl.sqlite"))
-    waits: list[float] = []
-    with resource.get_client("live") as client:
-        client.limiter = LaneLimiter(client.limiter.store, client.limiter.buckets, sleep=waits.append)  # type: ignore[attr-defined]
-        client.list_sites()
-        client.list_sites()
-        client.list_sites()
-    md = rate_limit_metadata(client)
-    assert md["ace_rate_limit_waits"] == 2 == len(waits)  # 1/s, burst 1: the second and third waited
-    assert md["ace_rate_limit_wait_s"] == pytest.approx(round(sum(waits), 3))
+    """A hot_timeseries run in the batch lane (600/min: 5/s, burst 5) reports how many requests waited, how long."""
+    stack = Stack(tmp_path, points=5, ace_rate_limit_path=str(tmp_path / "ace-rate-limit.sqlite"))
+    stack.set_now(dt.datetime(2026, 3, 10, 12, 3, tzinfo=dt.UTC))
+    with dg.instance_for_test() as instance:
+        result = stack.run("hot_sync_job", "demo", dt.date(2026, 3, 10), instance, mode="incremental")
+    [mat] = result.asset_materializations_for_node("hot_timeseries")
+    md = {k: v.value for k, v in mat.metadata.items()}
+    # The points, then one request per hour of the 12 h 3 min window (ace_requests counts these 13): 14 requests,
+    # 5 in the burst, the other 9 each waited for a slot (a request here takes milliseconds, not 0.2 s).
+    assert md["ace_requests"] == 13
+    assert md["ace_rate_limit_waits"] == 9 and md["ace_rate_limit_wait_s"] > 0
