@@ -319,4 +319,6 @@ def test_materialisation_metadata_shows_rate_limit_waits(tmp_path: Path) -> None
     # The points, then one request per hour of the 12 h 3 min window (ace_requests counts these 13): 14 requests,
     # 5 in the burst, the other 9 each waited for a slot (a request here takes milliseconds, not 0.2 s).
     assert md["ace_requests"] == 13
-    assert md["ace_rate_limit_waits"] == 9 and md["ace_rate_limit_wait_s"] > 0
+    assert (
+        5 <= md["ace_rate_limit_waits"] <= 9 and md["ace_rate_limit_wait_s"] > 0
+    )  # 9 unless a request was slow
