@@ -12,6 +12,7 @@ from bv_pipeline.resources.ace import AceResource, rate_limit_metadata
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.hot_store import HotStoreResource
 from bv_pipeline.resources.policy import PolicyResource
+from bv_pipeline.sensors import SYNC_TAG
 from bv_pipeline.storage.interfaces import HotStore
 from bv_pipeline.storage.samples import day_bounds_ms
 
@@ -59,7 +60,8 @@ def build_hot_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.AssetsD
     ) -> dg.MaterializeResult:
         site_day = parse_site_day(context.partition_key)
         hot = hot_store.get_store()
-        client = ace.get_client()
+        # The sensor's syncs are the live sync: they take ACE slots in the live lane, never limited by backfills.
+        client = ace.get_client("live" if SYNC_TAG in context.run.tags else "batch")
         now_ms = clock.now_ms()
         try:
             mode = SyncMode(config.mode)

@@ -11,6 +11,7 @@ import datetime as dt
 import itertools
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ import dagster as dg
 import pytest
 
 from bv_pipeline.config import ConfigError, Settings
+from bv_pipeline.partitions import site_day_key
 from bv_pipeline.resources.ace import AceResource
 from bv_pipeline.resources.ace_rate_limit import (
     BATCH_BUCKET,
@@ -35,6 +37,7 @@ from bv_pipeline.resources.ace_rate_limit import (
     ace_buckets,
 )
 from bv_pipeline.resources.wiring import build_resources
+from bv_pipeline.sensors import SYNC_TAG
 from bv_pipeline.simulator import AceSimulator, SimulatorConfig, run_server
 from bv_pipeline_tests.fixtures.postgres import PostgresServer
 from bv_pipeline_tests.stack import Stack
@@ -308,17 +311,29 @@ def test_two_clients_in_two_processes_share_the_budget_at_the_simulator(tmp_path
     assert answers[1]["rate_wait_s"] > 0.5
 
 
-def test_materialisation_metadata_shows_rate_limit_waits(tmp_path: Path) -> None:
-    """A hot_timeseries run in the batch lane (600/min: 5/s, burst 5) reports how many requests waited, how long."""
-    stack = Stack(tmp_path, points=5, ace_rate_limit_path=str(tmp_path / "ace-rate-limit.sqlite"))
+def test_sync_runs_use_the_live_lane_and_metadata_shows_rate_limit_waits(tmp_path: Path) -> None:
+    """hot_timeseries takes ACE slots in the live lane when the sync sensor launched the run, else in the batch lane
+    (600/min: batch 5/s, burst 5), and its materialisation reports how many requests waited and how long."""
+    path = tmp_path / "ace-rate-limit.sqlite"
+    stack = Stack(tmp_path, points=5, ace_rate_limit_path=str(path))
     stack.set_now(dt.datetime(2026, 3, 10, 12, 3, tzinfo=dt.UTC))
+    job = stack.defs().resolve_job_def("hot_sync_job")
+    partition = str(site_day_key("demo", dt.date(2026, 3, 10)))
+
+    def buckets() -> set[str]:
+        with sqlite3.connect(path) as conn:
+            return {name for (name,) in conn.execute("SELECT bucket FROM ace_rate_limit")}
+
     with dg.instance_for_test() as instance:
-        result = stack.run("hot_sync_job", "demo", dt.date(2026, 3, 10), instance, mode="incremental")
-    [mat] = result.asset_materializations_for_node("hot_timeseries")
+        instance.add_dynamic_partitions("sites", ["demo"])
+        live = job.execute_in_process(partition_key=partition, instance=instance, tags={SYNC_TAG: "demo|x"})
+        assert buckets() == {GLOBAL_BUCKET}  # the sensor's sync never touched the batch bucket
+        by_hand = job.execute_in_process(partition_key=partition, instance=instance)
+        assert buckets() == {GLOBAL_BUCKET, BATCH_BUCKET}
+    assert live.success and by_hand.success
+    [mat] = by_hand.asset_materializations_for_node("hot_timeseries")
     md = {k: v.value for k, v in mat.metadata.items()}
-    # The points, then one request per hour of the 12 h 3 min window (ace_requests counts these 13): 14 requests,
-    # 5 in the burst, the other 9 each waited for a slot (a request here takes milliseconds, not 0.2 s).
+    # A full-day fetch: the points, then one request per hour of the day up to 12:03 (13, counted by ace_requests),
+    # 14 in all; 5 go in the batch burst, the other 9 wait for a slot unless a request took more than 0.2 s.
     assert md["ace_requests"] == 13
-    assert (
-        5 <= md["ace_rate_limit_waits"] <= 9 and md["ace_rate_limit_wait_s"] > 0
-    )  # 9 unless a request was slow
+    assert 5 <= md["ace_rate_limit_waits"] <= 9 and md["ace_rate_limit_wait_s"] > 0
