@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import urlparse
 
 LANES = ("live", "batch")
 GLOBAL_BUCKET = "ace"
@@ -153,9 +154,12 @@ class SqliteSlotStore(SlotStore):
             self._conn.close()
 
 
-_PG_CREATE = """
+# Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog: the first process to start creates it.
+_PG_CREATE_IN_TRANSACTION = """
+BEGIN;
 SELECT pg_advisory_xact_lock(hashtext('bv_ace_rate_limit'));
 CREATE TABLE IF NOT EXISTS bv_ace_rate_limit (bucket text PRIMARY KEY, tat double precision NOT NULL);
+COMMIT;
 """
 _PG_RESERVE = """
 WITH clock AS (SELECT COALESCE(%(now)s::float8, extract(epoch FROM clock_timestamp())::float8) AS now)
@@ -167,45 +171,48 @@ RETURNING r.tat, (SELECT now FROM clock)
 """
 
 
+class RateLimitStoreError(RuntimeError):
+    """The shared rate-limit store cannot be reached; the message names the server, never the password."""
+
+
 class PostgresSlotStore(SlotStore):
     """Buckets in a PostgreSQL table shared by several boxes; the server's clock is the time."""
 
     def __init__(self, url: str, *, connect_timeout_s: int = 10) -> None:
         self._url = url
+        parsed = urlparse(url)
+        self.where = f"PostgreSQL {parsed.hostname}:{parsed.port or 5432}{parsed.path}"
         self._connect_timeout_s = connect_timeout_s
         self._lock = threading.Lock()
         self._conn: Any = None
         with self._lock:
-            conn = self._connection()
-            with conn.cursor() as cur:
-                cur.execute("BEGIN")
-                cur.execute(_PG_CREATE)
-                cur.execute("COMMIT")
+            self._execute(_PG_CREATE_IN_TRANSACTION, None)
 
-    def _connection(self) -> Any:
+    def _execute(self, sql: str, params: dict[str, Any] | None) -> Any:
+        """Run ``sql``, reconnecting once (a server restart, an idle connection closed by a proxy); the first row."""
         import psycopg2  # only the several-boxes profile needs it
 
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg2.connect(self._url, connect_timeout=self._connect_timeout_s)
-            self._conn.autocommit = True
-        return self._conn
+        for attempt in (1, 2):
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = psycopg2.connect(self._url, connect_timeout=self._connect_timeout_s)
+                    self._conn.autocommit = True
+                with self._conn.cursor() as cur:
+                    cur.execute(sql, params)
+                    return cur.fetchone() if cur.description else None
+            except psycopg2.OperationalError as exc:
+                if self._conn is not None:
+                    self._conn.close()
+                if attempt == 2:
+                    raise RateLimitStoreError(
+                        f"the ACE rate-limit store ({self.where}, BV_ACE_RATE_LIMIT_URL) is unreachable: {exc}"
+                    ) from exc
+        raise AssertionError("unreachable")
 
     def reserve(self, bucket: Bucket, now: float | None = None) -> Slot:
-        import psycopg2
-
         params = {"bucket": bucket.name, "now": now, "interval": bucket.interval_s, "ahead": MAX_AHEAD_S}
         with self._lock:
-            for attempt in (1, 2):  # one reconnect: a server restart or an idle connection closed by a proxy
-                try:
-                    with self._connection().cursor() as cur:
-                        cur.execute(_PG_RESERVE, params)
-                        tat, server_now = cur.fetchone()
-                    break
-                except psycopg2.OperationalError:
-                    if self._conn is not None:
-                        self._conn.close()
-                    if attempt == 2:
-                        raise
+            tat, server_now = self._execute(_PG_RESERVE, params)
         return _slot(float(tat), float(server_now), bucket)
 
     def close(self) -> None:

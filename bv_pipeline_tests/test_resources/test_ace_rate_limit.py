@@ -11,6 +11,7 @@ import datetime as dt
 import itertools
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,6 +33,8 @@ from bv_pipeline.resources.ace_rate_limit import (
     Bucket,
     LaneLimiter,
     MemorySlotStore,
+    PostgresSlotStore,
+    RateLimitStoreError,
     SlotStore,
     SqliteSlotStore,
     ace_buckets,
@@ -266,9 +269,16 @@ def test_processes_share_one_postgres_schedule(postgres_server: PostgresServer) 
     reserve_in_processes({"url": postgres_server.url}, per_process=150)
 
 
-def test_postgres_store_uses_the_server_clock(postgres_server: PostgresServer) -> None:
-    from bv_pipeline.resources.ace_rate_limit import PostgresSlotStore
+def test_an_unreachable_postgres_store_fails_clearly_without_the_password() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(RateLimitStoreError, match=f"PostgreSQL 127.0.0.1:{port}/bv.*unreachable") as err:
+        PostgresSlotStore(f"postgresql://u:hunter2secret@127.0.0.1:{port}/bv", connect_timeout_s=2)
+    assert "hunter2secret" not in str(err.value)
 
+
+def test_postgres_store_uses_the_server_clock(postgres_server: PostgresServer) -> None:
     store = PostgresSlotStore(postgres_server.url)
     bucket = Bucket("clock-test", 60, 1)
     first, second = store.reserve(bucket), store.reserve(bucket)
