@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 from bv_pipeline.resources.ace_rate_limit import (
@@ -48,6 +49,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     store = RecordingStore(PostgresSlotStore(spec["url"]) if "url" in spec else SqliteSlotStore(spec["path"]))
     buckets = ace_buckets(job["per_minute"], job["batch_share"], job["lane"])
     sys.stdin.readline()  # the start signal
+    started = time.perf_counter()
     out: dict[str, Any] = {}
     if job["mode"] == "reserve":
         frozen = float(job["now"])
@@ -63,6 +65,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         with client:
             table, stats = client.fetch_samples("demo", start, start + job["hours"] * HOUR_MS)
         out |= {"rows": table.num_rows, "requests": stats.requests, "rate_wait_s": stats.rate_wait_s}
+    out["elapsed_s"] = time.perf_counter() - started
     store.inner.close()
     return out | {"slots": store.slots}
 
