@@ -9,7 +9,7 @@ Stores (one abstract base, one class per backend):
 
 - ``MemorySlotStore``: one process (direct ``AceClient`` use, tests);
 - ``SqliteSlotStore``: every process on one box (a WAL-mode SQLite file, one ``INSERT ... ON CONFLICT ... RETURNING``
-  per reservation, which SQLite runs under its write lock);
+  per reservation, which SQLite runs under its write lock, reading its clock under that lock);
 - ``PostgresSlotStore``: several boxes (the same single statement; the server's clock is the time, so boxes
   with slightly different clocks still share one schedule).
 
@@ -112,16 +112,19 @@ class MemorySlotStore(SlotStore):
         return _slot(tat, now, bucket)
 
 
-_SQLITE_RESERVE = """
-INSERT INTO ace_rate_limit (bucket, tat) VALUES (?1, ?2 + ?3)
+# SQLite's own clock, read inside the statement (after the write lock is held) and the same for every use within
+# one statement: a process that waited for the lock is not scheduled at the time it started waiting.
+_SQLITE_NOW = "COALESCE(?2, (julianday('now') - 2440587.5) * 86400.0)"
+_SQLITE_RESERVE = f"""
+INSERT INTO ace_rate_limit (bucket, tat) VALUES (?1, {_SQLITE_NOW} + ?3)
 ON CONFLICT (bucket) DO UPDATE SET
     tat = CASE WHEN tat > excluded.tat + ?4 THEN excluded.tat ELSE max(tat + ?3, excluded.tat) END
-RETURNING tat
+RETURNING tat, {_SQLITE_NOW}
 """
 
 
 class SqliteSlotStore(SlotStore):
-    """Buckets in a SQLite file shared by every process on one box (times are ``time.time()`` seconds)."""
+    """Buckets in a SQLite file shared by every process on one box; SQLite's clock (epoch seconds) is the time."""
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
@@ -134,20 +137,18 @@ class SqliteSlotStore(SlotStore):
         self._lock = threading.Lock()
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(
-                "PRAGMA synchronous=NORMAL"
-            )  # a lost last reservation after a power cut is harmless
+            # A reservation lost in a power cut is harmless: no fsync per reservation.
+            self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS ace_rate_limit (bucket TEXT PRIMARY KEY, tat REAL NOT NULL)"
             )
 
     def reserve(self, bucket: Bucket, now: float | None = None) -> Slot:
-        now = time.time() if now is None else now
         with self._lock:
-            (tat,) = self._conn.execute(
+            tat, store_now = self._conn.execute(
                 _SQLITE_RESERVE, (bucket.name, now, bucket.interval_s, MAX_AHEAD_S)
             ).fetchone()
-        return _slot(float(tat), now, bucket)
+        return _slot(float(tat), float(store_now), bucket)
 
     def close(self) -> None:
         with self._lock:
@@ -161,6 +162,8 @@ SELECT pg_advisory_xact_lock(hashtext('bv_ace_rate_limit'));
 CREATE TABLE IF NOT EXISTS bv_ace_rate_limit (bucket text PRIMARY KEY, tat double precision NOT NULL);
 COMMIT;
 """
+# The server's clock, read when the statement starts: a concurrent reservation holds the row lock only for its
+# own single statement (well under a millisecond), so the time is at most that stale.
 _PG_RESERVE = """
 WITH clock AS (SELECT COALESCE(%(now)s::float8, extract(epoch FROM clock_timestamp())::float8) AS now)
 INSERT INTO bv_ace_rate_limit AS r (bucket, tat) SELECT %(bucket)s, clock.now + %(interval)s FROM clock

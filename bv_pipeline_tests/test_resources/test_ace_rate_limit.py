@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,16 @@ def test_a_schedule_far_in_the_future_restarts_from_now(tmp_path: Path) -> None:
         assert slot.send_at == 1000.0 and slot.wait_s == 0.0
         assert store.reserve(bucket, 1000.0).wait_s == pytest.approx(1.0)
         store.close()
+
+
+def test_sqlite_store_uses_its_own_epoch_clock(tmp_path: Path) -> None:
+    store = SqliteSlotStore(tmp_path / "rl.sqlite")
+    bucket = Bucket(GLOBAL_BUCKET, 60, 1)
+    first, second = store.reserve(bucket), store.reserve(bucket)
+    assert abs(first.now - time.time()) < 60 and first.wait_s == 0.0  # epoch seconds, read by SQLite
+    assert second.send_at == pytest.approx(first.send_at + 1.0)
+    assert 0.9 < second.wait_s <= 1.0
+    store.close()
 
 
 def test_bucket_and_lane_validation() -> None:
