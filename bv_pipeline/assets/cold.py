@@ -248,6 +248,7 @@ def build_cold_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.Assets
                 "rows_deleted": r.rows_deleted,
                 "rearchived_days": ", ".join(d.isoformat() for d in r.rearchived_days) or "none",
                 "kept_days": dg.MetadataValue.json(r.kept_days),
+                **rate_limit_metadata(client),  # re-archiving a day reads it from ACE
             }
         )
 
