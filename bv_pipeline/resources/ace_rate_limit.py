@@ -76,6 +76,10 @@ class Bucket:
         return 60.0 / self.per_minute
 
 
+class RateLimitStoreError(RuntimeError):
+    """The shared rate-limit store cannot be opened or reached; the message names it, never a password."""
+
+
 class SlotStore(ABC):
     """Atomically reserves the next slot of a bucket; safe to call from several threads at once."""
 
@@ -128,20 +132,22 @@ class SqliteSlotStore(SlotStore):
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit: each reservation is one statement, atomic under SQLite's write lock; waiting writers retry
-        # for busy_timeout_s.
-        self._conn = sqlite3.connect(
-            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
         self._lock = threading.Lock()
-        with self._lock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit: each reservation is one statement, atomic under SQLite's write lock; waiting writers
+            # retry for busy_timeout_s.
+            self._conn = sqlite3.connect(
+                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
             self._conn.execute("PRAGMA journal_mode=WAL")
             # A reservation lost in a power cut is harmless: no fsync per reservation.
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS ace_rate_limit (bucket TEXT PRIMARY KEY, tat REAL NOT NULL)"
             )
+        except (OSError, sqlite3.Error) as exc:
+            raise RateLimitStoreError(f"cannot open the ACE rate-limit store {self.path}: {exc}") from exc
 
     def reserve(self, bucket: Bucket, now: float | None = None) -> Slot:
         with self._lock:
@@ -172,10 +178,6 @@ ON CONFLICT (bucket) DO UPDATE SET
                ELSE GREATEST(r.tat + %(interval)s, excluded.tat) END
 RETURNING r.tat, (SELECT now FROM clock)
 """
-
-
-class RateLimitStoreError(RuntimeError):
-    """The shared rate-limit store cannot be reached; the message names the server, never the password."""
 
 
 class PostgresSlotStore(SlotStore):

@@ -184,6 +184,12 @@ def test_sqlite_store_uses_its_own_epoch_clock(tmp_path: Path) -> None:
     store.close()
 
 
+def test_an_unusable_sqlite_path_fails_clearly(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RateLimitStoreError, match=r"cannot open the ACE rate-limit store .*file/rl\.sqlite"):
+        SqliteSlotStore(tmp_path / "file" / "rl.sqlite")
+
+
 def test_bucket_and_lane_validation() -> None:
     with pytest.raises(ValueError, match="lane must be one of"):
         ace_buckets(600, 0.5, "backfill")
