@@ -13,8 +13,8 @@ Stores (one abstract base, one class per backend):
 - ``PostgresSlotStore``: several boxes (the same single statement; the server's clock is the time, so boxes
   with slightly different clocks still share one schedule).
 
-Lanes: the live sync ("live") takes slots from the global bucket only; everything else ("batch": backfills,
-archival, settle, exports) must first pass a batch bucket running at ``batch_share`` of the global rate, then the
+Lanes: the live sync ("live") takes slots from the global bucket only; everything else ("batch": backfills, nightly
+archival, settling, retention) must first pass a batch bucket running at ``batch_share`` of the global rate, then the
 global bucket. Batch therefore never uses more than its share and live always has the rest. Batch reserves its
 global slot only once its batch slot is due, so it never queues ahead of live requests with future slots.
 
