@@ -14,9 +14,9 @@ Design (contract and quirks: ``/work/shared/reference/cloudflare-and-ace.md`` §
   read (``ace_parse.repair_cursor``) and counts a repair whenever the two differ. A page whose content repeats
   within a sub-window raises ``AceError`` instead of looping.
 - **Retries.** Timeouts, connection errors, 5xx and truncated/malformed pages are retried with exponential
-  backoff and jitter; 429 waits ``Retry-After`` (seconds or HTTP date). Other 4xx fail at once with the server's
-  message. After ``max_attempts`` attempts of one request, ``AceError`` names the endpoint, status, attempts and
-  last error. GCRA token buckets keep the long-run rate at ``requests_per_minute``: shared by every process
+  backoff and jitter; 429 waits ``Retry-After`` (seconds or HTTP date) and holds the shared rate limit that long,
+  so every other process waits too. Other 4xx fail at once with the server's message. After ``max_attempts``
+  attempts of one request, ``AceError`` names the endpoint, status, attempts and last error. GCRA token buckets keep the long-run rate at ``requests_per_minute``: shared by every process
   through a SQLite file or PostgreSQL when the resource names one, with a "live" lane for the live sync and a
   "batch" lane capped at ``batch_share`` of the rate (``bv_pipeline.resources.ace_rate_limit``). The seconds spent
   waiting for a slot are counted (``FetchStats.rate_wait_s``, ``AceClient.rate_wait_s``).
@@ -262,6 +262,8 @@ class AceClient:
                     stats.rate_limited += 1
                     last_error = f"HTTP 429 rate limited: {_server_message(body)}"
                     delay = retry_after_seconds(response.headers.get("Retry-After"), time.time())
+                    if delay:
+                        self.limiter.hold(delay)  # ACE's budget is everybody's: the other processes wait too
                 elif status >= 500:
                     message = _server_message(body)
                     last_error = f"HTTP {status}: {message}"

@@ -90,8 +90,17 @@ class SlotStore(ABC):
         ``now`` (seconds) comes from an injected clock; ``None`` uses the store's own clock.
         """
 
+    @abstractmethod
+    def hold(self, bucket: Bucket, seconds: float, now: float | None = None) -> None:
+        """Send nothing from ``bucket`` for ``seconds`` (ACE answered 429 with ``Retry-After``), then resume at
+        its rate without a burst: the TAT moves to at least ``now + seconds + (burst - 1) * interval``."""
+
     def close(self) -> None:  # noqa: B027 - only stores holding a connection need it
         """Release the store's connection (if any)."""
+
+
+def _held_tat_offset(bucket: Bucket, seconds: float) -> float:
+    return seconds + (bucket.burst - 1) * bucket.interval_s
 
 
 def _slot(tat: float, now: float, bucket: Bucket) -> Slot:
@@ -115,6 +124,12 @@ class MemorySlotStore(SlotStore):
             self._tat[bucket.name] = tat
         return _slot(tat, now, bucket)
 
+    def hold(self, bucket: Bucket, seconds: float, now: float | None = None) -> None:
+        with self._lock:
+            now = self._clock() if now is None else now
+            held = now + _held_tat_offset(bucket, seconds)
+            self._tat[bucket.name] = max(self._tat.get(bucket.name, held), held)
+
 
 # SQLite's own clock, read inside the statement (after the write lock is held) and the same for every use within
 # one statement: a process that waited for the lock is not scheduled at the time it started waiting.
@@ -124,6 +139,10 @@ INSERT INTO ace_rate_limit (bucket, tat) VALUES (?1, {_SQLITE_NOW} + ?3)
 ON CONFLICT (bucket) DO UPDATE SET
     tat = CASE WHEN tat > excluded.tat + ?4 THEN excluded.tat ELSE max(tat + ?3, excluded.tat) END
 RETURNING tat, {_SQLITE_NOW}
+"""
+_SQLITE_HOLD = f"""
+INSERT INTO ace_rate_limit (bucket, tat) VALUES (?1, {_SQLITE_NOW} + ?3)
+ON CONFLICT (bucket) DO UPDATE SET tat = max(tat, excluded.tat)
 """
 
 
@@ -156,6 +175,10 @@ class SqliteSlotStore(SlotStore):
             ).fetchone()
         return _slot(float(tat), float(store_now), bucket)
 
+    def hold(self, bucket: Bucket, seconds: float, now: float | None = None) -> None:
+        with self._lock:
+            self._conn.execute(_SQLITE_HOLD, (bucket.name, now, _held_tat_offset(bucket, seconds)))
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
@@ -177,6 +200,11 @@ ON CONFLICT (bucket) DO UPDATE SET
     tat = CASE WHEN r.tat > excluded.tat + %(ahead)s THEN excluded.tat
                ELSE GREATEST(r.tat + %(interval)s, excluded.tat) END
 RETURNING r.tat, (SELECT now FROM clock)
+"""
+_PG_HOLD = """
+INSERT INTO bv_ace_rate_limit AS r (bucket, tat)
+SELECT %(bucket)s, COALESCE(%(now)s::float8, extract(epoch FROM clock_timestamp())::float8) + %(offset)s
+ON CONFLICT (bucket) DO UPDATE SET tat = GREATEST(r.tat, excluded.tat)
 """
 
 
@@ -220,6 +248,11 @@ class PostgresSlotStore(SlotStore):
             tat, server_now = self._execute(_PG_RESERVE, params)
         return _slot(float(tat), float(server_now), bucket)
 
+    def hold(self, bucket: Bucket, seconds: float, now: float | None = None) -> None:
+        params = {"bucket": bucket.name, "now": now, "offset": _held_tat_offset(bucket, seconds)}
+        with self._lock:
+            self._execute(_PG_HOLD, params)
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -243,6 +276,11 @@ class LaneLimiter:
         self.buckets = tuple(buckets)
         self._clock = clock
         self._sleep = sleep
+
+    def hold(self, seconds: float) -> None:
+        """ACE asked to wait ``seconds`` (HTTP 429 ``Retry-After``): every process holds its requests that long."""
+        for bucket in self.buckets:
+            self.store.hold(bucket, seconds, None if self._clock is None else self._clock())
 
     def acquire(self) -> float:
         waited = 0.0

@@ -43,6 +43,9 @@ class RecordingStore(SlotStore):
         self.slots.append((bucket.name, slot.send_at))
         return slot
 
+    def hold(self, bucket: Bucket, seconds: float, now: float | None = None) -> None:
+        self.inner.hold(bucket, seconds, now)
+
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
     spec = job["store"]

@@ -17,16 +17,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import httpx
 import pytest
 
 from bv_pipeline.config import ConfigError, Settings
 from bv_pipeline.partitions import site_day_key
-from bv_pipeline.resources.ace import AceResource
+from bv_pipeline.resources.ace import AceClient, AceResource
 from bv_pipeline.resources.ace_rate_limit import (
     BATCH_BUCKET,
     GLOBAL_BUCKET,
@@ -184,6 +185,50 @@ def test_sqlite_store_uses_its_own_epoch_clock(tmp_path: Path) -> None:
     store.close()
 
 
+def assert_hold(store: SlotStore) -> None:
+    bucket = Bucket("hold-test", 60, 3)  # 1/s, burst 3
+    store.hold(bucket, 5.0, 100.0)
+    # Nothing for 5 s, then one per second: the burst is not available right after a 429.
+    assert [store.reserve(bucket, 100.0).wait_s for _ in range(3)] == pytest.approx([5.0, 6.0, 7.0])
+    store.hold(bucket, 1.0, 100.0)  # a shorter hold never shortens the schedule
+    assert store.reserve(bucket, 100.0).wait_s == pytest.approx(8.0)
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_a_hold_stops_the_bucket_then_resumes_at_its_rate(backend: str, tmp_path: Path) -> None:
+    assert_hold(MemorySlotStore() if backend == "memory" else SqliteSlotStore(tmp_path / "rl.sqlite"))
+
+
+def test_a_429_in_one_client_holds_the_others(tmp_path: Path) -> None:
+    """ACE's Retry-After applies to the whole budget: a client on another connection (another process) waits too."""
+    path = tmp_path / "ace-rate-limit.sqlite"
+    answers = iter([httpx.Response(429, headers={"Retry-After": "3"}, json={"message": "slow down"})])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return next(answers, None) or httpx.Response(200, json={"items": [], "pages": 1, "total": 0})
+
+    def client(clock: Callable[[], float], sleep: Callable[[float], None]) -> AceClient:
+        limiter = LaneLimiter(SqliteSlotStore(path), ace_buckets(600, 0.5, "live"), clock=clock, sleep=sleep)
+        transport = httpx.MockTransport(handler)
+        return AceClient("http://ace.test/api", "k", transport=transport, sleep=sleep, limiter=limiter)
+
+    now = [1000.0]
+    first_sleeps: list[float] = []
+
+    def first_sleep(seconds: float) -> None:
+        first_sleeps.append(seconds)
+        now[0] += seconds
+
+    other_sleeps: list[float] = []
+    first = client(lambda: now[0], first_sleep)
+    other = client(lambda: 1000.0, other_sleeps.append)  # asks at the moment the first client got its 429
+    assert first.list_sites() == []  # 429 with Retry-After 3 s, then 200
+    assert first_sleeps == [3.0]  # its own retry: at 1003 s the hold is over and its slot is due
+    assert other.list_sites() == []
+    # The other client waits out the hold too, and then one interval (0.1 s) behind the first client's retry.
+    assert other_sleeps == pytest.approx([3.1]) and other.rate_waits == 1
+
+
 def test_an_unusable_sqlite_path_fails_clearly(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(RateLimitStoreError, match=r"cannot open the ACE rate-limit store .*file/rl\.sqlite"):
@@ -296,6 +341,7 @@ def test_an_unreachable_postgres_store_fails_clearly_without_the_password() -> N
 
 
 def test_postgres_store_uses_the_server_clock(postgres_server: PostgresServer) -> None:
+    assert_hold(PostgresSlotStore(postgres_server.url))
     store = PostgresSlotStore(postgres_server.url)
     bucket = Bucket("clock-test", 60, 1)
     first, second = store.reserve(bucket), store.reserve(bucket)
