@@ -66,7 +66,6 @@ class Stack:
     max_attempts: int = 8
     hot_resource: HotStoreResource | None = None  # default: SQLite under tmp
     cold_resource: ColdStoreResource | None = None  # default: a local directory under tmp
-    ace_rate_limit_path: str | None = None  # a shared ACE rate-limit store (default: none, no waiting)
 
     def __post_init__(self) -> None:
         self.sim = AceSimulator(
@@ -91,11 +90,7 @@ class Stack:
     # -- Dagster -----------------------------------------------------------------------------------------------
     def resources(self) -> dict[str, Any]:
         return {
-            "ace": SimulatedAceResource(
-                simulator_id=self.sim_id,
-                max_attempts=self.max_attempts,
-                rate_limit_path=self.ace_rate_limit_path,
-            ),
+            "ace": SimulatedAceResource(simulator_id=self.sim_id, max_attempts=self.max_attempts),
             "hot_store": self.hot_resource,
             "cold_store": self.cold_resource,
             "clock": ClockResource(fixed_now_ms=self.now_ms),

@@ -159,14 +159,27 @@ class SqliteSlotStore(SlotStore):
             self._conn = sqlite3.connect(
                 self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # A reservation lost in a power cut is harmless: no fsync per reservation.
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS ace_rate_limit (bucket TEXT PRIMARY KEY, tat REAL NOT NULL)"
-            )
+            self._set_up(time.monotonic() + busy_timeout_s)
         except (OSError, sqlite3.Error) as exc:
             raise RateLimitStoreError(f"cannot open the ACE rate-limit store {self.path}: {exc}") from exc
+
+    def _set_up(self, deadline: float) -> None:
+        # Switching a new file to WAL needs an exclusive lock and SQLite does not call the busy handler for it:
+        # when several processes open the file at once, the losers retry here.
+        while True:
+            try:
+                if self._conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self._conn.execute("PRAGMA journal_mode=WAL")
+                # A reservation lost in a power cut is harmless: no fsync per reservation.
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.execute(
+                    "CREATE TABLE IF NOT EXISTS ace_rate_limit (bucket TEXT PRIMARY KEY, tat REAL NOT NULL)"
+                )
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def reserve(self, bucket: Bucket, now: float | None = None) -> Slot:
         with self._lock:
