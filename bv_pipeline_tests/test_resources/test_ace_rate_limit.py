@@ -376,6 +376,26 @@ def test_postgres_store_uses_the_server_clock(postgres_server: PostgresServer) -
     store.close()
 
 
+def test_wired_resource_takes_slots_in_postgres(
+    postgres_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BV_ACE_RATE_LIMIT_URL set: the wired resource resolves it at run time and its clients reserve in PostgreSQL."""
+    import psycopg2
+
+    monkeypatch.setenv("BV_ACE_RATE_LIMIT_URL", postgres_server.url)
+    settings = Settings.from_env({"BV_DATA_DIR": str(tmp_path), "BV_ACE_RATE_LIMIT_URL": postgres_server.url})
+    with (
+        dg.build_resources({"ace": build_resources(settings)["ace"]}) as resources,
+        resources.ace.get_client("batch") as client,
+    ):
+        client.list_sites()
+        client.list_sites()
+    with psycopg2.connect(postgres_server.url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT bucket FROM bv_ace_rate_limit ORDER BY bucket")
+        assert [name for (name,) in cur.fetchall()] == [GLOBAL_BUCKET, BATCH_BUCKET]
+    assert not (tmp_path / "ace-rate-limit.sqlite").exists()  # the box-local file is not used
+
+
 def test_two_clients_in_two_processes_share_the_budget_at_the_simulator(tmp_path: Path) -> None:
     """Real AceClients (two sub-window threads each, real sleeps), one in the live lane and one in the batch lane,
     against the HTTP simulator: every request the simulator served took exactly one slot of the shared budget."""
