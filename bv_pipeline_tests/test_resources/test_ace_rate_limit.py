@@ -1,8 +1,10 @@
-"""ACE's shared rate limit: GCRA arithmetic and lanes on a simulated clock, then real processes sharing one SQLite
-file or one PostgreSQL table, then two AceClients in two processes against the HTTP simulator.
+"""ACE's shared rate limit: GCRA arithmetic and lanes on a simulated clock, 429 holds, settings and wiring, then
+real processes sharing one SQLite file or one PostgreSQL table, two AceClients in two processes against the HTTP
+simulator, and hot_timeseries runs choosing their lane and reporting their waits.
 
 No wall-clock assertions: every reservation returns its slot (the time its request may be sent), so the tests check
-the slots: how many, in which bucket, and that no two are closer than the bucket's interval.
+the slots: how many, in which bucket, and that no two are closer than the bucket's interval. Where real clients
+really sleep, the checks are counts with the slack a slow request could need.
 """
 
 from __future__ import annotations
