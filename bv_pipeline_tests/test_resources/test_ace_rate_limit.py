@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,32 +93,49 @@ class SimClock:
         self._cond.notify_all()
 
 
-def run_lanes(store: SlotStore, lanes: Sequence[str], until_s: float) -> dict[str, list[float]]:
-    """One thread per entry of ``lanes``, each sending requests back to back until ``until_s`` simulated seconds;
-    returns the send times per lane."""
-    clock = SimClock(len(lanes))
-    sent: dict[str, list[float]] = {lane: [] for lane in lanes}
-    lock = threading.Lock()
+@dataclass
+class SimWorker:
+    """A thread sending requests in ``lane`` until the end, ``pause_s`` apart (0: back to back)."""
 
-    def worker(lane: str) -> None:
-        limiter = LaneLimiter(store, ace_buckets(PER_MINUTE, 0.5, lane), clock=clock.time, sleep=clock.sleep)
+    lane: str
+    pause_s: float = 0.0
+    sent: list[float] = field(default_factory=list)  # send times
+    waits: list[float] = field(default_factory=list)  # rate-limit wait of each sent request
+
+
+def simulate(store: SlotStore, workers: Sequence[SimWorker], until_s: float) -> None:
+    """Run ``workers`` on one simulated clock until ``until_s`` simulated seconds."""
+    clock = SimClock(len(workers))
+
+    def run(w: SimWorker) -> None:
+        limiter = LaneLimiter(
+            store, ace_buckets(PER_MINUTE, 0.5, w.lane), clock=clock.time, sleep=clock.sleep
+        )
         try:
             while True:
-                limiter.acquire()
+                waited = limiter.acquire()
                 if clock.now >= until_s:
                     return
-                with lock:
-                    sent[lane].append(clock.now)
+                w.sent.append(clock.now)
+                w.waits.append(waited)
+                if w.pause_s:
+                    clock.sleep(w.pause_s)
         finally:
             clock.finish()
 
-    threads = [threading.Thread(target=worker, args=(lane,)) for lane in lanes]
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=60)
     assert not any(t.is_alive() for t in threads)
-    return sent
+
+
+def run_lanes(store: SlotStore, lanes: Sequence[str], until_s: float) -> dict[str, list[float]]:
+    """One back-to-back worker per entry of ``lanes``; the send times per lane."""
+    workers = [SimWorker(lane) for lane in lanes]
+    simulate(store, workers, until_s)
+    return {lane: sorted(t for w in workers if w.lane == lane for t in w.sent) for lane in set(lanes)}
 
 
 def max_in_window(times: list[float], window_s: float) -> int:
@@ -154,6 +172,20 @@ def test_live_alone_gets_the_whole_rate_batch_alone_half() -> None:
     batch = run_lanes(MemorySlotStore(), ["batch", "batch"], until_s=30.05)["batch"]
     assert len(live) == 10 + 10 * 30  # the burst at 0 s, then one per 0.1 s up to 30 s
     assert len(batch) == 5 + 5 * 30  # the burst at 0 s, then one per 0.2 s
+
+
+def test_live_requests_do_not_queue_behind_a_saturating_backfill() -> None:
+    """Eight batch workers push as hard as they can; a live request every 2 s still goes out at once. Without the
+    lanes (the same eight workers taking slots from the global bucket directly) it queues behind them."""
+    sync = SimWorker("live", pause_s=2.0)
+    backfill = [SimWorker("batch") for _ in range(8)]
+    simulate(MemorySlotStore(), [*backfill, sync], until_s=60.0)
+    assert len(sync.sent) == 30 and sum(sync.waits) == 0.0
+    assert 300 <= sum(len(w.sent) for w in backfill) <= 305  # batch kept its whole share meanwhile
+
+    sync = SimWorker("live", pause_s=2.0)
+    simulate(MemorySlotStore(), [*(SimWorker("live") for _ in range(8)), sync], until_s=60.0)
+    assert len(sync.sent) < 30 and sum(sync.waits) > 10  # most of its requests waited, for ~0.8 s each
 
 
 def test_waits_are_virtual_when_sleep_does_not_advance_the_clock() -> None:
