@@ -81,6 +81,28 @@ def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float)
     return value
 
 
+def _share(env: Mapping[str, str], name: str, default: float) -> float:
+    """A fraction in (0, 1]."""
+    value = _float(env, name, default, minimum=0.0)
+    if not 0.0 < value <= 1.0:
+        raise ConfigError(f"{name}={env[name].strip()!r} must be a fraction above 0 and at most 1, e.g. 0.5")
+    return value
+
+
+def _postgres_url(env: Mapping[str, str], name: str) -> bool:
+    """Whether a PostgreSQL URL (libpq form, as psycopg2 takes it) is set; its value is never echoed."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return False
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("postgresql", "postgres") or not parsed.hostname:
+        raise ConfigError(
+            f"{name} is not a PostgreSQL URL like postgresql://user:password@host:5432/db "
+            "(scheme postgresql:// or postgres://, no +driver suffix)"
+        )
+    return True
+
+
 def _secret(env: Mapping[str, str], name: str) -> str:
     """A credential sent in an HTTP header: printable ASCII only (a pasted newline or a smart quote would only
     fail later, inside a request, with an error that does not name the variable). The value is never echoed."""
@@ -186,6 +208,8 @@ class Settings:
     settle_delay_hours: int = 26
     settle_warn_late_samples: int = 100
     ace_requests_per_minute: int = 600
+    ace_batch_share: float = 0.5  # BV_ACE_BATCH_SHARE: the most of ACE's rate batch runs may use
+    ace_rate_limit_url_set: bool = False  # BV_ACE_RATE_LIMIT_URL: PostgreSQL shared by several boxes
     sim_points: int = 300
     sim_seed: int = 42
     use_d1: bool = False
@@ -227,6 +251,11 @@ class Settings:
     @property
     def hot_db_path(self) -> Path:
         return self.data_dir / "hot.sqlite3"
+
+    @property
+    def ace_rate_limit_path(self) -> Path:
+        """The SQLite file every process on this box shares ACE's rate limit through."""
+        return self.data_dir / "ace-rate-limit.sqlite"
 
     @property
     def cold_dir(self) -> Path:
@@ -320,6 +349,8 @@ class Settings:
             settle_delay_hours=_int(env, "BV_SETTLE_DELAY_HOURS", 26, minimum=1, maximum=24 * 30),
             settle_warn_late_samples=_int(env, "BV_SETTLE_WARN_LATE_SAMPLES", 100, minimum=0),
             ace_requests_per_minute=_int(env, "ACE_REQUESTS_PER_MINUTE", 600, maximum=100_000),
+            ace_batch_share=_share(env, "BV_ACE_BATCH_SHARE", 0.5),
+            ace_rate_limit_url_set=_postgres_url(env, "BV_ACE_RATE_LIMIT_URL"),
             sim_points=_int(env, "BV_SIM_POINTS", 300, maximum=100_000),
             sim_seed=_int(env, "BV_SIM_SEED", 42, minimum=0),
             use_d1=use_d1,

@@ -35,6 +35,9 @@ def _settings_or_exit() -> Settings:
 def describe(settings: Settings) -> list[str]:
     return [
         f"ACE:   {'simulator (in-process), sites ' + ','.join(settings.sites) if settings.simulated else settings.ace_api_base}",
+        f"ACE rate: {settings.ace_requests_per_minute}/min shared by every process through "
+        f"{'PostgreSQL (BV_ACE_RATE_LIMIT_URL)' if settings.ace_rate_limit_url_set else f'SQLite {settings.ace_rate_limit_path}'}"
+        f"; batch runs use at most {settings.ace_batch_share:.0%}, the live sync the rest",
         f"sites: {', '.join(settings.sites)}",
         f"hot:   {'Cloudflare D1' if settings.use_d1 else f'SQLite {settings.hot_db_path}'}",
         f"cold:  {'R2 bucket ' + str(settings.r2_bucket) if settings.use_r2 else f'local directory {settings.cold_dir}'}",

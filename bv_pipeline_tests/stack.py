@@ -42,7 +42,7 @@ class SimulatedAceResource(AceResource):
 
     simulator_id: str = ""
 
-    def get_client(self) -> AceClient:
+    def get_client(self, lane: str = "batch") -> AceClient:
         sim = _SIMULATORS[self.simulator_id]
         return AceClient(
             "http://ace-simulator/api",
@@ -51,6 +51,7 @@ class SimulatedAceResource(AceResource):
             sleep=lambda _s: None,
             requests_per_minute=100_000,
             max_attempts=self.max_attempts,
+            limiter=self.shared_limiter(lane),  # None unless a test names a shared rate-limit store
         )
 
 

@@ -9,7 +9,7 @@ from bv_pipeline.assets.hot_events import HOT_CHECK_NAMES, HOT_TIMESERIES, hot_c
 from bv_pipeline.assets.source import ACE_TIMESERIES
 from bv_pipeline.logic.hot_sync import SyncMode, SyncResult, check_stats, sync_site_day
 from bv_pipeline.partitions import parse_site_day
-from bv_pipeline.resources.ace import AceResource
+from bv_pipeline.resources.ace import AceResource, rate_limit_metadata
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.hot_store import HotStoreResource
 from bv_pipeline.resources.policy import PolicyResource
@@ -52,7 +52,8 @@ def build_hot_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.AssetsD
     ) -> dg.MaterializeResult:
         site_day = parse_site_day(context.partition_key)
         hot = hot_store.get_store()
-        client = ace.get_client()
+        # Manual materialisations and backfills are batch work; the live sync (ops/live_sync.py) uses the live lane.
+        client = ace.get_client("batch")
         now_ms = clock.now_ms()
         try:
             mode = SyncMode(config.mode)
@@ -80,7 +81,8 @@ def build_hot_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.AssetsD
         finally:
             client.close()
         checks = _hot_checks(hot, result, now_ms)
-        return dg.MaterializeResult(metadata=sync_metadata(result, hot.backend), check_results=checks)
+        metadata = sync_metadata(result, hot.backend) | rate_limit_metadata(client)
+        return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
     return [hot_timeseries]
 

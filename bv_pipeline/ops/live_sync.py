@@ -86,7 +86,7 @@ def live_sync(
     failed: list[SiteOutcome] = []
     synced = rows = deferred = 0
     for outcome in iter_sync_sites(
-        sites, now_ms=now_ms, hot=hot, ace_factory=ace.get_client, policy=live, days=days
+        sites, now_ms=now_ms, hot=hot, ace_factory=lambda: ace.get_client("live"), policy=live, days=days
     ):
         for day in outcome.days:
             partition = str(site_day_key(outcome.site, day.result.day))
