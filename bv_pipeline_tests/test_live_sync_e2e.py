@@ -48,7 +48,7 @@ def _backfill_runs(instance: dg.DagsterInstance, backfill_id: str) -> list[dg.Ru
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 def test_live_sync_starts_and_succeeds_while_a_backfill_is_queued(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -120,7 +120,7 @@ def test_live_sync_starts_and_succeeds_while_a_backfill_is_queued(
                     return records[0] if records else None
 
                 live = wait_for(
-                    next_live_run, "a live sync created after the backfill to succeed", timeout=120, home=home
+                    next_live_run, "a live sync created after the backfill to succeed", timeout=180, home=home
                 )
                 backfill = _backfill_runs(instance, backfill_id)
                 status = instance.get_backfill(backfill_id).status

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 from dagster._core.events import DagsterEventType
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from bv_pipeline.assets.hot_events import HOT_CHECK_NAMES, HOT_TIMESERIES
 from bv_pipeline.ops.live_sync import LIVE_SYNC_JOB
@@ -66,6 +67,14 @@ def test_one_run_materialises_every_site_day_with_checks(tmp_path: Path) -> None
         assert sorted((e.partition, e.check_name, e.passed) for e in evaluations) == sorted(
             (p, name, True) for p in wanted for name in HOT_CHECK_NAMES
         )
+        # The checks' execution history (what the UI shows per check and partition) has them too.
+        for name in HOT_CHECK_NAMES:
+            history = instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(HOT_TIMESERIES, name), limit=10
+            )
+            assert sorted(r.partition for r in history) == sorted(wanted)
+            assert {r.run_id for r in history} == {result.run_id}
+            assert {r.status for r in history} == {AssetCheckExecutionRecordStatus.SUCCEEDED}
         # The site registry (dynamic partitions) knows every site the run synced.
         assert set(instance.get_dynamic_partitions("sites")) == set(SITES)
 

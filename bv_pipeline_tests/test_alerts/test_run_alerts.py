@@ -28,7 +28,7 @@ from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.sensors import live_sync_run_config
 from bv_pipeline.simulator import IN_PROCESS_BASE_URL, AceSimulator, SimulatorConfig
 from bv_pipeline_tests.fakes.webhook_receiver import WebhookReceiver
-from bv_pipeline_tests.stack import _SIMULATORS, Stack
+from bv_pipeline_tests.stack import Stack
 
 NOW_MS = 1_773_130_000_000  # 2026-03-10T08:06:40Z
 PARTITION = "2026-03-10|ghost"
@@ -283,9 +283,7 @@ def test_ace_auth_streak_per_site_from_multi_site_live_runs(
 
     with dg.instance_for_test() as instance:
         assert live_run().success  # both sites' points are known now; metadata is refreshed hourly
-        _SIMULATORS[stack.sim_id] = AceSimulator(  # the account loses access to site-b
-            SimulatorConfig(sites=("site-a",), points=3, seed=7), clock=lambda: stack.now_ms / 1000
-        )
+        stack.serve_only(("site-a",))  # the account loses access to site-b
         cursor = None
         for _ in range(3):
             stack.advance(minutes=5)
