@@ -173,11 +173,18 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name}={raw!r} is not a boolean (true or false)")
 
 
-def _check_shared_backends(use_d1: bool, use_r2: bool) -> None:
+def _check_shared_backends(use_d1: bool, use_r2: bool, use_shared_rate_limit: bool) -> None:
     """BV_REQUIRE_SHARED_BACKENDS: on a machine of a multi-machine deployment the embedded defaults would put the
     hot tier, the cold tier and the archive manifest on this machine's disk, where no other machine sees them
     (and retention would delete hot days "verified" only there). Refuse to start instead of falling back."""
-    missing = [what for what, ok in (("D1 (CLOUDFLARE_*)", use_d1), ("R2 (R2_*)", use_r2)) if not ok]
+    # ACE's shared rate limit too: its one-box store is a SQLite file under BV_DATA_DIR, which each machine
+    # would keep on its own disk, so every machine would get the whole budget.
+    needed = (
+        ("D1 (CLOUDFLARE_*)", use_d1),
+        ("R2 (R2_*)", use_r2),
+        ("BV_ACE_RATE_LIMIT_URL", use_shared_rate_limit),
+    )
+    missing = [what for what, ok in needed if not ok]
     if missing:
         raise ConfigError(
             f"BV_REQUIRE_SHARED_BACKENDS is true but {' and '.join(missing)} not configured: this process would "
@@ -315,7 +322,7 @@ class Settings:
             _secret(env, "CLOUDFLARE_API_TOKEN")
         require_shared = _bool(env, "BV_REQUIRE_SHARED_BACKENDS", False)
         if require_shared:
-            _check_shared_backends(use_d1, use_r2)
+            _check_shared_backends(use_d1, use_r2, _postgres_url(env, "BV_ACE_RATE_LIMIT_URL"))
 
         tokens = tuple(t.strip() for t in env.get("BV_API_TOKENS", "").split(",") if t.strip())
         for t in tokens:

@@ -311,8 +311,16 @@ def test_shared_backends_required_refuses_local_disk_defaults() -> None:
         "R2_ACCESS_KEY_ID": "k",
         "R2_SECRET_ACCESS_KEY": "s",
     }
-    required = {"BV_REQUIRE_SHARED_BACKENDS": "true"}
+    required = {
+        "BV_REQUIRE_SHARED_BACKENDS": "true",
+        "BV_ACE_RATE_LIMIT_URL": "postgresql://bv:secret@db.example:5432/bv",
+    }
     assert Settings.from_env({**required, **d1, **r2}).require_shared_backends
+    # ACE's shared budget must not fall back to a SQLite file on this machine's disk either.
+    with pytest.raises(
+        ConfigError, match=r"BV_REQUIRE_SHARED_BACKENDS is true but BV_ACE_RATE_LIMIT_URL not configured"
+    ):
+        Settings.from_env({"BV_REQUIRE_SHARED_BACKENDS": "true", **d1, **r2})
     for env, missing in (({**d1}, "R2"), ({**r2}, "D1"), ({}, "D1 (CLOUDFLARE_*) and R2")):
         with pytest.raises(
             ConfigError, match=rf"BV_REQUIRE_SHARED_BACKENDS is true but {re.escape(missing)}"

@@ -137,6 +137,8 @@ def shared_env(
         "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
         "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
         "BV_REQUIRE_SHARED_BACKENDS": "true",
+        # ACE's request budget is shared by every machine through the same PostgreSQL server.
+        "BV_ACE_RATE_LIMIT_URL": postgres_server.url,
         "BV_API_TOKENS": TOKEN,
         "BV_API_WORKERS": "1",
         **postgres_server.env(),

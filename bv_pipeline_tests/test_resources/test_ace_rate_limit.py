@@ -30,6 +30,7 @@ import pytest
 
 from bv_pipeline.config import ConfigError, Settings
 from bv_pipeline.definitions import build_definitions
+from bv_pipeline.ops.live_sync import LIVE_SYNC_JOB, LIVE_SYNC_OP
 from bv_pipeline.partitions import site_day_key
 from bv_pipeline.resources.ace import AceClient, AceResource
 from bv_pipeline.resources.ace_rate_limit import (
@@ -46,7 +47,7 @@ from bv_pipeline.resources.ace_rate_limit import (
     ace_buckets,
 )
 from bv_pipeline.resources.wiring import build_resources
-from bv_pipeline.sensors import SYNC_TAG
+from bv_pipeline.sensors import live_sync_run_config
 from bv_pipeline.simulator import AceSimulator, SimulatorConfig, run_server
 from bv_pipeline_tests.fixtures.postgres import PostgresServer
 from bv_pipeline_tests.stack import SimulatedAceResource, Stack
@@ -463,36 +464,39 @@ def test_two_clients_in_two_processes_share_the_budget_at_the_simulator(tmp_path
     assert answers[1]["rate_wait_s"] > 0.5
 
 
-def test_sync_runs_use_the_live_lane_and_metadata_shows_rate_limit_waits(tmp_path: Path) -> None:
-    """hot_timeseries takes ACE slots in the live lane when the sync sensor launched the run, else in the batch lane,
-    and its materialisation reports how many requests waited and how long. 600/min with a batch share of 0.1:
-    live 10/s with a burst of 10, batch 1/s with a burst of 1."""
+def test_live_sync_uses_the_live_lane_and_metadata_shows_rate_limit_waits(tmp_path: Path) -> None:
+    """live_sync_job takes ACE slots in the live lane only; hot_timeseries (manual materialisations, backfills) in
+    the batch lane, and its materialisation reports how many requests waited and how long. 600/min with a batch
+    share of 0.1: live 10/s with a burst of 10, batch 1/s with a burst of 1."""
     path = tmp_path / "ace-rate-limit.sqlite"
     stack = Stack(tmp_path, points=5)
     stack.set_now(dt.datetime(2026, 3, 10, 3, 3, tzinfo=dt.UTC))
     ace = SimulatedAceResource(simulator_id=stack.sim_id, rate_limit_path=str(path), batch_share=0.1)
     defs = build_definitions(stack.settings, resources=stack.resources() | {"ace": ace})
-    job = defs.resolve_job_def("hot_sync_job")
     partition = str(site_day_key("demo", dt.date(2026, 3, 10)))
 
     def buckets() -> set[str]:
         with sqlite3.connect(path) as conn:
             return {name for (name,) in conn.execute("SELECT bucket FROM ace_rate_limit")}
 
-    def metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
-        [mat] = result.asset_materializations_for_node("hot_timeseries")
-        return {k: v.value for k, v in mat.metadata.items()}
-
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("sites", ["demo"])
-        live = job.execute_in_process(partition_key=partition, instance=instance, tags={SYNC_TAG: "demo|x"})
-        assert buckets() == {GLOBAL_BUCKET}  # the sensor's sync never touched the batch bucket
-        by_hand = job.execute_in_process(partition_key=partition, instance=instance)
+        live = defs.resolve_job_def(LIVE_SYNC_JOB).execute_in_process(
+            instance=instance, run_config=live_sync_run_config(["demo"])
+        )
+        assert live.success
+        assert buckets() == {GLOBAL_BUCKET}  # the live sync never touched the batch bucket
+        [live_mat] = live.asset_materializations_for_node(LIVE_SYNC_OP)
+        assert live_mat.partition == partition
+        by_hand = defs.resolve_job_def("hot_sync_job").execute_in_process(
+            partition_key=partition, instance=instance
+        )
+        assert by_hand.success
         assert buckets() == {GLOBAL_BUCKET, BATCH_BUCKET}
-    # Each run: the points, then one request per hour of the day up to 03:03 (4, counted by ace_requests), 5 in all.
-    live_md, batch_md = metadata(live), metadata(by_hand)
-    assert live_md["ace_requests"] == batch_md["ace_requests"] == 4
-    assert live_md["ace_rate_limit_waits"] == 0 and live_md["ace_rate_limit_wait_s"] == 0  # within the burst
-    # Batch: the first request goes at once, the next four each wait for their 1 s slot (all four unless a request
-    # of five points took a whole second).
-    assert batch_md["ace_rate_limit_waits"] >= 3 and batch_md["ace_rate_limit_wait_s"] > 1.5
+    [mat] = by_hand.asset_materializations_for_node("hot_timeseries")
+    md = {k: v.value for k, v in mat.metadata.items()}
+    # The points, then one request per hour of the day up to 03:03 (4, counted by ace_requests), 5 in all. Batch:
+    # the first request goes at once, the next four each wait for their 1 s slot (all four unless a request of
+    # five points took a whole second).
+    assert md["ace_requests"] == 4
+    assert md["ace_rate_limit_waits"] >= 3 and md["ace_rate_limit_wait_s"] > 1.5
