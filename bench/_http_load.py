@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shutil
+import subprocess
 import threading
 from pathlib import Path
 
@@ -52,6 +55,24 @@ def tree_cpu_s(root_pid: int) -> float:
         total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
         todo.extend(kids.get(pid, []))
     return total
+
+
+def connections_per_process(port: int) -> list[int]:
+    """Established connections to ``port`` per server process (largest first), from ``ss``; [] without it.
+
+    Each keep-alive connection stays with the worker that accepted it, so this split is the load split."""
+    if shutil.which("ss") is None:
+        return []
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    counts: dict[str, int] = {}
+    for pid in re.findall(r"pid=(\d+)", out):
+        counts[pid] = counts.get(pid, 0) + 1
+    return sorted(counts.values(), reverse=True)
 
 
 class MemorySampler(threading.Thread):

@@ -10,7 +10,8 @@ What is built (once per ``--data-dir``; reused when the parameters match):
 - Cold tier, a local directory (the embedded default): ``--cold-days`` day objects plus hourly rollups, manifest
   entries with ``hot_deleted_ms`` set, then the real compactions (``compact_rollups_year`` per year,
   ``compact_samples_month`` per closed month).
-- Hot tier: ``--hot-days`` days of all 300 points in SQLite, after the cold days.
+- Hot tier: ``--hot-days`` days of all 300 points in SQLite, after the cold days, in sealed hour blocks (as a
+  running sync leaves past hours).
 
 The API runs as a real server: ``python -m bv_pipeline.api.server --workers N`` (uvicorn worker processes) with
 ``BV_DATA_DIR`` pointing at the data. The load client is one process: ``--clients`` asyncio tasks, each with
@@ -40,13 +41,20 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from bench._common import percentile, write_result
-from bench._http_load import Connection, MemorySampler, tree_cpu_s, tree_rss_mib
+from bench._http_load import (
+    Connection,
+    MemorySampler,
+    connections_per_process,
+    tree_cpu_s,
+    tree_rss_mib,
+)
 from bv_pipeline.storage.samples import MS_PER_DAY, day_bounds_ms
 
 SITE = "bench"
@@ -72,7 +80,7 @@ def build_site(root: Path, points: int, cold_days: int, hot_days: int) -> dict[s
     from bv_pipeline.storage import cold_keys, parquet_layout, rollups
     from bv_pipeline.storage.interfaces import ManifestEntry, PointMeta, RollupState
 
-    params = {"points": points, "cold_days": cold_days, "hot_days": hot_days, "layout": 1}
+    params = {"points": points, "cold_days": cold_days, "hot_days": hot_days, "layout": 2}
     stamp = root / "bench_params.json"
     if stamp.exists() and json.loads(stamp.read_text()).get("params") == params:
         return json.loads(stamp.read_text())["site"]
@@ -136,6 +144,9 @@ def build_site(root: Path, points: int, cold_days: int, hot_days: int) -> dict[s
         compact_rollups_year(ManifestStore(store), store, SITE, year, now_ms=now_ms)
     for month in sorted({d.replace(day=1) for d in cold}):
         compact_samples_month(ManifestStore(store), store, SITE, month, now_ms=now_ms)
+    # As a running sync leaves it: past hours sealed into blocks (a sync seals each hour once its lookback has
+    # passed), so they load straight into blocks; only the running hour of today would be staging rows.
+    hot.seal(SITE, day_bounds_ms(today)[0])
     for day in hot_list:
         shift = (day - base_day).days * MS_PER_DAY
         hot.upsert_samples(SITE, samples.set_column(1, "ts_ms", pc.add(samples["ts_ms"], shift)))
@@ -329,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         sampler.start()
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         server_cpu0 = tree_cpu_s(proc.pid)
+        split: list[list[int]] = []
+        probe = threading.Timer(args.seconds / 2, lambda: split.append(connections_per_process(port)))
+        probe.start()
         load = asyncio.run(run_load(port, site, args.clients, args.seconds, args.seed))
+        probe.join()
         server_cpu = tree_cpu_s(proc.pid) - server_cpu0
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         sampler.stop()
@@ -346,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         figures["load_client_cpu_s"] = round(
             (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime), 1
         )
+        # Connections per worker mid-run: uvicorn's workers share one listening socket and each accepts a burst
+        # of pending connections at once, so the split can be very uneven; clients of the fuller worker wait longer.
+        figures["connections_per_worker"] = split[0] if split else []
         figures["extra_env"] = extra_env
         figures["loadavg_after"] = os.getloadavg()
     finally:

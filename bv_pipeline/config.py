@@ -249,7 +249,7 @@ class Settings:
     export_max_active_per_token: int = 2
     export_max_samples: int = 100_000_000
     api_workers: int = 1  # read-API worker processes (BV_API_WORKERS; default: one per CPU core, at most 4)
-    api_query_concurrency: int = 4  # queries one API process reads at once (BV_API_QUERY_CONCURRENCY)
+    api_query_concurrency: int = 2  # queries one API process reads at once (BV_API_QUERY_CONCURRENCY)
     api_answer_cache_mib: int = 64  # answers of fully archived windows, all workers together
     require_shared_backends: bool = False  # BV_REQUIRE_SHARED_BACKENDS: refuse the local-disk defaults
     extra: dict[str, str] = field(default_factory=dict)
@@ -374,7 +374,11 @@ class Settings:
             api_rate_per_s=_float(env, "BV_API_RATE_PER_S", 20.0, minimum=0.001),
             api_rate_burst=_int(env, "BV_API_RATE_BURST", 60),
             api_cold_fetch_threads=_int(env, "BV_API_COLD_FETCH_THREADS", 16, maximum=256),
-            api_cold_cache_mib=_int(env, "BV_API_COLD_CACHE_MIB", 256, minimum=0, maximum=1 << 20),
+            # A local cold directory is read from the kernel's page cache, which every worker shares: there the
+            # workers' own caches need to hold little more than parsed footers. Over R2 each miss is a GET.
+            api_cold_cache_mib=_int(
+                env, "BV_API_COLD_CACHE_MIB", 256 if use_r2 else 64, minimum=0, maximum=1 << 20
+            ),
             alert_webhook_url=_url(env, "BV_ALERT_WEBHOOK_URL"),
             alert_format=alert_format,
             alert_stale_minutes=_int(env, "BV_ALERT_STALE_MINUTES", 60, minimum=5, maximum=7 * 24 * 60),
@@ -383,7 +387,11 @@ class Settings:
             alert_ace_auth_failures=_int(env, "BV_ALERT_ACE_AUTH_FAILURES", 3, maximum=100),
             metrics_multiproc_dir=_existing_dir(env, "PROMETHEUS_MULTIPROC_DIR"),
             api_workers=_int(env, "BV_API_WORKERS", min(os.cpu_count() or 1, 4), maximum=64),
-            api_query_concurrency=_int(env, "BV_API_QUERY_CONCURRENCY", 4, maximum=256),
+            # Local stores keep a worker CPU-bound: two queries at once use its core, more only interleave and
+            # add per-query buffers. D1 and R2 queries wait on the network, so more run at once there.
+            api_query_concurrency=_int(
+                env, "BV_API_QUERY_CONCURRENCY", 4 if use_d1 or use_r2 else 2, maximum=256
+            ),
             api_answer_cache_mib=_int(env, "BV_API_ANSWER_CACHE_MIB", 64, minimum=0, maximum=1 << 20),
             automation=AutomationSettings.from_env(env),
             dagster_graphql_url=_url(env, "BV_DAGSTER_GRAPHQL_URL") or DEFAULT_DAGSTER_GRAPHQL_URL,

@@ -119,13 +119,15 @@ def partials_from_rollup(rollup: pl.DataFrame, interval_ms: int) -> pl.DataFrame
     if rollup.height == 0:
         return empty_partials()
     hour_ms = 3_600_000
-    rows = (
+    hours = (
         rollup.lazy()
         .filter(pl.col("count") > 0)
         .with_columns((pl.col("hour_ms") - pl.col("hour_ms") % interval_ms).alias("bucket_ms"))
-        .collect()
     )
-    if interval_ms == hour_ms or rows.height == 0:  # one hourly row per bucket: nothing to combine
+    if interval_ms == hour_ms:  # one hourly row per bucket: nothing to combine, one query plan
+        return hours.select(list(PARTIAL_SCHEMA)).cast(PARTIAL_SCHEMA).collect()  # type: ignore[arg-type]
+    rows = hours.collect()
+    if rows.height == 0:
         return rows.select(list(PARTIAL_SCHEMA)).cast(PARTIAL_SCHEMA)  # type: ignore[arg-type]
     rows = rows.sort("point", "bucket_ms", "hour_ms").with_columns(
         pl.struct("point", "bucket_ms").rle_id().alias("gid")
@@ -238,13 +240,19 @@ def lttb_indices(ts: np.ndarray, values: np.ndarray, max_points: int) -> np.ndar
 def downsample(
     frame: pl.DataFrame, value_col: str, max_points: int, method: DownsampleMethod
 ) -> pl.DataFrame:
-    """Reduce every point's series to at most ``max_points`` rows, choosing rows by ``value_col``.
+    """Reduce every point's series of ``frame`` (sorted by point) to at most ``max_points`` rows, choosing rows
+    by ``value_col``.
 
     Series with numeric values are reduced on those values (text samples are dropped from a reduced series);
     a text-only series keeps evenly spaced samples.
     """
     parts: list[pl.DataFrame] = []
-    for (_point,), series in frame.partition_by("point", as_dict=True, maintain_order=True).items():
+    if not frame.height:
+        return frame
+    # Sorted by point: equal first and last names mean one series, which needs no partitioning.
+    one = frame["point"][0] == frame["point"][-1]
+    series_list = [frame] if one else frame.partition_by("point", maintain_order=True)
+    for series in series_list:
         if series.height <= max_points:
             parts.append(series)
             continue

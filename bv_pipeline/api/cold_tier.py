@@ -28,7 +28,7 @@ from bv_pipeline.api.day_plan import ColdTask
 from bv_pipeline.api.raw_frame import RAW_SCHEMA, to_frame
 from bv_pipeline.api.raw_month_read import CompactedSamples
 from bv_pipeline.api.rollup_year_read import CompactedRollups
-from bv_pipeline.resources.cold_store import LocalObjectStore
+from bv_pipeline.resources.local_store import LocalObjectStore
 from bv_pipeline.storage import cold_keys, rollups
 from bv_pipeline.storage.interfaces import ManifestEntry, ObjectStore
 from bv_pipeline.storage.parquet_layout import ColdVerificationError
@@ -53,6 +53,12 @@ class ReadCounter:
         with self._lock:
             self.objects += 1
             self.rollup_days += rollup
+
+    def replay(self, rollup_days: int, compacted_days: Iterable[dt.date]) -> None:
+        """Record days answered from a cache of an earlier read: as served then, with nothing fetched now."""
+        with self._lock:
+            self.rollup_days += rollup_days
+            self.compacted_days |= set(compacted_days)
 
     def compacted_read(self, days: Iterable[dt.date], parts: int, *, rollup: bool) -> None:
         served = set(days)

@@ -33,6 +33,8 @@ def read_hot(
     frames: list[pl.DataFrame] = []
     hourly: list[pl.DataFrame] = []
     use_hourly = interval in ROLLUP_INTERVALS and hasattr(hot, "read_hourly")
+    # Block stores give a Polars frame directly; any other HotStore its SAMPLE_SCHEMA table.
+    read_frame = getattr(hot, "read_frame", None)
     for first, last in day_runs(hot_days):
         lo = max(start_ms, day_bounds_ms(first)[0])
         hi = min(end_ms, day_bounds_ms(last)[1])
@@ -43,9 +45,15 @@ def read_hot(
         else:
             ranges = [(lo, hi)]
         for a, b in ranges:
-            table = hot.read_samples(site, points, a, b) if a < b else None
-            if table is not None and table.num_rows:
-                frames.append(to_frame(table))
+            if a >= b:
+                continue
+            frame = (
+                read_frame(site, points, a, b)
+                if read_frame
+                else to_frame(hot.read_samples(site, points, a, b))
+            )
+            if frame.height:
+                frames.append(frame)
     # Each run is sorted by (point, ts); several runs (hot days around cold ones) need one global sort.
     raw = (
         empty_raw()

@@ -103,9 +103,13 @@ def data_etag(result: QueryResult, request_key: str, meta: dict[str, Any]) -> st
 
 
 def _series(result: QueryResult) -> dict[str, pl.DataFrame]:
-    parts = (
-        result.frame.partition_by("point", as_dict=True, maintain_order=True) if result.frame.height else {}
-    )
+    frame = result.frame
+    if not frame.height:
+        return {}
+    points = frame["point"]
+    if points[0] == points[-1]:  # sorted by point: one series (most chart requests), no partitioning needed
+        return {str(points[0]): frame}
+    parts = frame.partition_by("point", as_dict=True, maintain_order=True)
     return {str(k[0]): v for k, v in parts.items()}
 
 

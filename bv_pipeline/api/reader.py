@@ -24,13 +24,11 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import dagster as dg
 import polars as pl
-from pydantic import PrivateAttr
 
 from bv_pipeline.api import day_plan
 from bv_pipeline.api.aggregate import INTERVALS_MS, DownsampleMethod, downsample, finalize
-from bv_pipeline.api.answer_cache import AnswerCache
+from bv_pipeline.api.answer_cache import AnswerCache, ColdPart
 from bv_pipeline.api.catalogue import SiteCatalogue
 from bv_pipeline.api.cold_tier import ColdTierReader, ReadCounter
 from bv_pipeline.api.coverage import DayState, day_states, days_with_rows
@@ -38,13 +36,11 @@ from bv_pipeline.api.day_plan import Source
 from bv_pipeline.api.hot_read import read_hot
 from bv_pipeline.api.merge import merge_agg, merge_raw
 from bv_pipeline.api.raw_frame import empty_raw
-from bv_pipeline.resources.cold_store import ColdStoreResource
-from bv_pipeline.resources.hot_store import HotStoreResource
 from bv_pipeline.resources.manifest_store import ManifestStore
 from bv_pipeline.storage import cold_keys
-from bv_pipeline.storage.interfaces import HotStore, ObjectStore, PointMeta
+from bv_pipeline.storage.interfaces import HotStore, ManifestEntry, ObjectStore, PointMeta
 
-__all__ = ["QueryResult", "Source", "TimeseriesReader", "TimeseriesReaderResource"]
+__all__ = ["QueryResult", "Source", "TimeseriesReader"]
 
 
 @dataclass
@@ -235,16 +231,23 @@ class TimeseriesReader:
                     cold_objects_read=0,
                     elapsed_ms=(time.perf_counter() - t0) * 1000,
                 )
+        # The hot read overlaps the cold days' read on its own pool; with no cold days it runs right here (a hand-off
+        # to another thread would only add a switch and another thread's allocator arena).
         hot_read = (
             self._hot_pool.submit(self._read_hot, site, pts, hot_days, start_ms, end_ms, interval)
-            if hot_days
+            if hot_days and cold_days
             else None
         )
         counter = ReadCounter()
         # Days archived and pruned from hot are read meanwhile; they do not depend on what hot holds.
         tasks = day_plan.cold_tasks({d: pts for d in cold_days}, manifest, start_ms, end_ms, interval)
-        cold_raw, cold_rollups = self.cold_tier.read(site, tasks, manifest, counter)
-        hot, hot_hourly = hot_read.result() if hot_read is not None else (empty_raw(), None)
+        cold_raw, cold_rollups = self._read_archived(site, tasks, manifest, counter, cache=bool(hot_days))
+        if hot_read is not None:
+            hot, hot_hourly = hot_read.result()
+        elif hot_days:
+            hot, hot_hourly = self._read_hot(site, pts, hot_days, start_ms, end_ms, interval)
+        else:
+            hot, hot_hourly = empty_raw(), None
         # A verified day that hot no longer fully holds (pruned before the manifest said so) falls back to cold.
         present = (
             hot
@@ -288,6 +291,32 @@ class TimeseriesReader:
             self.answers.put(answer_key, dataclasses.replace(result))
         return result
 
+    def _read_archived(
+        self,
+        site: str,
+        tasks: list[day_plan.ColdTask],
+        manifest: dict[dt.date, ManifestEntry],
+        counter: ReadCounter,
+        *,
+        cache: bool,
+    ) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
+        """The cold tier's frames for the archived days of a window; with ``cache`` (a window that also reads hot
+        days, so its answer is not cached whole) from the content-keyed cache when these days were read before."""
+        key = (
+            AnswerCache.cold_key(site, tasks, manifest) if cache and tasks and self.answers.enabled else None
+        )
+        if key is not None:
+            hit = self.answers.get_cold(key)
+            if hit is not None:
+                counter.replay(hit.rollup_days, hit.compacted_days)  # coverage and metrics as if read
+                return hit.raw, hit.rollups
+        raw, rolled = self.cold_tier.read(site, tasks, manifest, counter)
+        if key is not None:  # the counter is this query's, and only these tasks have used it yet
+            self.answers.put_cold(
+                key, ColdPart(raw, rolled, counter.rollup_days, set(counter.compacted_days))
+            )
+        return raw, rolled
+
     def _coverage(
         self,
         site: str,
@@ -323,29 +352,3 @@ class TimeseriesReader:
         interval: str | None = None,
     ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
         return read_hot(self.hot, site, points, hot_days, start_ms, end_ms, interval)
-
-
-class TimeseriesReaderResource(dg.ConfigurableResource):
-    """Dagster resource wrapping ``TimeseriesReader`` over the configured hot and cold store resources."""
-
-    hot_store: HotStoreResource
-    cold_store: ColdStoreResource
-    max_workers: int = 16  # cold days read at once (ranged GETs in flight)
-    cache_mib: int = 256
-
-    _reader: TimeseriesReader | None = PrivateAttr(default=None)
-
-    def get_reader(self) -> TimeseriesReader:
-        if self._reader is None:
-            self._reader = TimeseriesReader(
-                self.hot_store.get_store(),
-                self.cold_store.get_store(),
-                max_workers=self.max_workers,
-                cache_bytes=self.cache_mib * 1024 * 1024,
-            )
-        return self._reader
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None

@@ -43,54 +43,68 @@ if TYPE_CHECKING:
     from bv_pipeline.storage.interfaces import HotStore, ObjectStore
 
 MIB = 1024 * 1024
-API_SQLITE_CACHE_MIB = 8  # page cache of each SQLite read connection of the API
+API_SQLITE_CACHE_MIB = 2  # page cache of each SQLite read connection of the API (up to ~8 per worker)
 # Set for worker processes at start-up (allocators read them once, when the process starts).
 WORKER_ALLOCATOR_ENV = {"MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system"}
 _M_ARENA_MAX = -8  # glibc mallopt parameter
 
 
 def build_stores(settings: Settings) -> tuple[HotStore, ObjectStore]:
-    """The hot and cold stores the settings select, via the same resources the Dagster assets use."""
-    from bv_pipeline.resources.cold_store import ColdStoreResource
-    from bv_pipeline.resources.hot_store import (
-        D1HotStoreResource,
-        HotStoreResource,
-        SqliteHotStore,
-        SqliteHotStoreResource,
-    )
+    """The hot and cold stores the settings select: D1, per-site databases and R2 through the same resources the
+    Dagster assets use; the embedded defaults (one SQLite file, a local directory) built directly as the plain
+    stores those resources would return, so a worker on them does not import Dagster (~30 MiB per worker)."""
+    return _hot_store(settings), _cold_store(settings)
 
-    env = os.environ
-    hot_res: HotStoreResource
-    if settings.use_d1:
-        hot_res = D1HotStoreResource(
-            account_id=env["CLOUDFLARE_ACCOUNT_ID"],
-            database_id=env.get("D1_DATABASE_ID") or None,
-            api_token=env["CLOUDFLARE_API_TOKEN"],
-            base_url=env.get("CLOUDFLARE_BASE_URL") or None,
-            databases=settings.hot_databases,
-            site_groups=settings.hot_site_groups,
+
+def _hot_store(settings: Settings) -> HotStore:
+    if settings.use_d1 or settings.hot_databases != "single":
+        from bv_pipeline.resources.hot_store import (
+            D1HotStoreResource,
+            HotStoreResource,
+            SqliteHotStoreResource,
         )
-    else:
-        hot_res = SqliteHotStoreResource(
-            sqlite_path=str(settings.hot_db_path.resolve()),
-            databases=settings.hot_databases,
-            site_groups=settings.hot_site_groups,
-        )
+
+        env = os.environ
+        res: HotStoreResource
+        if settings.use_d1:
+            res = D1HotStoreResource(
+                account_id=env["CLOUDFLARE_ACCOUNT_ID"],
+                database_id=env.get("D1_DATABASE_ID") or None,
+                api_token=env["CLOUDFLARE_API_TOKEN"],
+                base_url=env.get("CLOUDFLARE_BASE_URL") or None,
+                databases=settings.hot_databases,
+                site_groups=settings.hot_site_groups,
+            )
+        else:
+            res = SqliteHotStoreResource(
+                sqlite_path=str(settings.hot_db_path.resolve()),
+                databases=settings.hot_databases,
+                site_groups=settings.hot_site_groups,
+            )
+        return res.get_store()
+    from bv_pipeline.resources.hot_store_sqlite import SqliteHotStore
+
+    # The API only reads, and each request and hot-read thread holds its own connection: a small page cache each
+    # (the OS page cache holds the file anyway) rather than up to 64 MiB per connection.
+    store = SqliteHotStore(settings.hot_db_path.resolve(), cache_mib=API_SQLITE_CACHE_MIB)
+    store.ensure_schema()  # as the resource does: a fresh data directory serves empty answers, not errors
+    return store
+
+
+def _cold_store(settings: Settings) -> ObjectStore:
     if settings.use_r2:
-        cold_res = ColdStoreResource(
+        from bv_pipeline.resources.cold_store import ColdStoreResource
+
+        env = os.environ
+        return ColdStoreResource(
             r2_endpoint_url=env["R2_ENDPOINT_URL"],
             r2_bucket=env["R2_BUCKET"],
             r2_access_key_id=env["R2_ACCESS_KEY_ID"],
             r2_secret_access_key=env["R2_SECRET_ACCESS_KEY"],
-        )
-    else:
-        cold_res = ColdStoreResource(local_dir=str(settings.cold_dir.resolve()))
-    hot = hot_res.get_store()
-    if isinstance(hot, SqliteHotStore):
-        # The API only reads, and each request and hot-read thread holds its own connection: a small page cache
-        # each (the OS page cache holds the file anyway) rather than up to 64 MiB per connection.
-        hot = SqliteHotStore(settings.hot_db_path.resolve(), cache_mib=API_SQLITE_CACHE_MIB)
-    return hot, cold_res.get_store()
+        ).get_store()
+    from bv_pipeline.resources.local_store import LocalObjectStore
+
+    return LocalObjectStore(settings.cold_dir.resolve())
 
 
 def _prepare_metrics_dir() -> None:

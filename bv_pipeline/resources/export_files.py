@@ -9,21 +9,33 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeGuard
 
-from bv_pipeline.resources.cold_store import LocalObjectStore, S3ObjectStore
+from bv_pipeline.resources.local_store import LocalObjectStore
 from bv_pipeline.storage.cold_keys import validate_object_key
 from bv_pipeline.storage.interfaces import ObjectStore
+
+if TYPE_CHECKING:
+    from bv_pipeline.resources.cold_store import S3ObjectStore
 
 MULTIPART_CHUNK_BYTES = 16 * 1024 * 1024  # every part but the last the same size (S3 and R2 semantics)
 MULTIPART_THRESHOLD_BYTES = MULTIPART_CHUNK_BYTES  # smaller files are one PUT
 
 
+def _is_s3(store: ObjectStore) -> TypeGuard[S3ObjectStore]:
+    """Whether ``store`` is an ``S3ObjectStore``, without importing its module (and with it Dagster) into a
+    process that never made one, such as an API worker on a local cold tier: no instance exists before it."""
+    module = sys.modules.get("bv_pipeline.resources.cold_store")
+    return module is not None and isinstance(store, module.S3ObjectStore)
+
+
 def put_file(store: ObjectStore, key: str, path: Path) -> None:
     """Store the file at ``path`` as ``key`` without reading it into memory. ``path`` may be consumed."""
     validate_object_key(key)
-    if isinstance(store, S3ObjectStore):
+    if _is_s3(store):
         from boto3.s3.transfer import TransferConfig
 
         config = TransferConfig(
@@ -51,7 +63,7 @@ def put_file(store: ObjectStore, key: str, path: Path) -> None:
 
 def presigned_url(store: ObjectStore, key: str, *, expires_in_s: int, filename: str) -> str | None:
     """A time-limited GET URL for ``key`` that downloads as ``filename``; None when the store has no URLs."""
-    if not isinstance(store, S3ObjectStore):
+    if not _is_s3(store):
         return None
     return str(
         store.client.generate_presigned_url(

@@ -26,26 +26,34 @@ class BlockReads(StoreCore):
         pids = sorted(by_id)
         staged = set(self._staged_hours(site, start_ms, end_ms))
         results = self._fetch(self._block_statements(site, pids, start_ms, end_ms, summaries=True))
-        frames: list[pl.DataFrame] = []
+        frames: list[
+            pl.LazyFrame
+        ] = []  # one query plan for the whole answer: each eager step costs a dispatch
         flat = [r for rs in results for r in rs]
         if flat:
-            summ = pl.DataFrame(flat, orient="row").select(
-                (pl.col("key") // hl.KEY_HOURS).cast(pl.Int64).alias("pid"),
-                (pl.col("day_ms") + (pl.col("key") % hl.KEY_HOURS) * hl.HOUR_MS)
-                .cast(pl.Int64)
-                .alias("hour_ms"),
-                pl.col("n").cast(pl.Int64).alias("samples"),
-                pl.col("n_numeric").cast(pl.Int64).alias("count"),
-                pl.col("vsum").cast(pl.Float64).alias("sum"),
-                pl.col("vmin").cast(pl.Float64).alias("min"),
-                pl.col("vmax").cast(pl.Float64).alias("max"),
+            summ = (
+                pl.DataFrame(flat, orient="row")
+                .lazy()
+                .select(
+                    (pl.col("key") // hl.KEY_HOURS).cast(pl.Int64).alias("pid"),
+                    (pl.col("day_ms") + (pl.col("key") % hl.KEY_HOURS) * hl.HOUR_MS)
+                    .cast(pl.Int64)
+                    .alias("hour_ms"),
+                    pl.col("n").cast(pl.Int64).alias("samples"),
+                    pl.col("n_numeric").cast(pl.Int64).alias("count"),
+                    pl.col("vsum").cast(pl.Float64).alias("sum"),
+                    pl.col("vmin").cast(pl.Float64).alias("min"),
+                    pl.col("vmax").cast(pl.Float64).alias("max"),
+                )
             )
             frames.append(summ.filter(~pl.col("hour_ms").is_in(sorted(staged))))
         for h in sorted(staged):
             rows = self.read_rows(site, pids, h, h + hl.HOUR_MS)
             if rows.height:
                 frames.append(
-                    hf.summaries(rows).select(
+                    hf.summaries(rows)
+                    .lazy()
+                    .select(
                         "pid",
                         "hour_ms",
                         pl.col("n").alias("samples"),
@@ -58,13 +66,17 @@ class BlockReads(StoreCore):
         if not frames:
             return _empty_hourly()
         out = pl.concat(frames)
-        names = pl.DataFrame(
+        names = pl.LazyFrame(
             {"pid": list(by_id), "point": list(by_id.values())},
             schema={"pid": pl.Int64(), "point": pl.String()},
         )
         return (
-            out.join(names, on="pid").select(list(HOURLY_SCHEMA)).cast(HOURLY_SCHEMA).sort("point", "hour_ms")
-        )  # type: ignore[arg-type]
+            out.join(names, on="pid")
+            .select(list(HOURLY_SCHEMA))
+            .cast(HOURLY_SCHEMA)  # type: ignore[arg-type]
+            .sort("point", "hour_ms")
+            .collect()
+        )
 
     # -- stats, extremes, deletion -------------------------------------------------------------------------------
 

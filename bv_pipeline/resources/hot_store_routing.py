@@ -126,6 +126,7 @@ _SITE_METHODS = (
     "list_points",
     "upsert_samples",
     "read_samples",
+    "read_frame",
     "read_hourly",
     "count_samples",
     "max_ts",

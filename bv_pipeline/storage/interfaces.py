@@ -8,9 +8,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import pyarrow as pa
+if TYPE_CHECKING:  # annotations only: the API's supervisor process reads settings without loading Arrow
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)

@@ -68,12 +68,45 @@ def test_a_rearchived_day_misses_the_answer_cache(reader: TimeseriesReader, ds: 
     assert reader.query(D.SITE, [D.TEMP], COLD_LO, COLD_HI).answer_cached
 
 
-def test_windows_touching_hot_days_are_never_cached(reader: TimeseriesReader) -> None:
-    lo, hi = day_bounds_ms(D.COLD_DELETED[-1])[0], day_bounds_ms(D.HOT_ONLY[0])[1]
-    first = reader.query(D.SITE, [D.TEMP], lo, hi)
-    again = reader.query(D.SITE, [D.TEMP], lo, hi)
-    assert not first.immutable and not again.answer_cached
-    assert len(reader.answers.lru) == 0
+def test_windows_touching_hot_days_cache_only_their_archived_part(reader: TimeseriesReader) -> None:
+    lo, hi = day_bounds_ms(D.COLD_DELETED[-2])[0], day_bounds_ms(D.OVERLAP)[1]
+    for interval in (None, "1h"):
+        first = reader.query(D.SITE, [D.TEMP, D.METER], lo, hi, interval=interval)
+        again = reader.query(D.SITE, [D.TEMP, D.METER], lo, hi, interval=interval)
+        # The answer is read again (hot days change with every sync), its archived days are not.
+        assert not first.immutable and not again.answer_cached
+        assert first.cold_objects_read > 0 and again.cold_objects_read == 0
+        assert again.frame.equals(first.frame) and again.coverage == first.coverage
+        assert (again.source, again.hot_samples, again.cold_samples, again.rollup_days) == (
+            first.source,
+            first.hot_samples,
+            first.cold_samples,
+            first.rollup_days,
+        )
+    assert first.rollup_days == 2  # the 1h window took its two archived days from rollups
+    assert len(reader.answers.lru) == 2  # one archived part per interval kind (raw days, rollups)
+    assert 0 < reader.answers.lru.current_bytes <= reader.answers.lru.max_bytes
+    # Another point set or range is another archived part.
+    reader.query(D.SITE, [D.TEMP], lo, hi)
+    assert len(reader.answers.lru) == 3
+
+
+def test_a_rearchived_day_misses_the_archived_part_cache(reader: TimeseriesReader, ds: D.Dataset) -> None:
+    lo, hi = day_bounds_ms(D.COLD_DELETED[-2])[0], day_bounds_ms(D.OVERLAP)[1]
+    expected = reader.query(D.SITE, [D.TEMP], lo, hi, interval="1h")
+    assert reader.query(D.SITE, [D.TEMP], lo, hi, interval="1h").cold_objects_read == 0
+    manifest = ManifestStore(ds.cold)
+    entry = manifest.get(D.SITE, D.COLD_DELETED[-1])
+    assert entry is not None and entry.rollup is not None
+    try:
+        # A rollup object replaced for the same raw content (its own checksum changes): read again.
+        rollup = dataclasses.replace(entry.rollup, checksum=entry.rollup.checksum + "-rebuilt")
+        manifest.put(dataclasses.replace(entry, rollup=rollup))
+        res = reader.query(D.SITE, [D.TEMP], lo, hi, interval="1h")
+        assert res.cold_objects_read > 0 and res.frame.equals(expected.frame)
+    finally:
+        manifest.put(entry)
+    assert reader.query(D.SITE, [D.TEMP], lo, hi, interval="1h").cold_objects_read == 0
 
 
 def test_answer_cache_stays_within_its_byte_bound(ds: D.Dataset) -> None:
@@ -115,12 +148,18 @@ class CountingHot:
         self.most = 0
 
     def read_samples(self, *args: Any) -> Any:
+        return self._counted(self.inner.read_samples, *args)
+
+    def read_frame(self, *args: Any) -> Any:  # what the reader uses on block stores
+        return self._counted(self.inner.read_frame, *args)
+
+    def _counted(self, read: Any, *args: Any) -> Any:
         with self.lock:
             self.in_flight += 1
             self.most = max(self.most, self.in_flight)
         try:
             time.sleep(0.02)
-            return self.inner.read_samples(*args)
+            return read(*args)
         finally:
             with self.lock:
                 self.in_flight -= 1
@@ -209,4 +248,14 @@ def test_invalid_server_settings_name_the_variable(name: str, value: str) -> Non
 
 def test_server_settings_defaults() -> None:
     s = Settings.from_env({})
-    assert 1 <= s.api_workers <= 4 and s.api_query_concurrency == 4 and s.api_answer_cache_mib == 64
+    assert 1 <= s.api_workers <= 4 and s.api_query_concurrency == 2 and s.api_answer_cache_mib == 64
+    r2 = {
+        "R2_ENDPOINT_URL": "https://example.r2.cloudflarestorage.com",
+        "R2_BUCKET": "bv-cold",
+        "R2_ACCESS_KEY_ID": "key",
+        "R2_SECRET_ACCESS_KEY": "secret",
+    }
+    assert Settings.from_env(r2).api_query_concurrency == 4  # queries that wait on the network: more at once
+    # Cold bytes: a local directory is in the shared page cache already; R2 GETs are worth caching.
+    assert (s.api_cold_cache_mib, Settings.from_env(r2).api_cold_cache_mib) == (64, 256)
+    assert Settings.from_env({**r2, "BV_API_QUERY_CONCURRENCY": "3"}).api_query_concurrency == 3

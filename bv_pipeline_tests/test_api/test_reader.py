@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from bv_pipeline.api.aggregate import INTERVALS_MS, minmax_indices
-from bv_pipeline.api.reader import TimeseriesReader, TimeseriesReaderResource
+from bv_pipeline.api.reader import TimeseriesReader
+from bv_pipeline.api.reader_resource import TimeseriesReaderResource
 from bv_pipeline.resources.cold_store import ColdStoreResource
 from bv_pipeline.resources.hot_store import SqliteHotStoreResource
 from bv_pipeline.storage import cold_keys

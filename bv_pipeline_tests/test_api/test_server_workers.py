@@ -63,6 +63,10 @@ def test_two_workers_serve_the_same_answers(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the server did not become healthy"
             time.sleep(0.3)
         assert len(_children(proc.pid)) >= 2  # the worker processes (plus uvicorn's helpers)
+        # The supervisor only reads settings and forks: the read engine's native libraries (tens of MiB) stay out.
+        mapped = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "libarrow" not in mapped and "_polars_runtime" not in mapped
+        assert any("libarrow" in Path(f"/proc/{c}/maps").read_text() for c in _children(proc.pid))
 
         lo, hi = day_bounds_ms(D.COLD_DELETED[0])[0], day_bounds_ms(D.HOT_ONLY[-1])[1]
         params = {
@@ -104,3 +108,15 @@ def test_two_workers_serve_the_same_answers(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             raise
     assert proc.returncode == 0
+
+
+def test_a_worker_on_the_embedded_stores_does_not_import_dagster(tmp_path: Path) -> None:
+    """Dagster holds ~30 MiB per process; a worker serving SQLite + a local directory needs none of it."""
+    env = {**os.environ, "BV_DATA_DIR": str(tmp_path), "BV_API_TOKENS": TOKEN}
+    code = (
+        "import sys; from bv_pipeline.api.server import create_app_from_env; app = create_app_from_env(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'dagster_aws', 'boto3')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert (tmp_path / "hot.sqlite3").exists()  # the schema was created, as the resource would

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -314,3 +315,31 @@ def test_operators_view_shows_every_sample_with_plain_sql(store: HotStore) -> No
         got = [tuple(r.values()) for r in store._one(sql, [point, T0, T0 + 2 * 86_400_000])]  # type: ignore[attr-defined]
         want = [r for r in sorted(rows) if r[0] == point]
         assert got == want
+
+
+def test_read_frame_holds_exactly_what_read_samples_holds(store: HotStore) -> None:
+    """The read API's Polars form of a read: the same rows, values to the bit, in (point, ts_ms) order."""
+    rows = [*ROWS, ("b.Temp", T0 + 9, -0.0, None), ("b.Temp", T0 + 3_700_000, math.nan, None)]
+    store.upsert_samples("demo", samples(rows))
+
+    def same(points: list[str], lo: int, hi: int) -> int:
+        frame = store.read_frame("demo", points, lo, hi)  # type: ignore[attr-defined]
+        assert list(frame.columns) == SAMPLE_SCHEMA.names
+        table = frame.to_arrow().cast(SAMPLE_SCHEMA)
+        want = store.read_samples("demo", points, lo, hi)
+        assert _bits(table) == _bits(want)  # -0.0 and NaN kept bit for bit
+        assert table["value_text"].to_pylist() == want["value_text"].to_pylist()
+        return table.num_rows
+
+    names = ["e.Big", "b.Temp", "a.Mode", "missing", "d.Tiny", "c.Null"]  # not in name or id order
+    for _ in range(2):  # staging rows, then sealed blocks
+        assert same(names, 0, 2**53) == len(rows)
+        assert same(["b.Temp"], 0, 2**53) == 4
+        assert same(["b.Temp", "d.Tiny"], T0 + 3, T0 + 10) == 5
+        assert same(["missing"], 0, 2**53) == 0 and same(names, T0, T0) == 0
+        store.seal("demo", T0 + 2 * 3_600_000)  # type: ignore[attr-defined]
+
+
+def _bits(table: pa.Table) -> list[tuple[object, ...]]:
+    values = [None if v is None else struct.pack("<d", v) for v in table["value"].to_pylist()]
+    return list(zip(table["point"].to_pylist(), table["ts_ms"].to_pylist(), values, strict=True))

@@ -8,6 +8,7 @@ it times everything and counts compressed bytes; an exception escaping the app i
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 import sys
@@ -25,9 +26,15 @@ UNMATCHED = "unmatched"  # one label for every unknown path: scanners must not g
 def token_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return hashlib.sha256(token.strip().encode()).hexdigest()[:12]
+            return _token_id(value)
+    return None
+
+
+@functools.lru_cache(maxsize=256)  # a client sends the same header on every request: hash it once
+def _token_id(authorization: bytes) -> str | None:
+    scheme, _, token = authorization.decode("latin-1").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return hashlib.sha256(token.strip().encode()).hexdigest()[:12]
     return None
 
 
