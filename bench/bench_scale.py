@@ -1,0 +1,270 @@
+"""The whole stack under the 5-minute sync at 1 to 300+ sites: CPU per cycle and per site, run queue, sync lag,
+Dagster storage growth.
+
+For each site count N, the production process layout runs for real (``bench/_scale_stack.py``: code server, daemon
+and webserver on the repository's dagster.yaml, embedded SQLite hot store, local cold directory), with ACE served
+by the simulator over HTTP on loopback (N sites of ``--points`` points at 1-minute cadence) in a process of its own.
+The sync runs every ``--interval`` seconds (``BV_SYNC_INTERVAL_SECONDS``) instead of 300 so the benchmark takes
+minutes; ACE's rate limit is raised by the same factor (600 requests/minute at 300 s).
+
+Per N:
+1. Every site is recorded as synced up to one interval ago (``--from-midnight`` skips this: then the warm-up
+   fetches the whole day so far); the sync sensor's first tick registers the sites and syncs each once (warm-up,
+   not measured).
+2. Measured: ``--cycles`` rounds (every site's sync point moved that many times), sampled every second: CPU of the
+   three process trees (run workers included, ``_tree_cpu.py``), queued and running runs, each site's lag
+   (now - its newest sync point), DAGSTER_HOME bytes and files.
+3. The sync sensor is stopped and the idle stack's CPU rate measured (``--idle-seconds``), to project a cycle's
+   CPU to the 300 s cadence (``_scale_figures.py``).
+Not counted: the simulator (its CPU is printed for information) and this harness.
+
+    python -m bench.bench_scale [--sites 1,20,100,300] [--points 50] [--cycles 3] [--interval 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from bench._common import write_result
+from bench._scale_figures import (
+    PRODUCTION_CYCLE_S,
+    CpuWindow,
+    LagTracker,
+    QueueDepth,
+    SyncRounds,
+    project_lag_s,
+    sites_within,
+    storage_per_site_month,
+    utilisation_pct,
+)
+from bench._scale_stack import (
+    ROLES,
+    StackPaths,
+    dir_usage,
+    preseed_sync_points,
+    running_stack,
+    runs_in_flight,
+    simulator_process,
+    site_names,
+    sleep_until,
+    stop_sensor,
+    sync_points,
+)
+from bench._tree_cpu import TreeCpu, process_cpu
+from bv_pipeline_tests.daemon import open_instance, wait_for
+
+SYNC_SENSOR = "ace_sync_sensor"
+TARGET_CPU_PER_SITE = 0.5  # CPU-s per site per 5-minute cycle at 50 points
+TARGET_SITES, TARGET_UTILISATION = 300, 70.0  # >= 300 sites of 50 points under 70 % of the cores
+TARGET_LAG_S = 600.0
+SAMPLE_EVERY_S = 1.0
+
+
+class Phase:
+    """One site count: its stack, samplers and figures."""
+
+    def __init__(self, args: argparse.Namespace, sites: int, tmp: Path) -> None:
+        self.args = args
+        self.sites = site_names(sites)
+        self.paths = StackPaths.under(tmp)
+        self.hot = self.paths.hot_store()  # creates the hot tier's schema before any run does
+        self.cores = os.cpu_count() or 1
+
+    def _wait(self, check: Any, what: str, timeout: float) -> Any:
+        try:
+            return wait_for(check, what, timeout=timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.paths.log_tail()}") from None
+
+    def run(self) -> dict[str, Any]:
+        args, sites = self.args, self.sites
+        interval = args.interval
+        if not args.from_midnight:
+            preseed_sync_points(self.hot, sites, int(time.time() * 1000) - interval * 1000)
+        variables = {
+            "BV_SITES": ",".join(sites),
+            "BV_SYNC_INTERVAL_SECONDS": str(interval),
+            "ACE_API_KEY": "bench-key",
+            "ACE_REQUESTS_PER_MINUTE": str(min(100_000, 600 * 300 // interval)),
+        }
+        # Dagster's storage is created here first: the daemon creating it at the same moment could race on it.
+        with (
+            open_instance(self.paths.home) as instance,
+            simulator_process(sites, args.points, self.paths.logs) as (ace_url, sim_pid),
+            running_stack(self.paths, {**variables, "ACE_API_BASE": ace_url}) as roots,
+        ):
+            started = time.monotonic()
+            before = sync_points(self.hot, sites)
+            self._wait(
+                lambda: all(
+                    v is not None and v != before[s] for s, v in sync_points(self.hot, sites).items()
+                ),
+                f"the warm-up sync of {len(sites)} sites",
+                timeout=args.timeout,
+            )
+            warmup_s = time.monotonic() - started
+            # Start between rounds when the stack keeps up (nothing queued or running); a saturated stack has
+            # no such moment, then start anyway.
+            with_slack = time.monotonic() + interval
+            while runs_in_flight(instance) != (0, 0) and time.monotonic() < with_slack:
+                time.sleep(0.2)
+            figures = self._measure(instance, roots, sim_pid)
+            figures["startup_and_warmup_s"] = round(warmup_s, 1)
+            figures.update(self._idle(instance, roots))
+        return self._derive(figures)
+
+    def _measure(self, instance: dg.DagsterInstance, roots: dict[str, int], sim_pid: int) -> dict[str, Any]:
+        sites, args = self.sites, self.args
+        tree = TreeCpu(roots)
+        rounds = SyncRounds(sites)
+        rounds.start(sync_points(self.hot, sites))
+        lag = LagTracker(sites, since_ms=int(time.time() * 1000))
+        queue = QueueDepth()
+        created_after = dt.datetime.now(dt.UTC)
+        cpu0 = tree.snapshot()
+        sim0, harness0 = process_cpu(sim_pid), time.process_time()
+        bytes0, files0 = dir_usage(self.paths.home)
+        t0 = time.monotonic()
+        deadline = t0 + args.timeout
+        while rounds.fewest < args.cycles:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{rounds.fewest} of {args.cycles} rounds after {args.timeout} s\n{self.paths.log_tail()}"
+                )
+            tick = time.monotonic() + SAMPLE_EVERY_S
+            as_of = sync_points(self.hot, sites)
+            rounds.observe(as_of)
+            lag.observe(int(time.time() * 1000), as_of)
+            queue.observe(*runs_in_flight(instance))
+            tree.snapshot()  # keeps the last-seen cross-check current
+            sleep_until(tick)
+        cpu1 = tree.snapshot()
+        window_s = time.monotonic() - t0
+        bytes1, files1 = dir_usage(self.paths.home)
+        runs = instance.get_runs(filters=dg.RunsFilter(created_after=created_after))
+        failed = [r for r in runs if r.status == dg.DagsterRunStatus.FAILURE]
+        return {
+            "cycles_measured": round(rounds.rounds, 2),
+            "window_s": round(window_s, 1),
+            "stack_cpu_s": sum(cpu1.values()) - sum(cpu0.values()),
+            **{f"cpu_s_{role}": round(cpu1[role] - cpu0[role], 2) for role in ROLES},
+            "simulator_cpu_s_not_counted": round(process_cpu(sim_pid) - sim0, 2),
+            "harness_cpu_s_not_counted": round(time.process_time() - harness0, 2),
+            "processes_seen": tree.processes_seen(),
+            "cpu_s_total_exact_vs_sampled_lower_bound": (
+                round(sum(cpu1.values()), 1),
+                round(tree.sampled_total(), 1),
+            ),
+            **queue.summary(),
+            "lag_worst_s": round(lag.worst(), 1),
+            "lag_p95_s": round(lag.p95(), 1),
+            "dagster_home_bytes_grown": bytes1 - bytes0,
+            "dagster_home_files_grown": files1 - files0,
+            "runs_created": len(runs),
+            "runs_failed": len(failed),
+        }
+
+    def _idle(self, instance: dg.DagsterInstance, roots: dict[str, int]) -> dict[str, Any]:
+        if not stop_sensor(instance, self.args.sync_sensor):
+            raise AssertionError(f"no stored state for sensor {self.args.sync_sensor!r}")
+        self._wait(lambda: runs_in_flight(instance) == (0, 0), "the last sync runs to finish", timeout=600)
+        time.sleep(5)  # a tick being evaluated when the sensor was stopped
+        tree = TreeCpu(roots)
+        cpu0, t0 = sum(tree.snapshot().values()), time.monotonic()
+        time.sleep(self.args.idle_seconds)
+        cpu1, t1 = sum(tree.snapshot().values()), time.monotonic()
+        return {"idle_cpu_per_s": (cpu1 - cpu0) / (t1 - t0)}
+
+    def _derive(self, f: dict[str, Any]) -> dict[str, Any]:
+        n, interval = len(self.sites), self.args.interval
+        window = CpuWindow(f.pop("stack_cpu_s"), f["window_s"], f["cycles_measured"], f["idle_cpu_per_s"])
+        at_300 = window.cpu_per_cycle_at(PRODUCTION_CYCLE_S)
+        return {
+            "sites": n,
+            **f,
+            "idle_cpu_per_s": round(window.idle_cpu_per_s, 4),
+            "cpu_s_per_cycle_measured": round(window.cpu_per_cycle, 2),
+            "work_cpu_s_per_cycle": round(window.work_per_cycle, 2),
+            "cpu_s_per_cycle_at_300s": round(at_300, 2),
+            "cpu_s_per_site_per_cycle_at_300s": round(at_300 / n, 3),
+            "work_cpu_s_per_site_per_cycle": round(window.work_per_cycle / n, 3),
+            "cpu_pct_of_cores_at_300s": round(utilisation_pct(at_300, PRODUCTION_CYCLE_S, self.cores), 1),
+            "lag_worst_s_at_300s": round(project_lag_s(f["lag_worst_s"], interval), 1),
+            "lag_p95_s_at_300s": round(project_lag_s(f["lag_p95_s"], interval), 1),
+            "dagster_storage_MB_per_site_month": round(
+                storage_per_site_month(f["dagster_home_bytes_grown"], window.cycles, n) / 1e6, 1
+            ),
+            "dagster_storage_files_per_site_month": round(
+                storage_per_site_month(f["dagster_home_files_grown"], window.cycles, n)
+            ),
+        }
+
+
+def _verdicts(results: list[dict[str, Any]], cores: int) -> dict[str, Any]:
+    big = results[-1]
+    work = {r["sites"]: r["work_cpu_s_per_cycle"] for r in results}
+    idle = sum(r["idle_cpu_per_s"] for r in results) / len(results)
+    fit = sites_within(TARGET_UTILISATION, cores, idle, work)
+    return {
+        "target_cpu_s_per_site_per_cycle": f"<= {TARGET_CPU_PER_SITE} at 50 points",
+        "largest_n_cpu_s_per_site_per_cycle_at_300s": big["cpu_s_per_site_per_cycle_at_300s"],
+        "target_capacity": f">= {TARGET_SITES} sites of 50 points under {TARGET_UTILISATION:.0f} % of {cores} cores",
+        "largest_n_sites_and_cpu_pct_at_300s": (big["sites"], big["cpu_pct_of_cores_at_300s"]),
+        "sites_under_70pct_extrapolated": fit,
+        "target_lag_s": f"<= {TARGET_LAG_S:.0f}",
+        "worst_lag_s_at_300s_any_n": max(r["lag_worst_s_at_300s"] for r in results),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench_scale", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sites", default="1,20,100,300", help="comma-separated site counts")
+    parser.add_argument("--points", type=int, default=50, help="points per site")
+    parser.add_argument("--cycles", type=int, default=3, help="sync rounds measured per site count")
+    parser.add_argument("--interval", type=int, default=30, help="BV_SYNC_INTERVAL_SECONDS (>= 5)")
+    parser.add_argument(
+        "--idle-seconds", type=float, default=15.0, help="idle-CPU measurement per site count"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds allowed for warm-up and measure"
+    )
+    parser.add_argument("--from-midnight", action="store_true", help="no pre-seeded sync points")
+    parser.add_argument("--sync-sensor", default=SYNC_SENSOR, help="the sensor stopped for the idle measure")
+    parser.add_argument("--name", default="bench_scale", help="result name (bench/results/<name>.json)")
+    args = parser.parse_args(argv)
+    if args.interval < 5:
+        parser.error("--interval must be >= 5 (BV_SYNC_INTERVAL_SECONDS's minimum)")
+    counts = [int(n) for n in args.sites.split(",") if n.strip()]
+    cores = os.cpu_count() or 1
+    figures: dict[str, Any] = {
+        "points_per_site": args.points,
+        "interval_s": args.interval,
+        "cycles": args.cycles,
+        "cores": cores,
+        "preseeded_sync_points": not args.from_midnight,
+        "processes_counted": "code server (with every run worker it launched), dagster-daemon, dagster-webserver",
+    }
+    results = []
+    for n in counts:
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix=f"bv-bench-scale-{n}-") as tmp:
+            result = Phase(args, n, Path(tmp)).run()
+        result["phase_wall_s"] = round(time.monotonic() - started, 1)
+        print(f"-- {n} sites: " + ", ".join(f"{k}={v}" for k, v in result.items()), flush=True)
+        results.append(result)
+        figures.update({f"n{n}_{k}": v for k, v in result.items() if k != "sites"})
+    figures.update(_verdicts(results, cores))
+    write_result(args.name, figures)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
