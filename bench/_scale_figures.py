@@ -70,7 +70,7 @@ def sites_within(
         return None
     fixed = w2 - per_site * n2
     budget = target_pct / 100.0 * cores * cycle_s - idle_cpu_per_s * cycle_s - fixed
-    return max(0, math.floor(budget / per_site))
+    return max(0, math.floor(budget / per_site + 1e-9))  # 1e-9: binary fractions of exact quotients
 
 
 def project_lag_s(lag_s: float, interval_s: float, cycle_s: float = PRODUCTION_CYCLE_S) -> float:

@@ -25,33 +25,48 @@ def _reaped(times: Any) -> float:
     return times.children_user + times.children_system
 
 
+@dataclass(frozen=True)
+class TreeSplit:
+    """A tree's CPU so far: its long-lived processes (the root and its direct children: e.g. the code server's
+    supervisor and gRPC server) and everything they launched (run workers and their step processes)."""
+
+    resident: float
+    launched: float
+
+    @property
+    def total(self) -> float:
+        return self.resident + self.launched
+
+
 @dataclass
 class TreeCpu:
     """Cumulative CPU of named process trees (role -> root pid)."""
 
     roots: dict[str, int]
     last_seen: dict[int, float] = field(default_factory=dict)  # pid -> own CPU at the last sample
-    pids_by_role: dict[str, set[int]] = field(default_factory=dict)
 
-    def snapshot(self) -> dict[str, float]:
+    def snapshot(self) -> dict[str, TreeSplit]:
         """Per role: CPU-seconds used so far by the root and all its descendants, live or reaped."""
-        totals: dict[str, float] = {}
-        for role, pid in self.roots.items():
-            total = 0.0
-            try:
-                root = psutil.Process(pid)
-                procs = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                procs = []
-            seen = self.pids_by_role.setdefault(role, set())
-            for proc in procs:
-                with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
-                    times = proc.cpu_times()
-                    total += _own(times) + _reaped(times)
-                    self.last_seen[proc.pid] = _own(times)
-                    seen.add(proc.pid)
-            totals[role] = total
-        return totals
+        return {role: self._tree(pid) for role, pid in self.roots.items()}
+
+    def _tree(self, pid: int) -> TreeSplit:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return TreeSplit(0.0, 0.0)
+        resident = launched = 0.0
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+                times = proc.cpu_times()
+                own, reaped = _own(times), _reaped(times)
+                self.last_seen[proc.pid] = own
+                if proc.pid == pid or proc.ppid() == pid:
+                    resident += own
+                    launched += reaped
+                else:
+                    launched += own + reaped
+        return TreeSplit(resident, launched)
 
     def sampled_total(self) -> float:
         """The cross-check: the sum of the last CPU time seen of every process ever sampled."""
@@ -59,6 +74,10 @@ class TreeCpu:
 
     def processes_seen(self) -> int:
         return len(self.last_seen)
+
+
+def total(snapshot: dict[str, TreeSplit]) -> float:
+    return sum(split.total for split in snapshot.values())
 
 
 def process_cpu(pid: int) -> float:

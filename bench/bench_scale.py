@@ -58,7 +58,7 @@ from bench._scale_stack import (
     stop_sensor,
     sync_points,
 )
-from bench._tree_cpu import TreeCpu, process_cpu
+from bench._tree_cpu import TreeCpu, TreeSplit, process_cpu, total
 from bv_pipeline_tests.daemon import open_instance, wait_for
 
 SYNC_SENSOR = "ace_sync_sensor"
@@ -154,8 +154,8 @@ class Phase:
         return {
             "cycles_measured": round(rounds.rounds, 2),
             "window_s": round(window_s, 1),
-            "stack_cpu_s": sum(cpu1.values()) - sum(cpu0.values()),
-            **{f"cpu_s_{role}": round(cpu1[role] - cpu0[role], 2) for role in ROLES},
+            "stack_cpu_s": total(cpu1) - total(cpu0),
+            **_by_process(cpu0, cpu1),
             "simulator_cpu_s_not_counted": round(process_cpu(sim_pid) - sim0, 2),
             "harness_cpu_s_not_counted": round(time.process_time() - harness0, 2),
             "processes_seen": tree.processes_seen(),
@@ -178,9 +178,9 @@ class Phase:
         self._wait(lambda: runs_in_flight(instance) == (0, 0), "the last sync runs to finish", timeout=600)
         time.sleep(5)  # a tick being evaluated when the sensor was stopped
         tree = TreeCpu(roots)
-        cpu0, t0 = sum(tree.snapshot().values()), time.monotonic()
+        cpu0, t0 = total(tree.snapshot()), time.monotonic()
         time.sleep(self.args.idle_seconds)
-        cpu1, t1 = sum(tree.snapshot().values()), time.monotonic()
+        cpu1, t1 = total(tree.snapshot()), time.monotonic()
         return {"idle_cpu_per_s": (cpu1 - cpu0) / (t1 - t0)}
 
     def _derive(self, f: dict[str, Any]) -> dict[str, Any]:
@@ -208,6 +208,21 @@ class Phase:
         }
 
 
+def _by_process(cpu0: dict[str, TreeSplit], cpu1: dict[str, TreeSplit]) -> dict[str, float]:
+    """CPU-s over the window: code server (supervisor + gRPC server), the run workers it launched, the daemon and
+    the webserver (with anything they launched, normally nothing)."""
+    spent = {
+        role: (cpu1[role].resident - cpu0[role].resident, cpu1[role].launched - cpu0[role].launched)
+        for role in ROLES
+    }
+    return {
+        "cpu_s_code_server": round(spent["code_server"][0], 2),
+        "cpu_s_run_workers": round(spent["code_server"][1], 2),
+        "cpu_s_daemon": round(sum(spent["daemon"]), 2),
+        "cpu_s_webserver": round(sum(spent["webserver"]), 2),
+    }
+
+
 def _verdicts(results: list[dict[str, Any]], cores: int) -> dict[str, Any]:
     big = results[-1]
     work = {r["sites"]: r["work_cpu_s_per_cycle"] for r in results}
@@ -222,6 +237,24 @@ def _verdicts(results: list[dict[str, Any]], cores: int) -> dict[str, Any]:
         "target_lag_s": f"<= {TARGET_LAG_S:.0f}",
         "worst_lag_s_at_300s_any_n": max(r["lag_worst_s_at_300s"] for r in results),
     }
+
+
+def _table(results: list[dict[str, Any]], interval: int) -> str:
+    head = (
+        f"sites | CPU-s/cycle every {interval} s | CPU-s/cycle at 300 s | per site at 300 s (<= 0.5) | "
+        "% of cores at 300 s | queued max/mean | running max | lag worst/p95 at 300 s (<= 600 s) | "
+        "Dagster MB/files per site-month | runs created/failed"
+    )
+    rows = [
+        f"{r['sites']} | {r['cpu_s_per_cycle_measured']} | {r['cpu_s_per_cycle_at_300s']} | "
+        f"{r['cpu_s_per_site_per_cycle_at_300s']} | {r['cpu_pct_of_cores_at_300s']} | "
+        f"{r['queued_max']}/{r['queued_mean']} | {r['running_max']} | "
+        f"{r['lag_worst_s_at_300s']}/{r['lag_p95_s_at_300s']} | "
+        f"{r['dagster_storage_MB_per_site_month']}/{r['dagster_storage_files_per_site_month']} | "
+        f"{r['runs_created']}/{r['runs_failed']}"
+        for r in results
+    ]
+    return "\n".join([head, *rows])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         figures.update({f"n{n}_{k}": v for k, v in result.items() if k != "sites"})
     figures.update(_verdicts(results, cores))
     write_result(args.name, figures)
+    print(_table(results, args.interval))
     return 0
 
 
