@@ -160,7 +160,7 @@ class Phase:
             "harness_cpu_s_not_counted": round(time.process_time() - harness0, 2),
             "processes_seen": tree.processes_seen(),
             "cpu_s_total_exact_vs_sampled_lower_bound": (
-                round(sum(cpu1.values()), 1),
+                round(total(cpu1), 1),
                 round(tree.sampled_total(), 1),
             ),
             **queue.summary(),
