@@ -68,12 +68,14 @@ class TreeCpu:
                     launched += own + reaped
         return TreeSplit(resident, launched)
 
-    def sampled_total(self) -> float:
-        """The cross-check: the sum of the last CPU time seen of every process ever sampled."""
-        return sum(self.last_seen.values())
+    def mark(self) -> dict[int, float]:
+        """The last-seen CPU of every process so far: the start of a window for ``sampled_since``."""
+        return dict(self.last_seen)
 
-    def processes_seen(self) -> int:
-        return len(self.last_seen)
+    def sampled_since(self, mark: dict[int, float]) -> float:
+        """The cross-check: own CPU seen, by sampling, since ``mark``, over every process met (a lower bound: a
+        process's CPU after its last sample is missed)."""
+        return sum(cpu - mark.get(pid, 0.0) for pid, cpu in self.last_seen.items())
 
 
 def total(snapshot: dict[str, TreeSplit]) -> float:
