@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=3, help="sync rounds measured per site count")
     parser.add_argument("--interval", type=int, default=30, help="BV_SYNC_INTERVAL_SECONDS (>= 5)")
     parser.add_argument(
-        "--idle-seconds", type=float, default=15.0, help="idle-CPU measurement per site count"
+        "--idle-seconds", type=float, default=40.0, help="idle-CPU measurement per site count"
     )
     parser.add_argument(
         "--timeout", type=float, default=900.0, help="seconds allowed for warm-up and measure"
