@@ -151,6 +151,9 @@ class Phase:
         window_s = time.monotonic() - t0
         bytes1, files1 = dir_usage(self.paths.home)
         self.window = (created_after, dt.datetime.now(dt.UTC))
+        # The syncs moved real data: every site's hot tier holds samples stamped inside the measured rounds.
+        start_ms, end_ms = int(created_after.timestamp() * 1000), int(time.time() * 1000)
+        fresh = [self.hot.count_samples(site, start_ms, end_ms) for site in sites]
         return {
             "cycles_measured": round(rounds.rounds, 2),
             "window_s": round(window_s, 1),
@@ -166,6 +169,8 @@ class Phase:
             **queue.summary(),
             "lag_worst_s": round(lag.worst(), 1),
             "lag_p95_s": round(lag.p95(), 1),
+            "sites_with_samples_from_the_window": sum(1 for n in fresh if n),
+            "hot_samples_stamped_in_the_window": sum(fresh),
             "dagster_home_bytes_grown": bytes1 - bytes0,
             "dagster_home_files_grown": files1 - files0,
         }
@@ -241,7 +246,7 @@ def _verdicts(results: list[dict[str, Any]], cores: int) -> dict[str, Any]:
         "largest_n_cpu_s_per_site_per_cycle_at_300s": big["cpu_s_per_site_per_cycle_at_300s"],
         "target_capacity": f">= {TARGET_SITES} sites of 50 points under {TARGET_UTILISATION:.0f} % of {cores} cores",
         "largest_n_sites_and_cpu_pct_at_300s": (big["sites"], big["cpu_pct_of_cores_at_300s"]),
-        "sites_under_70pct_extrapolated": fit,
+        "sites_under_70pct_linear_extrapolation": fit,
         "target_lag_s": f"<= {TARGET_LAG_S:.0f}",
         "worst_lag_s_at_300s_any_n": max(r["lag_worst_s_at_300s"] for r in results),
         "lag_projection_is_an_upper_bound_at_n": [r["sites"] for r in results if not r["kept_up"]],
