@@ -81,3 +81,33 @@ def test_sites_within_extrapolates_through_the_two_largest_counts() -> None:
     assert sites_within(70, 2, 0.02, work) == 4100  # (420 - 6 - 4) / 0.1
     assert sites_within(70, 2, 0.02, {100: 14.0}) is None
     assert sites_within(70, 2, 0.02, {20: 6.0, 100: 6.0}) is None
+
+
+def test_tree_cpu_counts_a_worker_that_exited_before_any_sample() -> None:
+    """A child burns 0.3 CPU-s and exits before the first snapshot: its time is found in its parent's reaped-children
+    time (a short-lived run worker is never missed)."""
+    import subprocess
+    import sys
+
+    from bench._tree_cpu import TreeCpu
+
+    burn = "import time\nwhile time.process_time() < 0.3:\n    pass"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys, time\nsubprocess.run([sys.executable, '-c', {burn!r}], check=True)\n"
+            "print('reaped', flush=True)\ntime.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None and parent.stdout.readline().strip() == "reaped"
+        tree = TreeCpu({"worker_parent": parent.pid})
+        split = tree.snapshot()["worker_parent"]
+        assert split.launched >= 0.25  # /proc counts clock ticks (10 ms), sampled: allow a few ticks' error
+        assert list(tree.last_seen) == [parent.pid]  # the worker itself was never seen alive
+    finally:
+        parent.kill()
+        parent.wait()
