@@ -1,5 +1,5 @@
-"""bench_scale's arithmetic on fake samples: CPU per cycle projected to the 300 s cadence, lag, storage per
-site-month, queue depth, capacity. No processes."""
+"""bench_scale's arithmetic on fake samples (CPU per cycle projected to the 300 s cadence, lag, storage per
+site-month, queue depth, capacity) and its process-tree CPU accounting on two tiny processes. No Dagster."""
 
 from __future__ import annotations
 
