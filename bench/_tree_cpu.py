@@ -44,10 +44,16 @@ class TreeCpu:
 
     roots: dict[str, int]
     last_seen: dict[int, float] = field(default_factory=dict)  # pid -> own CPU at the last sample
+    # Bytes: the largest sum of resident memory over all trees at one snapshot (shared pages count once per process).
+    peak_rss: int = 0
+    _rss: int = field(default=0, repr=False)  # the snapshot being taken
 
     def snapshot(self) -> dict[str, TreeSplit]:
         """Per role: CPU-seconds used so far by the root and all its descendants, live or reaped."""
-        return {role: self._tree(pid) for role, pid in self.roots.items()}
+        self._rss = 0
+        result = {role: self._tree(pid) for role, pid in self.roots.items()}
+        self.peak_rss = max(self.peak_rss, self._rss)
+        return result
 
     def _tree(self, pid: int) -> TreeSplit:
         try:
@@ -58,6 +64,7 @@ class TreeCpu:
         resident = launched = 0.0
         for proc in procs:
             with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+                self._rss += proc.memory_info().rss
                 times = proc.cpu_times()
                 own, reaped = _own(times), _reaped(times)
                 self.last_seen[proc.pid] = own

@@ -162,6 +162,7 @@ class Phase:
             "simulator_cpu_s_not_counted": round(process_cpu(sim_pid) - sim0, 2),
             "harness_cpu_s_not_counted": round(time.process_time() - harness0, 2),
             "processes_started": len(tree.last_seen) - len(mark),
+            "stack_peak_rss_MiB": round(tree.peak_rss / 2**20),
             "cpu_s_exact_vs_sampled_lower_bound": (
                 round(total(cpu1) - total(cpu0), 1),
                 round(tree.sampled_since(mark), 1),
@@ -257,7 +258,7 @@ def _table(results: list[dict[str, Any]], interval: int) -> str:
     head = (
         f"sites | CPU-s/cycle every {interval} s | CPU-s/cycle at 300 s | per site at 300 s (<= 0.5) | "
         "% of cores at 300 s | queued max/mean | running max | lag worst/p95 at 300 s (<= 600 s) | "
-        "Dagster MB/files per site-month | runs created/not successful | kept up"
+        "Dagster MB/files per site-month | runs created/not successful | kept up | peak RSS MiB"
     )
     rows = [
         f"{r['sites']} | {r['cpu_s_per_cycle_measured']} | {r['cpu_s_per_cycle_at_300s']} | "
@@ -265,7 +266,7 @@ def _table(results: list[dict[str, Any]], interval: int) -> str:
         f"{r['queued_max']}/{r['queued_mean']} | {r['running_max']} | "
         f"{r['lag_worst_s_at_300s']}/{r['lag_p95_s_at_300s']} | "
         f"{r['dagster_storage_MB_per_site_month']}/{r['dagster_storage_files_per_site_month']} | "
-        f"{r['runs_created']}/{r['runs_not_successful']} | {'yes' if r['kept_up'] else 'no'}"
+        f"{r['runs_created']}/{r['runs_not_successful']} | {'yes' if r['kept_up'] else 'no'} | {r['stack_peak_rss_MiB']}"
         for r in results
     ]
     return "\n".join([head, *rows])
