@@ -346,6 +346,8 @@ def _utc_time(env: Mapping[str, str], name: str, default: dt.time) -> dt.time:
 @dataclass(frozen=True)
 class AutomationSettings:
     sync_interval_seconds: int = 300
+    sync_workers: int = 4  # sites synced concurrently by one live-sync run
+    sync_sites_per_run: int = 100  # the sensor splits the sites into live-sync runs of at most this many
     archive_time_utc: dt.time = dt.time(2, 0)
     compaction_time_utc: dt.time = dt.time(3, 30)
     run_retention_time_utc: dt.time = dt.time(4, 30)
@@ -356,6 +358,8 @@ class AutomationSettings:
     def from_env(cls, env: Mapping[str, str]) -> AutomationSettings:
         settings = cls(
             sync_interval_seconds=_int(env, "BV_SYNC_INTERVAL_SECONDS", 300, minimum=5, maximum=3600),
+            sync_workers=_int(env, "BV_SYNC_WORKERS", 4, minimum=1, maximum=64),
+            sync_sites_per_run=_int(env, "BV_SYNC_SITES_PER_RUN", 100, minimum=1, maximum=10_000),
             archive_time_utc=_utc_time(env, "BV_ARCHIVE_TIME", dt.time(2, 0)),
             compaction_time_utc=_utc_time(env, "BV_COMPACTION_TIME", dt.time(3, 30)),
             run_retention_time_utc=_utc_time(env, "BV_RUN_RETENTION_TIME", dt.time(4, 30)),

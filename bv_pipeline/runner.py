@@ -50,7 +50,8 @@ def describe(settings: Settings) -> list[str]:
 def _describe_automation(settings: Settings) -> str:
     a = settings.automation
     return (
-        f"automation: sync every {a.sync_interval_seconds} s; archive {a.archive_time_utc:%H:%M}, compaction "
+        f"automation: sync every {a.sync_interval_seconds} s ({a.sync_workers} sites at a time, "
+        f"{a.sync_sites_per_run} per run); archive {a.archive_time_utc:%H:%M}, compaction "
         f"{a.compaction_time_utc:%H:%M}, run retention {a.run_retention_time_utc:%H:%M} UTC; runs kept "
         f"{a.run_retention_days} days (failed {a.failed_run_retention_days})"
     )

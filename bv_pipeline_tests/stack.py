@@ -79,6 +79,14 @@ class Stack:
             self.cold_resource = ColdStoreResource(local_dir=str(self.tmp / "cold"))
         self.settings = Settings(sites=self.sites, data_dir=self.tmp, hot_storage_days=self.hot_storage_days)
 
+    def serve_only(self, sites: tuple[str, ...]) -> None:
+        """From now on ACE serves only ``sites`` (same data): as if the account lost access to the others."""
+        self.sim = AceSimulator(
+            SimulatorConfig(sites=sites, points=self.points, seed=7, faults=self.faults),
+            clock=lambda: self.now_ms / 1000,
+        )
+        _SIMULATORS[self.sim_id] = self.sim
+
     # -- clock -------------------------------------------------------------------------------------------------
     def set_now(self, when: dt.datetime) -> None:
         self.now_ms = int(when.timestamp() * 1000)

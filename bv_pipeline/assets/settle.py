@@ -14,6 +14,7 @@ from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.cold_store import ColdStoreResource
 from bv_pipeline.resources.hot_store import HotStoreResource
 from bv_pipeline.resources.policy import PolicyResource
+from bv_pipeline.run_lanes import BATCH_TAGS
 
 COLD_SETTLED = dg.AssetKey("cold_settled")
 SETTLE_JOB = "settle_job"
@@ -101,6 +102,7 @@ def build_settle_job() -> "dg.UnresolvedAssetJobDefinition":
     return dg.define_asset_job(
         SETTLE_JOB,
         selection=dg.AssetSelection.assets(COLD_SETTLED),
+        tags=BATCH_TAGS,
         description="Settling pass of one site-day (launched by settle_schedule BV_SETTLE_DELAY_HOURS after it ends).",
     )
 

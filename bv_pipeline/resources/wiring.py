@@ -64,6 +64,8 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         sync_lookback_minutes=settings.sync_lookback_minutes,
         sync_chunk_minutes=settings.sync_chunk_minutes,
         max_catchup_days=settings.hot_storage_days,
+        sync_workers=settings.automation.sync_workers,
+        live_site_budget_seconds=settings.automation.sync_interval_seconds,
         settle_delay_hours=settings.settle_delay_hours,
         settle_warn_late_samples=settings.settle_warn_late_samples,
     )
