@@ -25,8 +25,8 @@ import dagster as dg
 
 from bench._common import write_result
 from bv_pipeline.config import AutomationSettings
-from bv_pipeline.jobs import HOT_SYNC_JOB
 from bv_pipeline.logic.run_retention import RunRetentionPolicy, prune_runs
+from bv_pipeline.ops.live_sync import LIVE_SYNC_JOB
 from bv_pipeline.run_retention import RUN_RETENTION_JOB
 from bv_pipeline_tests.daemon import (
     ROOT,
@@ -92,7 +92,7 @@ def measure(backend: str, runs: int, server: PostgresServer | None) -> dict[str,
 
         def successes(instance: dg.DagsterInstance) -> int:
             done = instance.get_runs(
-                filters=dg.RunsFilter(job_name=HOT_SYNC_JOB, statuses=[dg.DagsterRunStatus.SUCCESS])
+                filters=dg.RunsFilter(job_name=LIVE_SYNC_JOB, statuses=[dg.DagsterRunStatus.SUCCESS])
             )
             return len(done)
 
@@ -100,15 +100,15 @@ def measure(backend: str, runs: int, server: PostgresServer | None) -> dict[str,
         with open_instance(home) as instance, running_daemon(home, env):
             wait_for(lambda: successes(instance) >= 1, "the first sync", timeout=600, home=home)
             base_bytes, base_files = size()
-            base_runs = len(instance.get_runs(filters=dg.RunsFilter(job_name=HOT_SYNC_JOB)))
+            base_runs = len(instance.get_runs(filters=dg.RunsFilter(job_name=LIVE_SYNC_JOB)))
             wait_for(lambda: successes(instance) >= 1 + runs, f"{runs} more syncs", timeout=3600, home=home)
         with open_instance(home) as instance:
-            all_runs = len(instance.get_runs(filters=dg.RunsFilter(job_name=HOT_SYNC_JOB)))
+            all_runs = len(instance.get_runs(filters=dg.RunsFilter(job_name=LIVE_SYNC_JOB)))
             measured = all_runs - base_runs
             grown_bytes, grown_files = size()
             per_run = (grown_bytes - base_bytes) / measured
             files_per_run = (grown_files - base_files) / measured
-            policy = RunRetentionPolicy(KEEP_DAYS, KEEP_FAILED_DAYS, (HOT_SYNC_JOB, RUN_RETENTION_JOB))
+            policy = RunRetentionPolicy(KEEP_DAYS, KEEP_FAILED_DAYS, (LIVE_SYNC_JOB, RUN_RETENTION_JOB))
             later = dt.datetime.now(dt.UTC) + dt.timedelta(days=KEEP_FAILED_DAYS + 1)
             pruned = prune_runs(instance, policy, later)
             after_bytes, after_files = size()

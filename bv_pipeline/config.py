@@ -81,6 +81,28 @@ def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float)
     return value
 
 
+def _share(env: Mapping[str, str], name: str, default: float) -> float:
+    """A fraction in (0, 1]."""
+    value = _float(env, name, default, minimum=0.0)
+    if not 0.0 < value <= 1.0:
+        raise ConfigError(f"{name}={env[name].strip()!r} must be a fraction above 0 and at most 1, e.g. 0.5")
+    return value
+
+
+def _postgres_url(env: Mapping[str, str], name: str) -> bool:
+    """Whether a PostgreSQL URL (libpq form, as psycopg2 takes it) is set; its value is never echoed."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return False
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("postgresql", "postgres") or not parsed.hostname:
+        raise ConfigError(
+            f"{name} is not a PostgreSQL URL like postgresql://user:password@host:5432/db "
+            "(scheme postgresql:// or postgres://, no +driver suffix)"
+        )
+    return True
+
+
 def _secret(env: Mapping[str, str], name: str) -> str:
     """A credential sent in an HTTP header: printable ASCII only (a pasted newline or a smart quote would only
     fail later, inside a request, with an error that does not name the variable). The value is never echoed."""
@@ -140,6 +162,36 @@ def _dagster_home(env: Mapping[str, str]) -> Path | None:
     return path
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (true or false)")
+
+
+def _check_shared_backends(use_d1: bool, use_r2: bool, use_shared_rate_limit: bool) -> None:
+    """BV_REQUIRE_SHARED_BACKENDS: on a machine of a multi-machine deployment the embedded defaults would put the
+    hot tier, the cold tier and the archive manifest on this machine's disk, where no other machine sees them
+    (and retention would delete hot days "verified" only there). Refuse to start instead of falling back."""
+    # ACE's shared rate limit too: its one-box store is a SQLite file under BV_DATA_DIR, which each machine
+    # would keep on its own disk, so every machine would get the whole budget.
+    needed = (
+        ("D1 (CLOUDFLARE_*)", use_d1),
+        ("R2 (R2_*)", use_r2),
+        ("BV_ACE_RATE_LIMIT_URL", use_shared_rate_limit),
+    )
+    missing = [what for what, ok in needed if not ok]
+    if missing:
+        raise ConfigError(
+            f"BV_REQUIRE_SHARED_BACKENDS is true but {' and '.join(missing)} not configured: this process would "
+            f"keep data under BV_DATA_DIR on its own disk"
+        )
+
+
 def _all_or_none(env: Mapping[str, str], names: tuple[str, ...], what: str) -> bool:
     present = [n for n in names if env.get(n, "").strip()]
     if present and len(present) != len(names):
@@ -163,6 +215,8 @@ class Settings:
     settle_delay_hours: int = 26
     settle_warn_late_samples: int = 100
     ace_requests_per_minute: int = 600
+    ace_batch_share: float = 0.5  # BV_ACE_BATCH_SHARE: the most of ACE's rate batch runs may use
+    ace_rate_limit_url_set: bool = False  # BV_ACE_RATE_LIMIT_URL: PostgreSQL shared by several boxes
     sim_points: int = 300
     sim_seed: int = 42
     use_d1: bool = False
@@ -197,12 +251,18 @@ class Settings:
     api_workers: int = 1  # read-API worker processes (BV_API_WORKERS; default: one per CPU core, at most 4)
     api_query_concurrency: int = 2  # queries one API process reads at once (BV_API_QUERY_CONCURRENCY)
     api_answer_cache_mib: int = 64  # answers of fully archived windows, all workers together
+    require_shared_backends: bool = False  # BV_REQUIRE_SHARED_BACKENDS: refuse the local-disk defaults
     extra: dict[str, str] = field(default_factory=dict)
     automation: AutomationSettings = field(default_factory=lambda: AutomationSettings())
 
     @property
     def hot_db_path(self) -> Path:
         return self.data_dir / "hot.sqlite3"
+
+    @property
+    def ace_rate_limit_path(self) -> Path:
+        """The SQLite file every process on this box shares ACE's rate limit through."""
+        return self.data_dir / "ace-rate-limit.sqlite"
 
     @property
     def cold_dir(self) -> Path:
@@ -260,6 +320,9 @@ class Settings:
                 _secret(env, name)
         if use_d1:
             _secret(env, "CLOUDFLARE_API_TOKEN")
+        require_shared = _bool(env, "BV_REQUIRE_SHARED_BACKENDS", False)
+        if require_shared:
+            _check_shared_backends(use_d1, use_r2, _postgres_url(env, "BV_ACE_RATE_LIMIT_URL"))
 
         tokens = tuple(t.strip() for t in env.get("BV_API_TOKENS", "").split(",") if t.strip())
         for t in tokens:
@@ -293,6 +356,8 @@ class Settings:
             settle_delay_hours=_int(env, "BV_SETTLE_DELAY_HOURS", 26, minimum=1, maximum=24 * 30),
             settle_warn_late_samples=_int(env, "BV_SETTLE_WARN_LATE_SAMPLES", 100, minimum=0),
             ace_requests_per_minute=_int(env, "ACE_REQUESTS_PER_MINUTE", 600, maximum=100_000),
+            ace_batch_share=_share(env, "BV_ACE_BATCH_SHARE", 0.5),
+            ace_rate_limit_url_set=_postgres_url(env, "BV_ACE_RATE_LIMIT_URL"),
             sim_points=_int(env, "BV_SIM_POINTS", 300, maximum=100_000),
             sim_seed=_int(env, "BV_SIM_SEED", 42, minimum=0),
             use_d1=use_d1,
@@ -333,6 +398,7 @@ class Settings:
             export_ttl_hours=_int(env, "BV_EXPORT_TTL_HOURS", 168, maximum=24 * 366),
             export_max_active_per_token=_int(env, "BV_EXPORT_MAX_ACTIVE_PER_TOKEN", 2, maximum=1000),
             export_max_samples=_int(env, "BV_EXPORT_MAX_SAMPLES", 100_000_000, maximum=10**12),
+            require_shared_backends=require_shared,
         )
 
 
@@ -354,6 +420,8 @@ def _utc_time(env: Mapping[str, str], name: str, default: dt.time) -> dt.time:
 @dataclass(frozen=True)
 class AutomationSettings:
     sync_interval_seconds: int = 300
+    sync_workers: int = 4  # sites synced concurrently by one live-sync run
+    sync_sites_per_run: int = 100  # the sensor splits the sites into live-sync runs of at most this many
     archive_time_utc: dt.time = dt.time(2, 0)
     compaction_time_utc: dt.time = dt.time(3, 30)
     run_retention_time_utc: dt.time = dt.time(4, 30)
@@ -364,6 +432,8 @@ class AutomationSettings:
     def from_env(cls, env: Mapping[str, str]) -> AutomationSettings:
         settings = cls(
             sync_interval_seconds=_int(env, "BV_SYNC_INTERVAL_SECONDS", 300, minimum=5, maximum=3600),
+            sync_workers=_int(env, "BV_SYNC_WORKERS", 4, minimum=1, maximum=64),
+            sync_sites_per_run=_int(env, "BV_SYNC_SITES_PER_RUN", 100, minimum=1, maximum=10_000),
             archive_time_utc=_utc_time(env, "BV_ARCHIVE_TIME", dt.time(2, 0)),
             compaction_time_utc=_utc_time(env, "BV_COMPACTION_TIME", dt.time(3, 30)),
             run_retention_time_utc=_utc_time(env, "BV_RUN_RETENTION_TIME", dt.time(4, 30)),

@@ -19,6 +19,7 @@ from bv_pipeline.config import Settings
 from bv_pipeline.jobs import build_jobs
 from bv_pipeline.maintenance import rebuild_cache_job
 from bv_pipeline.ops.exports import build_export_cleanup_schedule, export_cleanup_job, export_job
+from bv_pipeline.ops.live_sync import live_sync_job
 from bv_pipeline.partitions import build_site_days
 from bv_pipeline.resources.wiring import build_alerting_resource, build_resources
 from bv_pipeline.run_retention import build_run_retention
@@ -41,9 +42,17 @@ def build_definitions(settings: Settings, resources: dict[str, object] | None = 
             *build_raw_month_assets(),
             *build_settle_assets(site_days, [COLD_TIMESERIES]),
         ],
-        jobs=[*jobs.all(), retention_job, rebuild_cache_job, settle_job, export_job, export_cleanup_job],
+        jobs=[
+            *jobs.all(),
+            live_sync_job,
+            retention_job,
+            rebuild_cache_job,
+            settle_job,
+            export_job,
+            export_cleanup_job,
+        ],
         sensors=[
-            build_ace_sync_sensor(settings.sites, jobs.hot_sync, auto.sync_interval_seconds),
+            build_ace_sync_sensor(settings.sites, auto.sync_interval_seconds, auto.sync_sites_per_run),
             *build_run_alert_sensors(),
             *build_condition_alert_sensors(settings.sites),
         ],

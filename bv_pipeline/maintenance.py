@@ -14,6 +14,7 @@ from bv_pipeline.logic.manifest_cache import rebuild_hot_cache
 from bv_pipeline.resources.cold_store import ColdStoreResource
 from bv_pipeline.resources.hot_store import HotStoreResource
 from bv_pipeline.resources.manifest_store import ManifestStore
+from bv_pipeline.run_lanes import BATCH_TAGS
 
 REBUILD_CACHE_JOB = "rebuild_cache_job"
 
@@ -41,7 +42,11 @@ def rebuild_hot_manifest_cache(
         )
 
 
-@dg.job(name=REBUILD_CACHE_JOB, description="Rebuild hot-side caches (archive manifest) from object storage.")
+@dg.job(
+    name=REBUILD_CACHE_JOB,
+    tags=BATCH_TAGS,
+    description="Rebuild hot-side caches (archive manifest) from object storage.",
+)
 def rebuild_cache_job() -> None:
     rebuild_hot_manifest_cache()
 

@@ -1,6 +1,6 @@
 """``dagster_run_retention_job`` and its daily schedule: Dagster's own storage does not grow without bound.
 
-Deletes sync runs (and this job's own runs) older than ``BV_RUN_RETENTION_DAYS``, failed ones after
+Deletes sync runs (``live_sync_job`` and ``hot_sync_job``; and this job's own runs) older than ``BV_RUN_RETENTION_DAYS``, failed ones after
 ``BV_FAILED_RUN_RETENTION_DAYS``, with their events and compute logs (``logic/run_retention.py``). Sensor and
 schedule tick history is pruned by Dagster itself (``retention:`` in dagster.yaml).
 """
@@ -13,6 +13,8 @@ import dagster as dg
 from bv_pipeline.config import AutomationSettings
 from bv_pipeline.jobs import HOT_SYNC_JOB
 from bv_pipeline.logic.run_retention import RunRetentionPolicy, prune_runs
+from bv_pipeline.ops.live_sync import LIVE_SYNC_JOB
+from bv_pipeline.run_lanes import BATCH_TAGS
 
 RUN_RETENTION_JOB = "dagster_run_retention_job"
 
@@ -28,7 +30,7 @@ def build_run_retention(auto: AutomationSettings) -> tuple[dg.JobDefinition, dg.
         policy = RunRetentionPolicy(
             keep_days=config.keep_days,
             keep_failed_days=config.keep_failed_days,
-            job_names=(HOT_SYNC_JOB, RUN_RETENTION_JOB),
+            job_names=(LIVE_SYNC_JOB, HOT_SYNC_JOB, RUN_RETENTION_JOB),
         )
         result = prune_runs(context.instance, policy, dt.datetime.now(dt.UTC))
         context.log.info(
@@ -47,6 +49,7 @@ def build_run_retention(auto: AutomationSettings) -> tuple[dg.JobDefinition, dg.
 
     @dg.job(
         name=RUN_RETENTION_JOB,
+        tags=BATCH_TAGS,
         config={"ops": {"prune_dagster_runs": {"config": defaults}}},
         description="Delete old sync runs (events, compute logs) from Dagster's own storage.",
     )

@@ -35,9 +35,17 @@ def _settings_or_exit() -> Settings:
 def describe(settings: Settings) -> list[str]:
     return [
         f"ACE:   {'simulator (in-process), sites ' + ','.join(settings.sites) if settings.simulated else settings.ace_api_base}",
+        f"ACE rate: {settings.ace_requests_per_minute}/min shared by every process through "
+        f"{'PostgreSQL (BV_ACE_RATE_LIMIT_URL)' if settings.ace_rate_limit_url_set else f'SQLite {settings.ace_rate_limit_path}'}"
+        f"; batch runs use at most {settings.ace_batch_share:.0%}, the live sync the rest",
         f"sites: {', '.join(settings.sites)}",
         f"hot:   {'Cloudflare D1' if settings.use_d1 else f'SQLite {settings.hot_db_path}'}",
         f"cold:  {'R2 bucket ' + str(settings.r2_bucket) if settings.use_r2 else f'local directory {settings.cold_dir}'}",
+        *(
+            ["shared backends required (BV_REQUIRE_SHARED_BACKENDS)"]
+            if settings.require_shared_backends
+            else []
+        ),
         f"hot window: {settings.hot_storage_days} days; sync lookback {settings.sync_lookback_minutes} min",
         _describe_automation(settings),
         f"read API: {len(settings.api_tokens)} token(s), {settings.api_max_points} points/query, "
@@ -50,7 +58,8 @@ def describe(settings: Settings) -> list[str]:
 def _describe_automation(settings: Settings) -> str:
     a = settings.automation
     return (
-        f"automation: sync every {a.sync_interval_seconds} s; archive {a.archive_time_utc:%H:%M}, compaction "
+        f"automation: sync every {a.sync_interval_seconds} s ({a.sync_workers} sites at a time, "
+        f"{a.sync_sites_per_run} per run); archive {a.archive_time_utc:%H:%M}, compaction "
         f"{a.compaction_time_utc:%H:%M}, run retention {a.run_retention_time_utc:%H:%M} UTC; runs kept "
         f"{a.run_retention_days} days (failed {a.failed_run_retention_days})"
     )

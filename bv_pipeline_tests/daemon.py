@@ -10,14 +10,13 @@ minutes), and read the same instance from the test process.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -25,8 +24,11 @@ from typing import Any, TypeVar
 
 import dagster as dg
 import yaml
+from dagster._core.events import DagsterEventType
 from dagster._core.instance.ref import InstanceRef
 
+from bv_pipeline.assets.hot_events import HOT_TIMESERIES
+from bv_pipeline.partitions import SiteDay, parse_site_day
 from bv_pipeline.simulator import AceSimulator
 from bv_pipeline.simulator.server import _Handler
 from bv_pipeline.storage.samples import day_bounds_ms
@@ -113,19 +115,29 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n--- daemon log ---\n{tail}")
 
 
-def assert_synced_exactly(data_dir: Path, simulator: AceSimulator, runs: list[dg.DagsterRun]) -> None:
-    """Each sync run's site-day holds exactly the source's samples up to the day's recorded sync point."""
+def synced_site_days(instance: dg.DagsterInstance, runs: Iterable[dg.DagsterRun]) -> set[SiteDay]:
+    """The ``hot_timeseries`` partitions the runs materialised (a live-sync run: one per synced site-day)."""
+    out = set()
+    for run in runs:
+        for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+            mat = entry.asset_materialization
+            if mat is not None and mat.asset_key == HOT_TIMESERIES and mat.partition:
+                out.add(parse_site_day(mat.partition))
+    return out
+
+
+def assert_synced_exactly(data_dir: Path, simulator: AceSimulator, site_days: Iterable[SiteDay]) -> None:
+    """Each site-day holds exactly the source's samples up to the day's recorded sync point."""
     from bv_pipeline.resources.hot_store import SqliteHotStoreResource
 
     hot = SqliteHotStoreResource(sqlite_path=str(data_dir / "hot.sqlite3")).get_store()
-    for run in runs:
-        site, day = run.tags["bv/sync"].split("|")
-        as_of = hot.get_sync_as_of(site, dt.date.fromisoformat(day))
-        assert as_of is not None, f"no sync recorded for {site} {day}"
-        start, _ = day_bounds_ms(dt.date.fromisoformat(day))
-        stored = hot.read_samples(site, None, start, as_of)
+    for sd in site_days:
+        as_of = hot.get_sync_as_of(sd.site, sd.day)
+        assert as_of is not None, f"no sync recorded for {sd}"
+        start, _ = day_bounds_ms(sd.day)
+        stored = hot.read_samples(sd.site, None, start, as_of)
         assert stored.num_rows > 0
-        assert_same_samples(stored, simulator.truth(site, start, as_of))
+        assert_same_samples(stored, simulator.truth(sd.site, start, as_of))
 
 
 class _GatedServer(ThreadingHTTPServer):
@@ -150,17 +162,21 @@ class _GatedHandler(_Handler):
 
 
 class Gate:
-    """While closed, every ACE request waits (and is counted by site): a run stuck mid-step, like a slow API."""
+    """While closed, every ACE request (of ``only`` these sites, if given) waits and is counted by site: a run
+    stuck mid-step, like a slow API."""
 
-    def __init__(self) -> None:
+    def __init__(self, only: Iterable[str] | None = None) -> None:
         self._open = threading.Event()
         self._lock = threading.Lock()
+        self.only = set(only) if only is not None else None
         self.waiting: dict[str, int] = {}
 
     def pass_through(self, path: str) -> None:
         if self._open.is_set():
             return
         site = path.split("/sites/", 1)[1].split("/", 1)[0] if "/sites/" in path else ""
+        if self.only is not None and site not in self.only:
+            return
         with self._lock:
             self.waiting[site] = self.waiting.get(site, 0) + 1
         self._open.wait(timeout=600)

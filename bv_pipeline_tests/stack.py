@@ -42,7 +42,7 @@ class SimulatedAceResource(AceResource):
 
     simulator_id: str = ""
 
-    def get_client(self) -> AceClient:
+    def get_client(self, lane: str = "batch") -> AceClient:
         sim = _SIMULATORS[self.simulator_id]
         return AceClient(
             "http://ace-simulator/api",
@@ -51,6 +51,7 @@ class SimulatedAceResource(AceResource):
             sleep=lambda _s: None,
             requests_per_minute=100_000,
             max_attempts=self.max_attempts,
+            limiter=self.shared_limiter(lane),  # None unless a test names a shared rate-limit store
         )
 
 
@@ -78,6 +79,14 @@ class Stack:
         if self.cold_resource is None:
             self.cold_resource = ColdStoreResource(local_dir=str(self.tmp / "cold"))
         self.settings = Settings(sites=self.sites, data_dir=self.tmp, hot_storage_days=self.hot_storage_days)
+
+    def serve_only(self, sites: tuple[str, ...]) -> None:
+        """From now on ACE serves only ``sites`` (same data): as if the account lost access to the others."""
+        self.sim = AceSimulator(
+            SimulatorConfig(sites=sites, points=self.points, seed=7, faults=self.faults),
+            clock=lambda: self.now_ms / 1000,
+        )
+        _SIMULATORS[self.sim_id] = self.sim
 
     # -- clock -------------------------------------------------------------------------------------------------
     def set_now(self, when: dt.datetime) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from bv_pipeline.config import AutomationSettings, ConfigError, Settings
 from bv_pipeline.definitions import build_definitions
+from bv_pipeline.resources.wiring import build_resources
 
 
 def test_defaults() -> None:
@@ -34,6 +35,16 @@ def test_settings_reach_the_sensor_and_schedules(tmp_path: Path) -> None:
     assert defs.get_schedule_def("dagster_run_retention_schedule").cron_schedule == "45 6 * * *"
 
 
+def test_live_sync_settings_reach_the_run_and_the_sensor(tmp_path: Path) -> None:
+    env = {"BV_SYNC_WORKERS": "7", "BV_SYNC_SITES_PER_RUN": "25", "BV_SYNC_INTERVAL_SECONDS": "120"}
+    settings = Settings.from_env({**env, "BV_DATA_DIR": str(tmp_path)})
+    assert (settings.automation.sync_workers, settings.automation.sync_sites_per_run) == (7, 25)
+    policy = build_resources(settings)["policy"]
+    assert (policy.sync_workers, policy.live_site_budget_seconds) == (7, 120)
+    sensor = build_definitions(settings).get_sensor_def("ace_sync_sensor")
+    assert "25 configured sites" in (sensor.description or "")
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [
@@ -47,6 +58,10 @@ def test_settings_reach_the_sensor_and_schedules(tmp_path: Path) -> None:
         ({"BV_RUN_RETENTION_DAYS": "0"}, "BV_RUN_RETENTION_DAYS"),
         ({"BV_RUN_RETENTION_DAYS": "90"}, "BV_FAILED_RUN_RETENTION_DAYS"),  # failures kept at least as long
         ({"BV_FAILED_RUN_RETENTION_DAYS": "x"}, "BV_FAILED_RUN_RETENTION_DAYS"),
+        ({"BV_SYNC_WORKERS": "0"}, "BV_SYNC_WORKERS"),
+        ({"BV_SYNC_WORKERS": "four"}, "BV_SYNC_WORKERS"),
+        ({"BV_SYNC_SITES_PER_RUN": "0"}, "BV_SYNC_SITES_PER_RUN"),
+        ({"BV_SYNC_SITES_PER_RUN": "20000"}, "BV_SYNC_SITES_PER_RUN"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], named: str) -> None:

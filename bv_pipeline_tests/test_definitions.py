@@ -27,6 +27,7 @@ def test_default_definitions_load_and_validate(monkeypatch: pytest.MonkeyPatch, 
         "cold_settled",
     }
     assert {j.name for j in loaded.jobs or []} == {
+        "live_sync_job",
         "hot_sync_job",
         "nightly_archive_job",
         "rollup_compaction_job",
@@ -68,3 +69,15 @@ def test_yearly_rollups_are_per_site_and_depend_on_the_daily_rollups() -> None:
     assert dg.AssetKey("cold_rollups") in asset.dependency_keys
     assert asset.op.pool == "rollup_compaction"
     assert [s.name for s in asset.check_specs] == ["yearly_rollups_match_manifest"]
+
+
+def test_live_sync_runs_in_one_process_outside_the_ace_pool_and_batch_jobs_have_a_lane() -> None:
+    loaded = build_definitions(Settings())
+    live = loaded.resolve_job_def("live_sync_job")
+    assert live.executor_def is dg.in_process_executor
+    assert [node.definition.pool for node in live.nodes] == [None]
+    assert int(live.tags["dagster/priority"]) > 0 and "bv/live-sync" in live.tags
+    for job in loaded.resolve_all_job_defs():
+        if job.name in ("live_sync_job", "export_job", "__ASSET_JOB"):
+            continue  # export runs are limited by their bv/export tag
+        assert job.tags.get("bv/lane") == "batch", job.name

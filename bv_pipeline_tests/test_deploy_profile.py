@@ -44,6 +44,16 @@ def test_both_profiles_validate_and_monitor_runs() -> None:
         assert monitoring["enabled"] is True and monitoring["free_slots_after_run_end_seconds"] > 0
 
 
+def test_live_sync_keeps_run_slots_whatever_else_is_queued() -> None:
+    runs = _load(ROOT / "dagster.yaml")["concurrency"]["runs"]
+    limits = {(lim["key"], str(lim.get("value"))): lim["limit"] for lim in runs["tag_concurrency_limits"]}
+    others = (
+        limits[("dagster/backfill", "None")] + limits[("bv/lane", "batch")] + limits[("bv/export", "None")]
+    )
+    live = limits[("bv/live-sync", "None")]
+    assert live >= 1 and others + live <= runs["max_concurrent_runs"]
+
+
 def test_run_installs_dagster_yaml_only_when_absent(tmp_path: Path) -> None:
     home = tmp_path / "home"
     _, note = prepare_dagster_home(home)

@@ -18,7 +18,7 @@ from dagster._core.workspace.load_target import ModuleTarget
 from dagster_graphql.client.query import LAUNCH_PARTITION_BACKFILL_MUTATION
 from dagster_graphql.test.utils import execute_dagster_graphql
 
-from bv_pipeline.partitions import site_day_key
+from bv_pipeline.partitions import SiteDay, site_day_key
 from bv_pipeline.simulator import AceSimulator, SimulatorConfig
 from bv_pipeline.storage import cold_keys, parquet_layout
 from bv_pipeline.storage.samples import day_bounds_ms
@@ -28,6 +28,7 @@ from bv_pipeline_tests.daemon import (
     open_instance,
     pipeline_env,
     running_daemon,
+    synced_site_days,
     wait_for,
     write_instance_yaml,
 )
@@ -67,16 +68,17 @@ def test_production_profile_on_postgres(
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         with running_daemon(home, env):
-            # The sensor's first tick registers the sites and launches one sync per site.
-            def synced() -> list[dg.DagsterRun] | None:
+            # The sensor's first tick registers the sites and launches one live-sync run for all of them.
+            def synced() -> set[SiteDay] | None:
                 runs = instance.get_runs(
-                    filters=dg.RunsFilter(job_name="hot_sync_job", statuses=[dg.DagsterRunStatus.SUCCESS])
+                    filters=dg.RunsFilter(job_name="live_sync_job", statuses=[dg.DagsterRunStatus.SUCCESS])
                 )
-                return list(runs) if {r.tags["bv/site"] for r in runs} == set(SITES) else None
+                site_days = synced_site_days(instance, runs)
+                return site_days if {sd.site for sd in site_days} == set(SITES) else None
 
-            syncs = wait_for(synced, "a successful sync of every site", home=home)
+            site_days = wait_for(synced, "a successful sync of every site", home=home)
             simulator = AceSimulator(SimulatorConfig(sites=SITES, points=POINTS, seed=SEED))
-            assert_synced_exactly(data, simulator, syncs)
+            assert_synced_exactly(data, simulator, site_days)
 
             keys = [str(site_day_key(SITES[0], d)) for d in DAYS]
             target = ModuleTarget(

@@ -1,8 +1,8 @@
-"""End to end under the real daemon: sync runs killed mid-step (kill -9) are failed, their ``ace_api`` slots freed,
-and the next syncs succeed with exact data.
+"""End to end under the real daemon: live-sync runs killed mid-step (kill -9) are failed, their sites are synced
+again by the next ticks with exact data, and no live run holds an ``ace_api`` pool slot.
 
-Two sites, so two sync runs each hold one of the pool's two slots while ACE hangs; both run workers and their step
-processes are killed. Without run monitoring those two slots stayed claimed forever and no sync ran again.
+Two sites and ``BV_SYNC_SITES_PER_RUN=1``, so two live runs (one process each: in-process executor) hang in ACE;
+both workers are killed. Until run monitoring marks them failed, the sensor leaves their sites out (in flight).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from bv_pipeline.partitions import SiteDay
 from bv_pipeline.simulator import AceSimulator, SimulatorConfig
 from bv_pipeline_tests.daemon import (
     Gate,
@@ -23,6 +24,7 @@ from bv_pipeline_tests.daemon import (
     open_instance,
     pipeline_env,
     running_daemon,
+    synced_site_days,
     wait_for,
     write_instance_yaml,
 )
@@ -32,19 +34,17 @@ WORKER_PID = re.compile(r"Started process for run \(pid: (\d+)\)")
 
 
 def _sync_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
-    return list(instance.get_runs(filters=dg.RunsFilter(job_name="hot_sync_job")))
+    return list(instance.get_runs(filters=dg.RunsFilter(job_name="live_sync_job")))
 
 
 def _worker_pids(instance: dg.DagsterInstance, run_id: str) -> list[int]:
-    """The run worker's pid and its step process's pid, from the run's own event log."""
+    """The run worker's pid (the only process of an in-process-executor run), from the run's own event log."""
     pids = []
     for record in instance.all_logs(run_id):
         event = record.dagster_event
         match = WORKER_PID.search(event.message or "") if event is not None else None
         if match:
             pids.append(int(match.group(1)))
-        if event is not None and event.event_type == dg.DagsterEventType.STEP_WORKER_STARTED:
-            pids.append(int(event.event_specific_data.metadata["pid"].value))  # type: ignore[union-attr]
     return pids
 
 
@@ -54,7 +54,7 @@ def _slot_holders(instance: dg.DagsterInstance) -> set[str]:
 
 
 @pytest.mark.slow
-def test_killed_sync_runs_are_failed_and_release_their_pool_slots(tmp_path: Path) -> None:
+def test_killed_live_sync_runs_are_failed_and_their_sites_synced_again(tmp_path: Path) -> None:
     home = tmp_path / "dagster_home"
     config = write_instance_yaml(
         home,
@@ -74,13 +74,15 @@ def test_killed_sync_runs_are_failed_and_release_their_pool_slots(tmp_path: Path
             BV_SITES=",".join(SITES),
             BV_DATA_DIR=str(tmp_path / "data"),
             BV_SYNC_INTERVAL_SECONDS="5",
+            BV_SYNC_SITES_PER_RUN="1",
         )
         # Storage is created here first: a daemon creating it at the same moment could race on its schema.
         with open_instance(home) as instance, running_daemon(home, env):
-            # Both sync runs are mid-step: each waits on ACE while holding one of the two ace_api slots.
+            # Both live runs are mid-step, waiting on ACE; live sync is in no pool, so no slot is claimed.
             wait_for(lambda: all(gate.waiting.get(s) for s in SITES), "both syncs to call ACE", home=home)
             stuck = {r.run_id: r for r in _sync_runs(instance)}
-            assert len(stuck) == 2 and _slot_holders(instance) == set(stuck)
+            assert len(stuck) == 2 and _slot_holders(instance) == set()
+            assert sorted(r.tags["bv/site"] for r in stuck.values()) == sorted(SITES)
             for run_id in stuck:
                 pids = wait_for(
                     lambda r=run_id: _pids_if_complete(instance, r), "worker pids", timeout=60, home=home
@@ -93,25 +95,24 @@ def test_killed_sync_runs_are_failed_and_release_their_pool_slots(tmp_path: Path
                 return all(r is not None and r.status == dg.DagsterRunStatus.FAILURE for r in runs)
 
             wait_for(failed, "the killed runs to be marked failed", home=home)
-            wait_for(lambda: not (_slot_holders(instance) & set(stuck)), "their slots to be freed", home=home)
 
             gate.open()
 
-            def synced() -> list[dg.DagsterRun] | None:
+            def synced() -> set[SiteDay] | None:
                 later = [
                     r
                     for r in _sync_runs(instance)
                     if r.run_id not in stuck and r.status == dg.DagsterRunStatus.SUCCESS
                 ]
-                done = {r.tags["bv/site"] for r in later}
-                return later if done == set(SITES) else None
+                site_days = synced_site_days(instance, later)
+                return site_days if {sd.site for sd in site_days} == set(SITES) else None
 
-            later = wait_for(synced, "a successful sync of every site after the kill", home=home)
+            site_days = wait_for(synced, "a successful sync of every site after the kill", home=home)
             assert _slot_holders(instance) == set()
 
-    assert_synced_exactly(tmp_path / "data", simulator, later)
+    assert_synced_exactly(tmp_path / "data", simulator, site_days)
 
 
 def _pids_if_complete(instance: dg.DagsterInstance, run_id: str) -> list[int] | None:
     pids = _worker_pids(instance, run_id)
-    return pids if len(pids) == 2 else None
+    return pids if len(pids) == 1 else None

@@ -12,6 +12,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from bv_pipeline.jobs import HOT_SYNC_JOB, NIGHTLY_ARCHIVE_JOB
 from bv_pipeline.logic.run_retention import RunRetentionPolicy, prune_runs
+from bv_pipeline.ops.live_sync import LIVE_SYNC_JOB
 from bv_pipeline.run_retention import RUN_RETENTION_JOB
 from bv_pipeline_tests.stack import Stack
 
@@ -72,3 +73,23 @@ def test_retention_job_runs_with_the_configured_days(tmp_path: Path) -> None:
         schedule = stack.defs().get_schedule_def("dagster_run_retention_schedule")
         assert schedule.cron_schedule == "30 4 * * *"
         assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_retention_job_prunes_live_sync_runs_too(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    with dg.instance_for_test() as instance:
+        live = create_run_for_test(instance, job_name=LIVE_SYNC_JOB, status=dg.DagsterRunStatus.SUCCESS)
+        failed_live = create_run_for_test(
+            instance, job_name=LIVE_SYNC_JOB, status=dg.DagsterRunStatus.FAILURE
+        )
+        archive = create_run_for_test(
+            instance, job_name=NIGHTLY_ARCHIVE_JOB, status=dg.DagsterRunStatus.SUCCESS
+        )
+        job = stack.defs().resolve_job_def(RUN_RETENTION_JOB)
+        config = {"ops": {"prune_dagster_runs": {"config": {"keep_days": 0, "keep_failed_days": 0}}}}
+        result = job.execute_in_process(instance=instance, run_config=config)
+        assert result.success and result.output_for_node("prune_dagster_runs") == 2
+        assert (
+            instance.get_run_by_id(live.run_id) is None and instance.get_run_by_id(failed_live.run_id) is None
+        )
+        assert instance.get_run_by_id(archive.run_id) is not None

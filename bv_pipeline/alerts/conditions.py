@@ -11,6 +11,7 @@ import datetime as dt
 import re
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import dagster as dg
 from dagster._core.events import DagsterEventType
@@ -28,6 +29,7 @@ from bv_pipeline.alerts.runs import run_error_text
 from bv_pipeline.assets.cold import COLD_TIMESERIES, HOT_RETENTION
 from bv_pipeline.assets.hot import HOT_TIMESERIES
 from bv_pipeline.jobs import HOT_SYNC_JOB, NIGHTLY_ARCHIVE_JOB
+from bv_pipeline.ops.live_sync import LIVE_SYNC_JOB, LIVE_SYNC_OP
 from bv_pipeline.partitions import parse_site_day, site_day_key
 from bv_pipeline.storage.interfaces import HotStore
 
@@ -48,7 +50,8 @@ ACE_AUTH_ERROR = re.compile(
 )
 MAX_RUNS_SCANNED = 1000
 MAX_PARTITIONS_CHECKED = 50
-ACE_JOBS = frozenset({HOT_SYNC_JOB, NIGHTLY_ARCHIVE_JOB})
+# A live_sync_job run counts for every site of its run config (its failure metadata says which of them failed).
+ACE_JOBS = frozenset({HOT_SYNC_JOB, LIVE_SYNC_JOB, NIGHTLY_ARCHIVE_JOB})
 ACE_ASSETS = frozenset({HOT_TIMESERIES, COLD_TIMESERIES, HOT_RETENTION})  # backfills select assets
 
 
@@ -107,21 +110,38 @@ def unverified_archives(
     ERROR-severity check. Day D is due ``due_hours`` after its end (the archive time on D+1 plus a grace
     period), for every site the hot tier synced that day (a site registered today has nothing to archive yet)."""
     now = _utc(now_ms)
-    wanted = set(open_keys)
+    due_days = []
     for back in range(1, 4):  # due_hours < 48 (archive time + grace): the last three days cover every setting
         day = now.date() - dt.timedelta(days=back)
         day_end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
         if now >= day_end + dt.timedelta(hours=due_hours):
-            wanted |= {f"{site}|{day.isoformat()}" for site in sites if hot.list_sync_as_of(site, day, day)}
+            due_days.append(day)
+
+    def latest_cold(site: str, day: dt.date) -> dg.EventLogRecord | None:
+        partition = str(site_day_key(site, day))
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=COLD_TIMESERIES, asset_partitions=[partition]), limit=1
+        )
+        return result.records[0] if result.records else None
+
+    # Dagster's own records first: only a site with a due day that has no cold materialisation costs a hot-store
+    # request (one range query over its due days), so in steady state this check reads nothing from D1.
+    wanted = set(open_keys)
+    if due_days:
+        for site in sites:
+            missing = [day for day in due_days if latest_cold(site, day) is None]
+            # Archived days stay candidates for the failed-check test below.
+            wanted |= {f"{site}|{day.isoformat()}" for day in due_days if day not in missing}
+            if missing:
+                synced = hot.list_sync_as_of(site, min(missing), max(missing))
+                wanted |= {f"{site}|{day.isoformat()}" for day in missing if day in synced}
     out = []
     for key in sorted(wanted):
         site, _, day_s = key.partition("|")
         day = dt.date.fromisoformat(day_s)
         partition = str(site_day_key(site, day))
-        result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=COLD_TIMESERIES, asset_partitions=[partition]), limit=1
-        )
-        if not result.records:
+        record = latest_cold(site, day)
+        if record is None:
             out.append(
                 Alert(
                     ARCHIVE_UNVERIFIED,
@@ -131,14 +151,14 @@ def unverified_archives(
                 )
             )
             continue
-        failed = _failed_checks(instance, result.records[0].run_id)
+        failed = _failed_checks(instance, record.run_id)
         if failed:
             out.append(
                 Alert(
                     ARCHIVE_UNVERIFIED,
                     key,
                     f"cold object for {site} {day_s} failed verification checks: {', '.join(failed)}",
-                    {"partition": partition, "run_id": result.records[0].run_id},
+                    {"partition": partition, "run_id": record.run_id},
                 )
             )
     return out
@@ -244,6 +264,45 @@ def _run_site(run: dg.DagsterRun) -> str | None:
         return None
 
 
+def _live_sites(run: dg.DagsterRun) -> list[str]:
+    config = (run.run_config or {}).get("ops", {}).get(LIVE_SYNC_OP, {}).get("config", {})
+    return [s for s in config.get("sites") or [] if isinstance(s, str)]
+
+
+def _live_failed_sites(instance: dg.DagsterInstance, run_id: str) -> dict[str, str] | None:
+    """A failed live-sync run's per-site errors (its failure's ``failed_sites`` metadata); None when the run
+    failed without them (a crash: every site counts as failed)."""
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+        data = entry.dagster_event.step_failure_data if entry.dagster_event else None
+        user = data.user_failure_data if data is not None else None
+        value = user.metadata.get("failed_sites") if user is not None else None
+        if value is not None and isinstance(value.value, dict):
+            return {site: str(info.get("error", "")) for site, info in value.value.items()}
+    return None
+
+
+@dataclass
+class _SiteOutcome:
+    record: dg.RunRecord
+    failed: bool
+    error: str | None = None  # known error text (live runs); None: read the run's failure when needed
+
+
+def _site_outcomes(instance: dg.DagsterInstance, record: dg.RunRecord) -> list[tuple[str, _SiteOutcome]]:
+    """Which sites a finished run speaks for, and whether each failed in it. A live-sync run of several sites
+    speaks for each of them: a site it does not list as failed succeeded."""
+    run = record.dagster_run
+    failed = run.status == dg.DagsterRunStatus.FAILURE
+    if run.job_name == LIVE_SYNC_JOB and "bv/site" not in run.tags:
+        errors = _live_failed_sites(instance, run.run_id) if failed else {}
+        return [
+            (site, _SiteOutcome(record, errors is None or site in errors, (errors or {}).get(site)))
+            for site in _live_sites(run)
+        ]
+    site = _run_site(run)
+    return [(site, _SiteOutcome(record, failed))] if site is not None else []
+
+
 def _calls_ace(run: dg.DagsterRun) -> bool:
     """Runs whose outcome says something about ACE access (a compaction's success does not)."""
     return run.job_name in ACE_JOBS or bool(run.asset_selection and run.asset_selection & ACE_ASSETS)
@@ -258,18 +317,24 @@ def ace_auth_failures(instance: dg.DagsterInstance, now_ms: int, threshold: int)
         ),
         limit=MAX_RUNS_SCANNED,
     )
-    by_site: dict[str, list[dg.RunRecord]] = defaultdict(list)
+    by_site: dict[str, list[_SiteOutcome]] = defaultdict(list)
     for r in sorted(records, key=lambda r: r.create_timestamp, reverse=True):
-        site = _run_site(r.dagster_run)
-        if site is not None and len(by_site[site]) < threshold and _calls_ace(r.dagster_run):
-            by_site[site].append(r)
-    out = []
-    for site, recent in sorted(by_site.items()):
-        if len(recent) < threshold or any(
-            r.dagster_run.status != dg.DagsterRunStatus.FAILURE for r in recent
-        ):
+        if not _calls_ace(r.dagster_run):
             continue
-        matches = [ACE_AUTH_ERROR.search(run_error_text(instance, r.dagster_run.run_id)) for r in recent]
+        for site, outcome in _site_outcomes(instance, r):
+            if len(by_site[site]) < threshold:
+                by_site[site].append(outcome)
+    out = []
+    for site, outcomes in sorted(by_site.items()):
+        if len(outcomes) < threshold or not all(o.failed for o in outcomes):
+            continue
+        recent = [o.record for o in outcomes]
+        matches = [
+            ACE_AUTH_ERROR.search(
+                o.error if o.error is not None else run_error_text(instance, o.record.dagster_run.run_id)
+            )
+            for o in outcomes
+        ]
         if all(matches):
             statuses = sorted({m["status"] or f"{m['invalid_key']} (invalid key)" for m in matches if m})
             endpoint = matches[0]["endpoint"] if matches[0] else "?"

@@ -1,7 +1,7 @@
 """Run-failure incidents, kept on the runs themselves.
 
-An incident is a streak of failed runs of one job for one partition (for the sync: a site's day; for the nightly
-archive: a site-day). The failed run whose message was delivered gets the tag ``bv/alert=fired``; a later failure
+An incident is a streak of failed runs of one job for one partition (for a hot_sync_job run or the nightly
+archive: a site-day; for the live sync: one shard of the configured sites, tag ``bv/live-sync``). The failed run whose message was delivered gets the tag ``bv/alert=fired``; a later failure
 finds it (a run query by tag, however long the streak) and sends nothing unless a run succeeded in between; the
 first success after it sends one recovery message and gets ``bv/alert=resolved``.
 
@@ -20,6 +20,7 @@ from dagster._core.events import DagsterEventType
 from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG, WILL_RETRY_TAG
 
 from bv_pipeline.alerts.model import Alert, Notice
+from bv_pipeline.ops.live_sync import LIVE_SYNC_TAG
 
 ALERT_TAG = "bv/alert"
 FIRED = "fired"
@@ -29,9 +30,24 @@ STREAK_LOOKBACK = 50  # previous runs examined to count a streak (message detail
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
 
 
+def _series_tag(run: dg.DagsterRun) -> tuple[str, str] | None:
+    """The tag that makes runs of a job one series: the partition, or a live-sync run's shard (``1/3``)."""
+    for key in (PARTITION_NAME_TAG, LIVE_SYNC_TAG):
+        if run.tags.get(key):
+            return key, run.tags[key]
+    return None
+
+
+def _series_label(run: dg.DagsterRun) -> str:
+    series = _series_tag(run)
+    if series is None:
+        return "partition (none)"
+    return f"partition {series[1]}" if series[0] == PARTITION_NAME_TAG else f"sites shard {series[1]}"
+
+
 def incident_key(run: dg.DagsterRun) -> str:
-    partition = run.tags.get(PARTITION_NAME_TAG) or "-"
-    return f"{run.job_name}|{partition}"
+    series = _series_tag(run)
+    return f"{run.job_name}|{series[1] if series else '-'}"
 
 
 def run_error_text(instance: dg.DagsterInstance, run_id: str, limit: int = 2000) -> str:
@@ -64,9 +80,9 @@ def _same_key(
 ) -> dg.RunsFilter:
     """Runs of the same job and partition, narrowed by the other filters."""
     all_tags: dict[str, str | list[str]] = dict(tags or {})
-    partition = run.tags.get(PARTITION_NAME_TAG)
-    if partition:
-        all_tags[PARTITION_NAME_TAG] = partition
+    series = _series_tag(run)
+    if series:
+        all_tags[series[0]] = series[1]
     return dg.RunsFilter(
         job_name=run.job_name,
         tags=all_tags or None,
@@ -126,7 +142,7 @@ def failure_notice(instance: dg.DagsterInstance, run: dg.DagsterRun, now_ms: int
     alert = Alert(
         RUN_FAILURE,
         incident_key(run),
-        f"{run.job_name} failed for partition {run.tags.get(PARTITION_NAME_TAG) or '(none)'}",
+        f"{run.job_name} failed for {_series_label(run)}",
         {
             "run_id": run.run_id,
             "failed_runs_in_a_row": earlier + 1,
@@ -156,7 +172,7 @@ def recovery_notice(instance: dg.DagsterInstance, run: dg.DagsterRun, now_ms: in
     alert = Alert(
         RUN_FAILURE,
         incident_key(run),
-        f"{run.job_name} succeeded again for partition {run.tags.get(PARTITION_NAME_TAG) or '(none)'}",
+        f"{run.job_name} succeeded again for {_series_label(run)}",
         {
             "run_id": run.run_id,
             "failed_run_id": last.dagster_run.run_id,

@@ -25,6 +25,9 @@ from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.hot_store import HotStoreResource
 
 CHECK_INTERVAL_S = 120
+# The staleness check asks the hot tier about every site (on D1, billed API requests against the account's
+# 1,200 per 5 minutes); its threshold is an hour by default, so once per sync interval is often enough.
+STALENESS_CHECK_INTERVAL_S = 300
 
 
 @dataclass(frozen=True)
@@ -45,11 +48,16 @@ Evaluate = Callable[[Inputs], list[Alert]]
 
 
 def _condition_sensor(
-    name: str, kind: str, description: str, evaluate: Evaluate, sites: tuple[str, ...]
+    name: str,
+    kind: str,
+    description: str,
+    evaluate: Evaluate,
+    sites: tuple[str, ...],
+    interval_s: int = CHECK_INTERVAL_S,
 ) -> dg.SensorDefinition:
     @dg.sensor(
         name=name,
-        minimum_interval_seconds=CHECK_INTERVAL_S,
+        minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=description,
     )
@@ -119,6 +127,7 @@ def build_condition_alert_sensors(sites: tuple[str, ...]) -> list[dg.SensorDefin
             "Alert when a site's newest hot sample is older than BV_ALERT_STALE_MINUTES; recover when fresh.",
             _stale,
             sites,
+            STALENESS_CHECK_INTERVAL_S,
         ),
         _condition_sensor(
             "hot_db_size_alert_sensor",

@@ -14,7 +14,7 @@ from bv_pipeline.assets.source import ACE_TIMESERIES
 from bv_pipeline.logic.archive import apply_retention, archive_site_day, build_rollup_day
 from bv_pipeline.logic.settle import correct_site_day, settle_site_day
 from bv_pipeline.partitions import parse_site_day
-from bv_pipeline.resources.ace import AceResource
+from bv_pipeline.resources.ace import AceResource, rate_limit_metadata
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.cold_store import ColdStoreResource
 from bv_pipeline.resources.hot_store import HotStoreResource
@@ -157,6 +157,7 @@ def build_cold_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.Assets
                 else 0.0,
                 "rows_kept_from_previous_object": r.merged_from_existing,
                 "ace_requests": r.ace_requests,
+                **rate_limit_metadata(client),
                 **phases,
                 **extra,
             },
@@ -247,6 +248,7 @@ def build_cold_assets(site_days: dg.MultiPartitionsDefinition) -> list[dg.Assets
                 "rows_deleted": r.rows_deleted,
                 "rearchived_days": ", ".join(d.isoformat() for d in r.rearchived_days) or "none",
                 "kept_days": dg.MetadataValue.json(r.kept_days),
+                **rate_limit_metadata(client),  # re-archiving a day reads it from ACE
             }
         )
 

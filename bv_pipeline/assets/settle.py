@@ -9,11 +9,12 @@ import dagster as dg
 from bv_pipeline.assets.hot import ACE_POOL
 from bv_pipeline.logic.settle import SettleResult, settle_site_day
 from bv_pipeline.partitions import parse_site_day, site_day_run_requests
-from bv_pipeline.resources.ace import AceResource
+from bv_pipeline.resources.ace import AceResource, rate_limit_metadata
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.cold_store import ColdStoreResource
 from bv_pipeline.resources.hot_store import HotStoreResource
 from bv_pipeline.resources.policy import PolicyResource
+from bv_pipeline.run_lanes import BATCH_TAGS
 
 COLD_SETTLED = dg.AssetKey("cold_settled")
 SETTLE_JOB = "settle_job"
@@ -90,7 +91,7 @@ def build_settle_assets(
             f"settled {site_day.site} {site_day.day}: {r.late_samples} late samples into {r.target}"
         )
         return dg.MaterializeResult(
-            metadata=settle_metadata(r),  # type: ignore[arg-type]
+            metadata=settle_metadata(r) | rate_limit_metadata(client),  # type: ignore[arg-type]
             check_results=[late_check(r, policy.settle_warn_late_samples, COLD_SETTLED)],
         )
 
@@ -101,6 +102,7 @@ def build_settle_job() -> "dg.UnresolvedAssetJobDefinition":
     return dg.define_asset_job(
         SETTLE_JOB,
         selection=dg.AssetSelection.assets(COLD_SETTLED),
+        tags=BATCH_TAGS,
         description="Settling pass of one site-day (launched by settle_schedule BV_SETTLE_DELAY_HOURS after it ends).",
     )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -22,10 +22,11 @@ from bv_pipeline.storage.samples import count_non_numeric, count_nulls, day_boun
 
 if TYPE_CHECKING:
     from bv_pipeline.resources.ace import AceClient
-    from bv_pipeline.storage.interfaces import HotStore
+    from bv_pipeline.storage.interfaces import HotStore, WindowStats
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
+FUTURE_SKEW_MS = 120_000  # clock skew tolerated before a sample counts as "from the future"
 
 
 class SyncMode(StrEnum):
@@ -92,16 +93,23 @@ def sync_site_day(
     chunk_minutes: int = 60,
     log: logging.Logger | None = None,
     on_chunk: Callable[[SyncResult], None] | None = None,
+    as_of_by_day: Mapping[dt.date, int] | None = None,
 ) -> SyncResult:
     """Fetch the day's pending window in bounded chunks, upserting each and recording progress after each one.
 
-    A crash mid-way keeps every completed chunk and its progress; the rerun resumes from there.
+    A crash mid-way keeps every completed chunk and its progress; the rerun resumes from there. ``as_of_by_day``:
+    the site's sync state if the caller has just read it (``list_sync_as_of``), which saves one hot-store request.
     """
     log = log or logging.getLogger(__name__)
     result = SyncResult(site=site, day=day, mode=mode)
     requests_before = hot.requests_made
     lookback_ms = lookback_minutes * MINUTE_MS
-    last_as_of = hot.get_sync_as_of(site, day) if mode is SyncMode.INCREMENTAL else None
+    if mode is not SyncMode.INCREMENTAL:
+        last_as_of = None
+    elif as_of_by_day is not None:
+        last_as_of = as_of_by_day.get(day)
+    else:
+        last_as_of = hot.get_sync_as_of(site, day)
     window = sync_window(day, mode, last_as_of, now_ms, lookback_ms)
     if window is None:
         result.notes.append("nothing to fetch: the day is in the future or already synced up to now")
@@ -196,3 +204,12 @@ def days_to_sync(
             days.append(day)
         day += dt.timedelta(days=1)
     return sorted(days)
+
+
+def check_stats(hot: HotStore, r: SyncResult, now_ms: int) -> WindowStats | None:
+    """What the ``hot_timeseries`` checks are computed from: one aggregate query over the synced window plus the
+    rest of the day (so samples "from the future" are seen too). None when nothing was synced."""
+    if r.window_start_ms is None or r.window_end_ms is None:
+        return None
+    _, day_end = day_bounds_ms(r.day)
+    return hot.window_stats(r.site, r.window_start_ms, day_end, now_ms + FUTURE_SKEW_MS)

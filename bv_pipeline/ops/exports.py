@@ -18,6 +18,7 @@ from bv_pipeline.logic.export_cleanup import cleanup_exports
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.cold_store import ColdStoreResource
 from bv_pipeline.resources.hot_store import HotStoreResource
+from bv_pipeline.run_lanes import BATCH_TAGS
 from bv_pipeline.storage.exports import ExportStatus, check_export_id, check_owner, status_key
 
 EXPORT_JOB = "export_job"
@@ -112,7 +113,7 @@ def export_job() -> None:
     export_timeseries()
 
 
-@dg.job(name=EXPORT_CLEANUP_JOB, description="Delete expired exports from object storage.")
+@dg.job(name=EXPORT_CLEANUP_JOB, tags=BATCH_TAGS, description="Delete expired exports from object storage.")
 def export_cleanup_job() -> None:
     cleanup_expired_exports()
 

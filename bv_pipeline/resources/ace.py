@@ -14,9 +14,12 @@ Design (contract and quirks: ``/work/shared/reference/cloudflare-and-ace.md`` §
   read (``ace_parse.repair_cursor``) and counts a repair whenever the two differ. A page whose content repeats
   within a sub-window raises ``AceError`` instead of looping.
 - **Retries.** Timeouts, connection errors, 5xx and truncated/malformed pages are retried with exponential
-  backoff and jitter; 429 waits ``Retry-After`` (seconds or HTTP date). Other 4xx fail at once with the server's
-  message. After ``max_attempts`` attempts of one request, ``AceError`` names the endpoint, status, attempts and
-  last error. A client-side GCRA token bucket keeps the long-run rate at ``requests_per_minute``.
+  backoff and jitter; 429 waits ``Retry-After`` (seconds or HTTP date) and holds the shared rate limit that long,
+  so every other process waits too. Other 4xx fail at once with the server's message. After ``max_attempts``
+  attempts of one request, ``AceError`` names the endpoint, status, attempts and last error. GCRA token buckets keep the long-run rate at ``requests_per_minute``: shared by every process
+  through a SQLite file or PostgreSQL when the resource names one, with a "live" lane for the live sync and a
+  "batch" lane capped at ``batch_share`` of the rate (``bv_pipeline.resources.ace_rate_limit``). The seconds spent
+  waiting for a slot are counted (``FetchStats.rate_wait_s``, ``AceClient.rate_wait_s``).
 - **Parsing** is vectorised (``bv_pipeline.storage.ace_parse``); samples are returned as ``SAMPLE_SCHEMA``.
 """
 
@@ -31,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -43,6 +46,7 @@ import polars as pl
 import pyarrow as pa
 from pydantic import Field
 
+from bv_pipeline.resources.ace_rate_limit import LaneLimiter, RateLimiter, ace_buckets, shared_slot_store
 from bv_pipeline.storage import ace_parse
 from bv_pipeline.storage.ace_parse import Cursor, PageParseError
 from bv_pipeline.storage.interfaces import PointMeta
@@ -87,49 +91,12 @@ class FetchStats:
     cursor_repairs: int = 0  # pages whose server next_cursor differed from the recomputed one
     rate_limited: int = 0  # 429 responses
     bytes: int = 0  # response body bytes
+    rate_waits: int = 0  # requests that waited for a rate-limit slot
+    rate_wait_s: float = 0.0  # seconds those requests waited in total
 
     def add(self, other: FetchStats) -> None:
         for name in self.__dataclass_fields__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-@dataclass
-class RateLimiter:
-    """GCRA token bucket: long-run ``per_minute`` requests, bursts of at most ``burst`` back to back.
-
-    It keeps a virtual "theoretical arrival time", so it is exact whether or not ``sleep`` really advances
-    ``clock`` (tests inject a recording sleep and a fake clock).
-    """
-
-    per_minute: int
-    clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-    burst: int | None = None
-    _tat: float = field(default=float("-inf"), init=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.per_minute < 1:
-            raise ValueError("requests_per_minute must be >= 1")
-        if self.burst is None:
-            self.burst = max(1, self.per_minute // 60)  # one second's worth
-
-    @property
-    def interval_s(self) -> float:
-        return 60.0 / self.per_minute
-
-    def acquire(self) -> float:
-        """Wait until a request may be sent; returns the seconds waited."""
-        with self._lock:  # reserve the slot under the lock, sleep outside it
-            now = self.clock()
-            tat = max(self._tat, now)
-            allowed_at = tat - (self.burst - 1) * self.interval_s  # type: ignore[operator]
-            self._tat = tat + self.interval_s
-        waited = 0.0
-        if allowed_at - now > 1e-9:  # ignore float residue from summing intervals
-            waited = allowed_at - now
-            self.sleep(waited)
-        return waited
 
 
 def retry_after_seconds(header: str | None, now_epoch_s: float) -> float | None:
@@ -210,6 +177,7 @@ class AceClient:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         concurrency: int = 2,
+        limiter: LaneLimiter | None = None,
     ) -> None:
         if page_size not in TIMESERIES_PAGE_SIZES:
             raise ValueError(f"page_size {page_size} is not one the API accepts: {TIMESERIES_PAGE_SIZES}")
@@ -237,7 +205,11 @@ class AceClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self.concurrency = concurrency
-        self.limiter = RateLimiter(requests_per_minute, clock=clock, sleep=sleep)
+        # Without a shared limiter (direct use, tests) the client has its own bucket.
+        self.limiter = limiter or RateLimiter(requests_per_minute, clock=clock, sleep=sleep)
+        self.rate_waits = 0  # over the client's life, metadata requests included
+        self.rate_wait_s = 0.0
+        self._rate_lock = threading.Lock()
         self._succeeded_once = False  # a 500 before any success hints at an invalid key
 
     # -- plumbing ------------------------------------------------------------------------------------------------
@@ -263,8 +235,14 @@ class AceClient:
         last_status: int | None = None
         invalid_key_hint = False
         for attempt in range(1, self.max_attempts + 1):
-            self.limiter.acquire()
+            waited = self.limiter.acquire()
             stats.requests += 1
+            if waited:
+                stats.rate_waits += 1
+                stats.rate_wait_s += waited
+                with self._rate_lock:  # sub-window workers run on several threads
+                    self.rate_waits += 1
+                    self.rate_wait_s += waited
             delay: float | None = None
             try:
                 # Streamed and joined by hand: response.read() caches the body on the Response, which sits in
@@ -284,6 +262,8 @@ class AceClient:
                     stats.rate_limited += 1
                     last_error = f"HTTP 429 rate limited: {_server_message(body)}"
                     delay = retry_after_seconds(response.headers.get("Retry-After"), time.time())
+                    if delay:
+                        self.limiter.hold(delay)  # ACE's budget is everybody's: the other processes wait too
                 elif status >= 500:
                     message = _server_message(body)
                     last_error = f"HTTP {status}: {message}"
@@ -501,6 +481,11 @@ class AceClient:
         return table, stats
 
 
+def rate_limit_metadata(client: AceClient) -> dict[str, int | float]:
+    """Materialisation metadata showing ACE throttling: requests that waited for a rate-limit slot, and how long."""
+    return {"ace_rate_limit_waits": client.rate_waits, "ace_rate_limit_wait_s": round(client.rate_wait_s, 3)}
+
+
 class _Interner:
     """Maps strings to dense UInt32 ids; per page it only looks at the page's distinct strings."""
 
@@ -582,7 +567,11 @@ def _string_column(series: pl.Series) -> pa.ChunkedArray:
 
 
 class AceResource(dg.ConfigurableResource):
-    """Dagster resource building an AceClient. ``base_url=None`` uses the embedded in-process simulator."""
+    """Dagster resource building an AceClient. ``base_url=None`` uses the embedded in-process simulator.
+
+    The rate limit is shared by every process through ``rate_limit_url`` (PostgreSQL, several boxes) or else
+    ``rate_limit_path`` (a SQLite file, one box); with neither, each client has its own bucket (tests, scripts).
+    """
 
     base_url: str | None = None
     api_key: str | None = None
@@ -590,16 +579,29 @@ class AceResource(dg.ConfigurableResource):
     sim_points: int = 300
     sim_seed: int = 42
     requests_per_minute: int = 600
+    batch_share: float = 0.5  # the most of requests_per_minute the "batch" lane may use
+    rate_limit_path: str | None = None
+    rate_limit_url: str | None = None
     max_attempts: int = 6
     timeout_s: float = 60
     page_size: int = 100_000
 
-    def get_client(self) -> AceClient:
+    def shared_limiter(self, lane: str) -> LaneLimiter | None:
+        """The limiter of ``lane`` ("live" or "batch") on the shared store; None when no store is configured (the
+        client then has its own bucket and lanes are moot)."""
+        buckets = ace_buckets(self.requests_per_minute, self.batch_share, lane)  # validates lane and share
+        if not (self.rate_limit_url or self.rate_limit_path):
+            return None
+        return LaneLimiter(shared_slot_store(url=self.rate_limit_url, path=self.rate_limit_path), buckets)
+
+    def get_client(self, lane: str = "batch") -> AceClient:
+        """A client whose requests take rate-limit slots in ``lane``: "live" for the live sync, else "batch"."""
         common: dict[str, Any] = {
             "timeout_s": self.timeout_s,
             "max_attempts": self.max_attempts,
             "requests_per_minute": self.requests_per_minute,
             "page_size": self.page_size,
+            "limiter": self.shared_limiter(lane),
         }
         if self.base_url:
             return AceClient(self.base_url, self.api_key or "", **common)

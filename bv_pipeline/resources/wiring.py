@@ -19,6 +19,14 @@ from bv_pipeline.resources.policy import PolicyResource
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:
+    # One ACE budget for every process: PostgreSQL when several boxes share it, else a SQLite file on this box.
+    # The URL may carry a password, so it is resolved at run time like the other credentials.
+    ace_rate: dict[str, Any] = {
+        "requests_per_minute": settings.ace_requests_per_minute,
+        "batch_share": settings.ace_batch_share,
+        "rate_limit_url": dg.EnvVar("BV_ACE_RATE_LIMIT_URL") if settings.ace_rate_limit_url_set else None,
+        "rate_limit_path": str(settings.ace_rate_limit_path.resolve()),
+    }
     if settings.simulated:
         ace = AceResource(
             base_url=None,
@@ -26,14 +34,10 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             sim_sites=list(settings.sites),
             sim_points=settings.sim_points,
             sim_seed=settings.sim_seed,
-            requests_per_minute=settings.ace_requests_per_minute,
+            **ace_rate,
         )
     else:
-        ace = AceResource(
-            base_url=dg.EnvVar("ACE_API_BASE"),
-            api_key=dg.EnvVar("ACE_API_KEY"),
-            requests_per_minute=settings.ace_requests_per_minute,
-        )
+        ace = AceResource(base_url=dg.EnvVar("ACE_API_BASE"), api_key=dg.EnvVar("ACE_API_KEY"), **ace_rate)
     hot: HotStoreResource
     if settings.use_d1:
         hot = D1HotStoreResource(
@@ -64,6 +68,8 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         sync_lookback_minutes=settings.sync_lookback_minutes,
         sync_chunk_minutes=settings.sync_chunk_minutes,
         max_catchup_days=settings.hot_storage_days,
+        sync_workers=settings.automation.sync_workers,
+        live_site_budget_seconds=settings.automation.sync_interval_seconds,
         settle_delay_hours=settings.settle_delay_hours,
         settle_warn_late_samples=settings.settle_warn_late_samples,
     )

@@ -13,6 +13,7 @@ Sample values never use it: they come from the counter-based hashes in ``generat
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import re
@@ -224,7 +225,8 @@ def _site_rng(site: str, seed: int) -> random.Random:
     return random.Random(int.from_bytes(digest, "little"))
 
 
-def _equipment_plan() -> list[tuple[str, str, tuple[_Template, ...]]]:
+@functools.cache  # the same ~12,000 entries for every site: built once per process, not once per site
+def _equipment_plan() -> tuple[tuple[str, str, tuple[_Template, ...]], ...]:
     """An endless-enough sequence of (system, equip, templates): per floor one AHU and eight VAVs, plus a plant
     and a meter every few floors. 1200 floors give about 108,000 points, above the 100,000 the settings allow."""
     plan: list[tuple[str, str, tuple[_Template, ...]]] = []
@@ -235,7 +237,7 @@ def _equipment_plan() -> list[tuple[str, str, tuple[_Template, ...]]]:
         if floor % 4 == 1:
             plan.append(("Plant", f"CHP-{floor // 4 + 1}", _PLANT))
         plan.extend(("HVAC", f"VAV-{floor}-{v:02d}", _VAV) for v in range(1, 9))
-    return plan
+    return tuple(plan)
 
 
 def building_points(site: str, n_points: int, seed: int, *, cadence_s: int = 60) -> list[SimPoint]:
@@ -247,6 +249,8 @@ def building_points(site: str, n_points: int, seed: int, *, cadence_s: int = 60)
     max_phase = min(5000, cadence_s * 1000 // 4)
     points: list[SimPoint] = []
     for equip_no, (system, equip, templates) in enumerate(_equipment_plan()):
+        if len(points) == n_points:
+            break
         # Roughly 40% of equipment comes from BACnet discovery and keeps the raw object path as its name.
         bacnet_style = equip_no % 5 in (1, 3)
         device_id = 100 + equip_no

@@ -10,6 +10,7 @@ from typing import Any
 
 import dagster as dg
 
+from bv_pipeline.alerts import conditions
 from bv_pipeline.alerts.hot_size import hot_db_size
 from bv_pipeline.assets.cold import COLD_TIMESERIES
 from bv_pipeline.partitions import build_site_days, site_day_key
@@ -190,3 +191,39 @@ def test_hot_db_size_on_d1(tmp_path: Path, fake_d1: FakeD1, receiver: WebhookRec
         t.tick()
         [body] = receiver.take()
         assert body["incident_id"] == "hot_db_size:hot" and f"D1 {fake_d1.database_id}" in body["summary"]
+
+
+class CountingHotStore:
+    """Forwards ``list_sync_as_of`` to a real hot store and records each call (one D1 request each on D1)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.calls = inner, []
+
+    def list_sync_as_of(self, site: str, start: dt.date, end: dt.date) -> dict[dt.date, int]:
+        self.calls.append((site, start, end))
+        return self.inner.list_sync_as_of(site, start, end)
+
+
+def test_archive_check_asks_the_hot_store_only_about_days_without_a_cold_object(tmp_path: Path) -> None:
+    """On D1 every hot-store question is a billed API request: the check asks Dagster's records first, and asks
+    the hot tier once per site (a range over its unarchived due days), never once per day."""
+    stack = Stack(tmp_path, sites=("site-a",), points=5)
+    with dg.instance_for_test() as instance:
+        stack.set_now(dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC))
+        stack.run("hot_sync_job", "site-a", DAY, instance)
+        stack.set_now(dt.datetime(2026, 3, 11, 3, 0, tzinfo=dt.UTC))
+        stack.run("nightly_archive_job", "site-a", DAY, instance)
+        hot = CountingHotStore(stack.resources()["hot_store"].get_store())
+        now_ms = int(dt.datetime(2026, 3, 11, 6, 5, tzinfo=dt.UTC).timestamp() * 1000)
+        alerts = conditions.unverified_archives(instance, hot, ["site-a"], now_ms, 6.0, set())  # type: ignore[arg-type]
+        assert alerts == []
+        # Due: the 10th (archived: no question), the 9th and 8th (never synced: one range question).
+        assert hot.calls == [("site-a", dt.date(2026, 3, 8), dt.date(2026, 3, 9))]
+        # Once every due day is archived, the check reads nothing from the hot tier.
+        hot.calls.clear()
+        for day in (dt.date(2026, 3, 8), dt.date(2026, 3, 9)):
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(COLD_TIMESERIES, partition=str(site_day_key("site-a", day)))
+            )
+        assert conditions.unverified_archives(instance, hot, ["site-a"], now_ms, 6.0, set()) == []  # type: ignore[arg-type]
+        assert hot.calls == []

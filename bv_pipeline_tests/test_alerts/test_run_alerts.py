@@ -21,9 +21,11 @@ from bv_pipeline.alerts.runs import ALERT_TAG
 from bv_pipeline.alerts.sensors import build_run_alert_sensors
 from bv_pipeline.assets.hot import HOT_TIMESERIES
 from bv_pipeline.jobs import HOT_SYNC_JOB
+from bv_pipeline.ops.live_sync import LIVE_SYNC_JOB, LIVE_SYNC_TAG
 from bv_pipeline.resources.ace import AceClient
 from bv_pipeline.resources.alerting import AlertingResource
 from bv_pipeline.resources.clock import ClockResource
+from bv_pipeline.sensors import live_sync_run_config
 from bv_pipeline.simulator import IN_PROCESS_BASE_URL, AceSimulator, SimulatorConfig
 from bv_pipeline_tests.fakes.webhook_receiver import WebhookReceiver
 from bv_pipeline_tests.stack import Stack
@@ -260,3 +262,66 @@ def test_backfill_with_failed_partitions_until_reexecuted(tmp_path: Path, receiv
         probe(instance, serve=True)  # the partition re-executed successfully
         cursor = tick(cursor)
         assert messages(receiver) == [("resolved", "backfill_failed:bf-ghost")]
+
+
+def test_ace_auth_streak_per_site_from_multi_site_live_runs(
+    tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    """Real live_sync_job runs of two sites: ACE stops serving site-b (403 on its timeseries) while site-a keeps
+    working. Each run fails (site-b), but only site-b's streak fires; site-a's successes inside the same runs
+    count as successes."""
+    stack = Stack(tmp_path, sites=("site-a", "site-b"), points=3)
+    stack.now_ms = NOW_MS
+    run_config = live_sync_run_config(["site-a", "site-b"])
+
+    def tick(cursor: str | None) -> str | None:
+        return _condition_tick(stack, instance, "ace_auth_alert_sensor", receiver.url, cursor)
+
+    def live_run() -> dg.ExecuteInProcessResult:
+        job = stack.defs().resolve_job_def(LIVE_SYNC_JOB)
+        return job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
+
+    with dg.instance_for_test() as instance:
+        assert live_run().success  # both sites' points are known now; metadata is refreshed hourly
+        stack.serve_only(("site-a",))  # the account loses access to site-b
+        cursor = None
+        for _ in range(3):
+            stack.advance(minutes=5)
+            assert not live_run().success
+            cursor = tick(cursor)
+        cursor = tick(cursor)
+        [body] = receiver.take()
+        assert (body["status"], body["incident_id"]) == ("firing", "ace_auth:site-b")
+        assert body["details"]["endpoint"] == "GET /sites/site-b/timeseries/paginated"
+
+
+def test_live_sync_incidents_are_per_shard(tmp_path: Path, receiver: WebhookReceiver) -> None:
+    """Real live_sync_job runs of two shards: shard 1 keeps failing (a site ACE does not serve), shard 2 keeps
+    succeeding. Shard 2's successes must not resolve shard 1's incident."""
+    stack = Stack(tmp_path, sites=("site-a", "site-b"), points=3)
+    stack.now_ms = NOW_MS
+
+    def live_run(shard: str, sites: list[str]) -> dg.ExecuteInProcessResult:
+        job = stack.defs().resolve_job_def(LIVE_SYNC_JOB)
+        return job.execute_in_process(
+            instance=instance,
+            run_config=live_sync_run_config(sites),
+            tags={LIVE_SYNC_TAG: shard},
+            raise_on_error=False,
+        )
+
+    with dg.instance_for_test() as instance:
+        sensors = RunSensors(instance, receiver.url)
+        assert not live_run("1/2", ["site-a", "ghost"]).success
+        assert live_run("2/2", ["site-b"]).success
+        sensors.tick()
+        [body] = receiver.take()
+        assert (body["status"], body["incident_id"]) == ("firing", "run_failure:live_sync_job|1/2")
+        assert "ghost" in body["details"]["error"] and "site-a" not in body["details"]["error"]
+        assert not live_run("1/2", ["site-a", "ghost"]).success
+        assert live_run("2/2", ["site-b"]).success
+        sensors.tick()
+        assert messages(receiver) == []  # still one incident, not resolved by the other shard
+        assert live_run("1/2", ["site-a"]).success
+        sensors.tick()
+        assert messages(receiver) == [("resolved", "run_failure:live_sync_job|1/2")]
