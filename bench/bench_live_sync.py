@@ -28,7 +28,7 @@ from bench._common import median, write_result
 from bv_pipeline.config import Settings
 from bv_pipeline.definitions import build_definitions
 from bv_pipeline.ops.live_sync import LIVE_SYNC_JOB
-from bv_pipeline.resources.ace import AceResource
+from bv_pipeline.resources.ace_resource import AceResource
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.cold_store import ColdStoreResource
 from bv_pipeline.resources.hot_store import SqliteHotStoreResource

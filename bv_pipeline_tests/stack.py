@@ -20,7 +20,8 @@ import pyarrow as pa
 from bv_pipeline.config import Settings
 from bv_pipeline.definitions import build_definitions
 from bv_pipeline.partitions import site_day_key
-from bv_pipeline.resources.ace import AceClient, AceResource
+from bv_pipeline.resources.ace import AceClient
+from bv_pipeline.resources.ace_resource import AceResource
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.cold_store import ColdStoreResource
 from bv_pipeline.resources.hot_store import D1HotStoreResource, HotStoreResource, SqliteHotStoreResource

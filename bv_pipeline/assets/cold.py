@@ -14,7 +14,8 @@ from bv_pipeline.assets.source import ACE_TIMESERIES
 from bv_pipeline.logic.archive import apply_retention, archive_site_day, build_rollup_day
 from bv_pipeline.logic.settle import correct_site_day, settle_site_day
 from bv_pipeline.partitions import parse_site_day
-from bv_pipeline.resources.ace import AceResource, rate_limit_metadata
+from bv_pipeline.resources.ace import rate_limit_metadata
+from bv_pipeline.resources.ace_resource import AceResource
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.cold_store import ColdStoreResource
 from bv_pipeline.resources.hot_store import HotStoreResource

@@ -9,7 +9,8 @@ from bv_pipeline.assets.hot_events import HOT_CHECK_NAMES, HOT_TIMESERIES, hot_c
 from bv_pipeline.assets.source import ACE_TIMESERIES
 from bv_pipeline.logic.hot_sync import SyncMode, SyncResult, check_stats, sync_site_day
 from bv_pipeline.partitions import parse_site_day
-from bv_pipeline.resources.ace import AceResource, rate_limit_metadata
+from bv_pipeline.resources.ace import rate_limit_metadata
+from bv_pipeline.resources.ace_resource import AceResource
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.hot_store import HotStoreResource
 from bv_pipeline.resources.policy import PolicyResource

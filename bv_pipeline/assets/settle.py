@@ -9,7 +9,8 @@ import dagster as dg
 from bv_pipeline.assets.hot import ACE_POOL
 from bv_pipeline.logic.settle import SettleResult, settle_site_day
 from bv_pipeline.partitions import parse_site_day, site_day_run_requests
-from bv_pipeline.resources.ace import AceResource, rate_limit_metadata
+from bv_pipeline.resources.ace import rate_limit_metadata
+from bv_pipeline.resources.ace_resource import AceResource
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.cold_store import ColdStoreResource
 from bv_pipeline.resources.hot_store import HotStoreResource

@@ -23,7 +23,7 @@ from bv_pipeline.assets.hot_events import HOT_TIMESERIES, check_evaluation, hot_
 from bv_pipeline.config import ConfigError, validate_site_name
 from bv_pipeline.logic.live_sync import LivePolicy, SiteOutcome, iter_sync_sites
 from bv_pipeline.partitions import SITES_PARTITION_NAME, site_day_key
-from bv_pipeline.resources.ace import AceResource
+from bv_pipeline.resources.ace_resource import AceResource
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.hot_store import HotStoreResource
 from bv_pipeline.resources.policy import PolicyResource

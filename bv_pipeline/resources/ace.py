@@ -1,6 +1,7 @@
-"""ACE FlightDeck API client (``AceClient``) and its Dagster resource (``AceResource``).
+"""ACE FlightDeck API client (``AceClient``); its Dagster resource is ``resources.ace_resource.AceResource`` and
+the pure page handling is ``storage.ace_pages``.
 
-Design (contract and quirks: ``/work/shared/reference/cloudflare-and-ace.md`` §4):
+Design:
 
 - **Windowing.** A fetch window is split into sub-windows of ``window_minutes`` (default 60) aligned to the UTC
   epoch, so re-fetches hit the same sub-windows, cursors stay small and a failed page only repeats within its
@@ -25,7 +26,6 @@ Design (contract and quirks: ``/work/shared/reference/cloudflare-and-ace.md`` §
 
 from __future__ import annotations
 
-import email.utils
 import itertools
 import logging
 import random
@@ -38,16 +38,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-import dagster as dg
 import httpx
-import numpy as np
-import orjson
 import polars as pl
 import pyarrow as pa
-from pydantic import Field
 
-from bv_pipeline.resources.ace_rate_limit import LaneLimiter, RateLimiter, ace_buckets, shared_slot_store
-from bv_pipeline.storage import ace_parse
+from bv_pipeline.resources.ace_rate_limit import LaneLimiter, RateLimiter
+from bv_pipeline.storage import ace_pages, ace_parse
 from bv_pipeline.storage.ace_parse import Cursor, PageParseError
 from bv_pipeline.storage.interfaces import PointMeta
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA
@@ -61,7 +57,6 @@ LIST_PER_PAGE_SIZES = (2, 10, 20, 30, 40, 50, 100, 500, 1000, 5000, 10000, 10000
 POINTS_PER_PAGE = 1000
 SIM_BASE_URL = "http://ace-simulator/api"
 INVALID_KEY_MESSAGE = "An unhandled exception occurred."
-RETRY_AFTER_MAX_S = 300.0  # a server asking for more than 5 minutes is treated as asking for 5
 MINUTE_MS = 60_000
 
 
@@ -99,61 +94,10 @@ class FetchStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-def retry_after_seconds(header: str | None, now_epoch_s: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta seconds or HTTP date); None when absent/invalid."""
-    if header is None or not header.strip():
-        return None
-    text = header.strip()
-    try:
-        return min(max(0.0, float(text)), RETRY_AFTER_MAX_S)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    return min(max(0.0, when.timestamp() - now_epoch_s), RETRY_AFTER_MAX_S)
-
-
 def _iso_param(ms: int) -> str:
     """Query-parameter timestamp: UTC ISO with ``Z``, milliseconds only when needed."""
     text = ace_parse.format_bucket(ms - ms % 1000)
     return f"{text}.{ms % 1000:03d}Z" if ms % 1000 else f"{text}Z"
-
-
-def _server_message(body: bytes) -> str:
-    """The ``message`` (plus Flask-RESTX ``errors``) of an error body, else the start of the body."""
-    text = body[:300].decode("utf-8", "replace")
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return text
-    if isinstance(data, dict):
-        message = str(data.get("message") or "")
-        errors = data.get("errors")
-        if errors:
-            message = f"{message} {errors}".strip()
-        return message or text
-    return text
-
-
-def _meta_from_point(item: dict[str, Any]) -> PointMeta:
-    """Map an ACE Point object to PointMeta; kind/unit come from kv_tags (ACE has no dedicated fields)."""
-    raw_kv = item.get("kv_tags") or {}
-    kv = {str(k): str(v) for k, v in raw_kv.items() if v is not None} if isinstance(raw_kv, dict) else {}
-    markers = tuple(str(m) for m in (item.get("marker_tags") or ()))
-    bacnet = item.get("bacnet_data") or {}
-    unit = kv.get("unit") or kv.get("units") or (bacnet.get("units") if isinstance(bacnet, dict) else None)
-    kind = kv.get("kind") or item.get("point_type")
-    interval = item.get("collect_interval")
-    return PointMeta(
-        name=str(item["name"]),
-        kind=str(kind) if kind else None,
-        unit=str(unit) if unit else None,
-        marker_tags=markers,
-        kv_tags=kv,
-        collect_interval_s=int(interval) if interval is not None else None,
-    )
 
 
 class AceClient:
@@ -260,12 +204,12 @@ class AceClient:
                 last_status = status
                 if status == 429:
                     stats.rate_limited += 1
-                    last_error = f"HTTP 429 rate limited: {_server_message(body)}"
-                    delay = retry_after_seconds(response.headers.get("Retry-After"), time.time())
+                    last_error = f"HTTP 429 rate limited: {ace_pages.server_message(body)}"
+                    delay = ace_pages.retry_after_seconds(response.headers.get("Retry-After"), time.time())
                     if delay:
                         self.limiter.hold(delay)  # ACE's budget is everybody's: the other processes wait too
                 elif status >= 500:
-                    message = _server_message(body)
+                    message = ace_pages.server_message(body)
                     last_error = f"HTTP {status}: {message}"
                     if status == 500 and INVALID_KEY_MESSAGE in message and not self._succeeded_once:
                         invalid_key_hint = True
@@ -273,7 +217,7 @@ class AceClient:
                 elif status >= 300:
                     # 401 missing key, 403 unknown site, 400 validation, 404: retrying cannot help.
                     raise AceError(
-                        f"ACE {endpoint} failed: HTTP {status}: {_server_message(body)} (params {params})",
+                        f"ACE {endpoint} failed: HTTP {status}: {ace_pages.server_message(body)} (params {params})",
                         endpoint=endpoint,
                         status=status,
                         attempts=attempt,
@@ -310,7 +254,7 @@ class AceClient:
         items: list[dict[str, Any]] = []
         page = 1
         while True:
-            envelope = self._get(path, {"page": page, "per_page": per_page}, _parse_envelope, stats)
+            envelope = self._get(path, {"page": page, "per_page": per_page}, ace_pages.parse_envelope, stats)
             batch = envelope["items"]
             items.extend(batch)
             pages, total = envelope.get("pages"), envelope.get("total")
@@ -334,7 +278,7 @@ class AceClient:
             f"sites/{quote(site, safe='')}/configured_points", POINTS_PER_PAGE, FetchStats()
         )
         try:
-            return [_meta_from_point(item) for item in items]
+            return [ace_pages.point_meta(item) for item in items]
         except (KeyError, TypeError, ValueError) as exc:
             raise AceError(f"ACE configured_points of {site!r}: malformed point object ({exc!r})") from exc
 
@@ -459,8 +403,8 @@ class AceClient:
         once at the end through dictionaries, so a site-day (6.5 M samples) stays well under 1 GiB.
         """
         stats = FetchStats()
-        names = _Interner()
-        texts = _Interner()
+        names = ace_pages.Interner()
+        texts = ace_pages.Interner()
         chunks: list[pl.DataFrame] = []
         for frame in self._iter_frames(site, start_ms, end_ms, raw, stats):
             # Integer ids only: a polars string column would pin the whole page's string buffer in memory.
@@ -476,7 +420,7 @@ class AceClient:
             )
         if not chunks:
             return SAMPLE_SCHEMA.empty_table(), stats
-        table, duplicates = _assemble(chunks, names.values, texts.values)
+        table, duplicates = ace_pages.assemble_samples(chunks, names.values, texts.values)
         stats.duplicates = duplicates
         return table, stats
 
@@ -484,133 +428,3 @@ class AceClient:
 def rate_limit_metadata(client: AceClient) -> dict[str, int | float]:
     """Materialisation metadata showing ACE throttling: requests that waited for a rate-limit slot, and how long."""
     return {"ace_rate_limit_waits": client.rate_waits, "ace_rate_limit_wait_s": round(client.rate_wait_s, 3)}
-
-
-class _Interner:
-    """Maps strings to dense UInt32 ids; per page it only looks at the page's distinct strings."""
-
-    def __init__(self) -> None:
-        self._ids: dict[str, int] = {}
-        self.values: list[str] = []
-
-    def ids(self, column: pl.Series) -> pl.Series:
-        if column.null_count() == column.len():
-            return pl.Series(column.name, [None] * column.len(), dtype=pl.UInt32)
-        distinct = column.drop_nulls().unique().to_list()
-        for text in distinct:
-            if text not in self._ids:
-                self._ids[text] = len(self.values)
-                self.values.append(text)
-        return column.replace_strict(
-            distinct, [self._ids[t] for t in distinct], default=None, return_dtype=pl.UInt32
-        )
-
-
-def _parse_envelope(body: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise PageParseError(f"invalid JSON ({len(body)} bytes): {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
-        raise PageParseError("list response without an items array")
-    return data
-
-
-def _assemble(chunks: list[pl.DataFrame], names: list[str], texts: list[str]) -> tuple[pa.Table, int]:
-    """Concatenate compact chunks, sort by (point name, ts), drop repeats keeping the last fetched, attach strings.
-
-    Works on 24 B/sample integer columns; the string columns are built once, from dictionaries, at the end.
-    """
-    order = sorted(range(len(names)), key=names.__getitem__)
-    rank = np.empty(len(names), dtype=np.uint32)
-    rank[order] = np.arange(len(names), dtype=np.uint32)
-    df = pl.concat(chunks, rechunk=True)
-    chunks.clear()  # drop the per-page frames as soon as they are copied
-    df = df.with_columns(pl.Series("rank", rank).gather(df["pid"])).drop("pid")
-    # A stable permutation instead of sorting the frame, so only one sorted column exists at a time; among equal
-    # (point, ts) the last fetched stays last and is the one kept below.
-    perm = df.select(pl.arg_sort_by(["rank", "ts_ms"], maintain_order=True)).to_series()
-    ranks, ts = df["rank"].gather(perm), df["ts_ms"].gather(perm)
-    df = df.drop("rank", "ts_ms")
-    is_dup = (ranks == ranks.shift(-1)) & (ts == ts.shift(-1))
-    duplicates = int(is_dup.sum())
-    if duplicates:
-        keep = ~is_dup.fill_null(False)
-        perm, ranks, ts = perm.filter(keep), ranks.filter(keep), ts.filter(keep)
-    # Strings are gathered in polars (which reuses memory freed by parsing and sorting) and exported to Arrow
-    # without a second copy of the character data.
-    point = _string_column(pl.Series([names[i] for i in order], dtype=pl.String).gather(ranks))
-    del ranks
-    value = df["value"].gather(perm).to_arrow()
-    # Mostly null: an Arrow take makes only offsets and validity, where a polars gather would make 16 B views.
-    value_text = pa.array(texts, type=pa.string()).take(df["tid"].gather(perm).to_arrow())
-    del df, perm
-    table = pa.Table.from_arrays([point, ts.to_arrow(), value, value_text], schema=SAMPLE_SCHEMA)
-    return table, duplicates
-
-
-_STRING_SLICE_ROWS = 1 << 21  # x 512-byte maximum name length stays far below pa.string()'s 2 GiB per array
-
-
-def _string_column(series: pl.Series) -> pa.ChunkedArray:
-    """A polars String column as a ``pa.string()`` chunked array.
-
-    polars exports ``large_string``; casting it in slices only rewrites the offsets and keeps every slice below
-    the 2 GiB limit of 32-bit offsets.
-    """
-    large = series.to_arrow()
-    del series
-    slices = [
-        large.slice(i, _STRING_SLICE_ROWS).cast(pa.string()) for i in range(0, len(large), _STRING_SLICE_ROWS)
-    ]
-    return pa.chunked_array(slices, type=pa.string())
-
-
-class AceResource(dg.ConfigurableResource):
-    """Dagster resource building an AceClient. ``base_url=None`` uses the embedded in-process simulator.
-
-    The rate limit is shared by every process through ``rate_limit_url`` (PostgreSQL, several boxes) or else
-    ``rate_limit_path`` (a SQLite file, one box); with neither, each client has its own bucket (tests, scripts).
-    """
-
-    base_url: str | None = None
-    api_key: str | None = None
-    sim_sites: list[str] = Field(default_factory=lambda: ["demo"])
-    sim_points: int = 300
-    sim_seed: int = 42
-    requests_per_minute: int = 600
-    batch_share: float = 0.5  # the most of requests_per_minute the "batch" lane may use
-    rate_limit_path: str | None = None
-    rate_limit_url: str | None = None
-    max_attempts: int = 6
-    timeout_s: float = 60
-    page_size: int = 100_000
-
-    def shared_limiter(self, lane: str) -> LaneLimiter | None:
-        """The limiter of ``lane`` ("live" or "batch") on the shared store; None when no store is configured (the
-        client then has its own bucket and lanes are moot)."""
-        buckets = ace_buckets(self.requests_per_minute, self.batch_share, lane)  # validates lane and share
-        if not (self.rate_limit_url or self.rate_limit_path):
-            return None
-        return LaneLimiter(shared_slot_store(url=self.rate_limit_url, path=self.rate_limit_path), buckets)
-
-    def get_client(self, lane: str = "batch") -> AceClient:
-        """A client whose requests take rate-limit slots in ``lane``: "live" for the live sync, else "batch"."""
-        common: dict[str, Any] = {
-            "timeout_s": self.timeout_s,
-            "max_attempts": self.max_attempts,
-            "requests_per_minute": self.requests_per_minute,
-            "page_size": self.page_size,
-            "limiter": self.shared_limiter(lane),
-        }
-        if self.base_url:
-            return AceClient(self.base_url, self.api_key or "", **common)
-        from bv_pipeline.simulator import AceSimulator, SimulatorConfig
-
-        sim = AceSimulator(
-            SimulatorConfig(sites=tuple(self.sim_sites), points=self.sim_points, seed=self.sim_seed)
-        )
-        # The simulator accepts any non-empty bearer key when none is configured, like a real key would be.
-        return AceClient(
-            SIM_BASE_URL, self.api_key or "embedded-simulator", transport=sim.transport(), **common
-        )

@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 
 from bv_pipeline.config import Settings
-from bv_pipeline.resources.ace import AceResource
+from bv_pipeline.resources.ace_resource import AceResource
 from bv_pipeline.resources.alerting import AlertingResource
 from bv_pipeline.resources.clock import ClockResource
 from bv_pipeline.resources.cold_store import ColdStoreResource

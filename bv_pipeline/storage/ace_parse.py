@@ -1,6 +1,6 @@
 """Pure, vectorised parsing of ACE FlightDeck timeseries pages (no I/O, no HTTP).
 
-Wire format (see ``/work/shared/reference/cloudflare-and-ace.md`` §4.3-4.4)::
+Wire format::
 
     {"point_samples": [{"name": str, "value": str | null, "time": str}, ...], "next_cursor": str | null,
      "has_more": bool}

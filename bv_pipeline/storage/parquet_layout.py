@@ -1,6 +1,6 @@
 """The cold tier's Parquet layout: one self-describing file per site per UTC day.
 
-Layout (the measured best, ``/work/shared/reference/performance-anchors.md`` sections 2-3):
+Layout (the measured best among the layouts benchmarked in ``bench/bench_cold_layout.py``):
 
 - rows sorted by (point, ts_ms), duplicates rejected;
 - ``point_id`` int32: the rank of the point name among the day's sorted distinct names (0..n-1). It is derived

@@ -18,17 +18,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from bv_pipeline.resources import ace as ace_module
 from bv_pipeline.resources.ace import (
     SIM_BASE_URL,
     AceClient,
     AceError,
-    AceResource,
     FetchStats,
     RateLimiter,
-    retry_after_seconds,
 )
+from bv_pipeline.resources.ace_resource import AceResource
 from bv_pipeline.simulator import IN_PROCESS_BASE_URL, AceSimulator, FaultConfig, SimulatorConfig, run_server
+from bv_pipeline.storage import ace_pages
+from bv_pipeline.storage.ace_pages import retry_after_seconds
 from bv_pipeline.storage.samples import SAMPLE_SCHEMA, sort_samples
 
 BASE = "http://ace.test/api"
@@ -498,7 +498,7 @@ def test_concurrency_does_not_change_the_result() -> None:
 
 def test_string_columns_built_in_slices(monkeypatch: pytest.MonkeyPatch) -> None:
     """Long results are cast to pa.string() slice by slice (32-bit offsets); slicing must not change rows."""
-    monkeypatch.setattr(ace_module, "_STRING_SLICE_ROWS", 1000)
+    monkeypatch.setattr(ace_pages, "STRING_SLICE_ROWS", 1000)
     sim, rec = make_sim(), Recorder()
     start, end = T0, T0 + 30 * MIN
     with sim_client(sim, rec) as client:

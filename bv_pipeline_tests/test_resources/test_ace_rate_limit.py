@@ -32,7 +32,7 @@ from bv_pipeline.config import ConfigError, Settings
 from bv_pipeline.definitions import build_definitions
 from bv_pipeline.ops.live_sync import LIVE_SYNC_JOB, LIVE_SYNC_OP
 from bv_pipeline.partitions import site_day_key
-from bv_pipeline.resources.ace import AceClient, AceResource
+from bv_pipeline.resources.ace import AceClient
 from bv_pipeline.resources.ace_rate_limit import (
     BATCH_BUCKET,
     GLOBAL_BUCKET,
@@ -46,6 +46,7 @@ from bv_pipeline.resources.ace_rate_limit import (
     SqliteSlotStore,
     ace_buckets,
 )
+from bv_pipeline.resources.ace_resource import AceResource
 from bv_pipeline.resources.wiring import build_resources
 from bv_pipeline.sensors import live_sync_run_config
 from bv_pipeline.simulator import AceSimulator, SimulatorConfig, run_server
