@@ -8,169 +8,34 @@ Nothing here runs at import time: callers call ``Settings.from_env()``.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-SITE_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+from bv_pipeline.config_values import (
+    ConfigError,
+    all_or_none,
+    bool_var,
+    dagster_home_var,
+    data_dir_var,
+    existing_dir_var,
+    float_var,
+    int_var,
+    postgres_url_var,
+    secret_var,
+    share_var,
+    url_var,
+    utc_time_var,
+    validate_bucket_name,
+    validate_site_name,
+)
 
 D1_VARS = ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN", "D1_DATABASE_ID")
 R2_VARS = ("R2_ENDPOINT_URL", "R2_BUCKET", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY")
-# S3 bucket naming rules (R2 follows them): 3-63 characters, lowercase letters, digits, '.' and '-', starting and
-# ending with a letter or digit, no "..", not an IPv4 address, no reserved prefix or suffix.
-S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-S3_BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
-S3_BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 ALERT_FORMATS = ("auto", "slack", "json")
 DEFAULT_DAGSTER_GRAPHQL_URL = "http://127.0.0.1:3000/graphql"  # what `bv-pipeline run` serves by default
-
-
-class ConfigError(ValueError):
-    """A configuration variable is set to a value we cannot use."""
-
-
-def validate_site_name(name: str, *, variable: str = "site") -> str:
-    if not SITE_SLUG.fullmatch(name):
-        raise ConfigError(
-            f"{variable}: site name {name!r} is not a slug (lowercase letters, digits, '-' and '_', "
-            "starting with a letter or digit, at most 63 characters)"
-        )
-    return name
-
-
-def _int(
-    env: Mapping[str, str], name: str, default: int, *, minimum: int = 1, maximum: int | None = None
-) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-        raise ConfigError(f"{name}={raw!r} must be {bound}")
-    return value
-
-
-def _url(env: Mapping[str, str], name: str) -> str | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    parsed = urlparse(raw)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ConfigError(f"{name}={raw!r} is not an http(s) URL")
-    return raw.rstrip("/")
-
-
-def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if not math.isfinite(value) or value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be a number >= {minimum}")
-    return value
-
-
-def _share(env: Mapping[str, str], name: str, default: float) -> float:
-    """A fraction in (0, 1]."""
-    value = _float(env, name, default, minimum=0.0)
-    if not 0.0 < value <= 1.0:
-        raise ConfigError(f"{name}={env[name].strip()!r} must be a fraction above 0 and at most 1, e.g. 0.5")
-    return value
-
-
-def _postgres_url(env: Mapping[str, str], name: str) -> bool:
-    """Whether a PostgreSQL URL (libpq form, as psycopg2 takes it) is set; its value is never echoed."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return False
-    parsed = urlparse(raw)
-    if parsed.scheme not in ("postgresql", "postgres") or not parsed.hostname:
-        raise ConfigError(
-            f"{name} is not a PostgreSQL URL like postgresql://user:password@host:5432/db "
-            "(scheme postgresql:// or postgres://, no +driver suffix)"
-        )
-    return True
-
-
-def _secret(env: Mapping[str, str], name: str) -> str:
-    """A credential sent in an HTTP header: printable ASCII only (a pasted newline or a smart quote would only
-    fail later, inside a request, with an error that does not name the variable). The value is never echoed."""
-    raw = env.get(name, "")
-    if not raw.strip():
-        return ""
-    if any(c in raw for c in "\r\n"):
-        raise ConfigError(f"{name} contains a line break (copied with a trailing newline?)")
-    # Checked on the raw value: resources read it again through EnvVar, unstripped.
-    bad = [c for c in raw if not (0x21 <= ord(c) <= 0x7E)]
-    if bad:
-        raise ConfigError(f"{name} contains {len(bad)} non-ASCII, space or control character(s)")
-    return raw
-
-
-def validate_bucket_name(name: str, *, variable: str = "R2_BUCKET") -> str:
-    ok = (
-        S3_BUCKET.fullmatch(name) is not None
-        and ".." not in name
-        and not re.fullmatch(r"\d+\.\d+\.\d+\.\d+", name)
-        and not name.startswith(S3_BUCKET_RESERVED_PREFIXES)
-        and not name.endswith(S3_BUCKET_RESERVED_SUFFIXES)
-    )
-    if not ok:
-        raise ConfigError(
-            f"{variable}={name!r} is not a valid bucket name (3-63 lowercase letters, digits, '.' or '-', "
-            "starting and ending with a letter or digit, not an IP address)"
-        )
-    return name
-
-
-def _data_dir(env: Mapping[str, str]) -> Path:
-    path = Path(env.get("BV_DATA_DIR", "").strip() or ".bv_data")
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"BV_DATA_DIR={str(path)!r} exists and is not a directory")
-    return path
-
-
-def _existing_dir(env: Mapping[str, str], name: str) -> Path | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    if not Path(raw).is_dir():
-        raise ConfigError(f"{name}={raw!r} is not an existing directory")
-    return Path(raw)
-
-
-def _dagster_home(env: Mapping[str, str]) -> Path | None:
-    raw = env.get("DAGSTER_HOME", "").strip()
-    if not raw:
-        return None
-    path = Path(raw)
-    if not path.is_absolute():
-        raise ConfigError(f"DAGSTER_HOME={raw!r} must be an absolute path (Dagster refuses relative ones)")
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"DAGSTER_HOME={raw!r} exists and is not a directory")
-    return path
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={raw!r} is not a boolean (true or false)")
 
 
 def _check_shared_backends(use_d1: bool, use_r2: bool, use_shared_rate_limit: bool) -> None:
@@ -190,16 +55,6 @@ def _check_shared_backends(use_d1: bool, use_r2: bool, use_shared_rate_limit: bo
             f"BV_REQUIRE_SHARED_BACKENDS is true but {' and '.join(missing)} not configured: this process would "
             f"keep data under BV_DATA_DIR on its own disk"
         )
-
-
-def _all_or_none(env: Mapping[str, str], names: tuple[str, ...], what: str) -> bool:
-    present = [n for n in names if env.get(n, "").strip()]
-    if present and len(present) != len(names):
-        missing = [n for n in names if n not in present]
-        raise ConfigError(
-            f"{what} is half configured: {', '.join(present)} set but {', '.join(missing)} missing"
-        )
-    return bool(present)
 
 
 @dataclass(frozen=True)
@@ -275,8 +130,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, today: dt.date | None = None) -> Settings:
         env = os.environ if env is None else env
-        ace_base = _url(env, "ACE_API_BASE")
-        ace_key = _secret(env, "ACE_API_KEY")
+        ace_base = url_var(env, "ACE_API_BASE")
+        ace_key = secret_var(env, "ACE_API_KEY")
         if ace_base and not ace_key:
             raise ConfigError("ACE_API_BASE is set but ACE_API_KEY is empty: the real API needs a key")
 
@@ -311,18 +166,18 @@ class Settings:
             raise ConfigError(f"BV_HOT_DATABASES / BV_HOT_SITE_GROUPS: {exc}") from None
         # Per-site D1 databases are looked up by name or created, so no database id is configured.
         d1_vars = D1_VARS if hot_databases == "single" else tuple(v for v in D1_VARS if v != "D1_DATABASE_ID")
-        use_d1 = _all_or_none(env, d1_vars, "D1")
-        use_r2 = _all_or_none(env, R2_VARS, "R2")
+        use_d1 = all_or_none(env, d1_vars, "D1")
+        use_r2 = all_or_none(env, R2_VARS, "R2")
         if use_r2:
-            _url(env, "R2_ENDPOINT_URL")
+            url_var(env, "R2_ENDPOINT_URL")
             validate_bucket_name(env["R2_BUCKET"].strip())
             for name in ("R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY"):
-                _secret(env, name)
+                secret_var(env, name)
         if use_d1:
-            _secret(env, "CLOUDFLARE_API_TOKEN")
-        require_shared = _bool(env, "BV_REQUIRE_SHARED_BACKENDS", False)
+            secret_var(env, "CLOUDFLARE_API_TOKEN")
+        require_shared = bool_var(env, "BV_REQUIRE_SHARED_BACKENDS", False)
         if require_shared:
-            _check_shared_backends(use_d1, use_r2, _postgres_url(env, "BV_ACE_RATE_LIMIT_URL"))
+            _check_shared_backends(use_d1, use_r2, postgres_url_var(env, "BV_ACE_RATE_LIMIT_URL"))
 
         tokens = tuple(t.strip() for t in env.get("BV_API_TOKENS", "").split(",") if t.strip())
         for t in tokens:
@@ -348,73 +203,61 @@ class Settings:
             ace_api_base=ace_base,
             ace_api_key_set=bool(ace_key),
             sites=sites,
-            data_dir=_data_dir(env),
-            hot_storage_days=_int(env, "HOT_STORAGE_DAYS", 20, maximum=3650),
+            data_dir=data_dir_var(env),
+            hot_storage_days=int_var(env, "HOT_STORAGE_DAYS", 20, maximum=3650),
             start_date=start,
-            sync_lookback_minutes=_int(env, "BV_SYNC_LOOKBACK_MINUTES", 10, minimum=0, maximum=24 * 60),
-            sync_chunk_minutes=_int(env, "BV_SYNC_CHUNK_MINUTES", 60, minimum=5, maximum=24 * 60),
-            settle_delay_hours=_int(env, "BV_SETTLE_DELAY_HOURS", 26, minimum=1, maximum=24 * 30),
-            settle_warn_late_samples=_int(env, "BV_SETTLE_WARN_LATE_SAMPLES", 100, minimum=0),
-            ace_requests_per_minute=_int(env, "ACE_REQUESTS_PER_MINUTE", 600, maximum=100_000),
-            ace_batch_share=_share(env, "BV_ACE_BATCH_SHARE", 0.5),
-            ace_rate_limit_url_set=_postgres_url(env, "BV_ACE_RATE_LIMIT_URL"),
-            sim_points=_int(env, "BV_SIM_POINTS", 300, maximum=100_000),
-            sim_seed=_int(env, "BV_SIM_SEED", 42, minimum=0),
+            sync_lookback_minutes=int_var(env, "BV_SYNC_LOOKBACK_MINUTES", 10, minimum=0, maximum=24 * 60),
+            sync_chunk_minutes=int_var(env, "BV_SYNC_CHUNK_MINUTES", 60, minimum=5, maximum=24 * 60),
+            settle_delay_hours=int_var(env, "BV_SETTLE_DELAY_HOURS", 26, minimum=1, maximum=24 * 30),
+            settle_warn_late_samples=int_var(env, "BV_SETTLE_WARN_LATE_SAMPLES", 100, minimum=0),
+            ace_requests_per_minute=int_var(env, "ACE_REQUESTS_PER_MINUTE", 600, maximum=100_000),
+            ace_batch_share=share_var(env, "BV_ACE_BATCH_SHARE", 0.5),
+            ace_rate_limit_url_set=postgres_url_var(env, "BV_ACE_RATE_LIMIT_URL"),
+            sim_points=int_var(env, "BV_SIM_POINTS", 300, maximum=100_000),
+            sim_seed=int_var(env, "BV_SIM_SEED", 42, minimum=0),
             use_d1=use_d1,
             use_r2=use_r2,
-            d1_base_url_set=bool(_url(env, "CLOUDFLARE_BASE_URL")),
+            d1_base_url_set=bool(url_var(env, "CLOUDFLARE_BASE_URL")),
             r2_bucket=env.get("R2_BUCKET", "").strip() or None,
             hot_databases=hot_databases,
             hot_site_groups=hot_site_groups,
             api_tokens=tokens,
             allowed_origins=origins,
-            dagster_home=_dagster_home(env),
-            api_max_points=_int(env, "BV_API_MAX_POINTS", 100),
-            api_sample_budget=_int(env, "BV_API_SAMPLE_BUDGET", 2_000_000),
-            api_rate_per_s=_float(env, "BV_API_RATE_PER_S", 20.0, minimum=0.001),
-            api_rate_burst=_int(env, "BV_API_RATE_BURST", 60),
-            api_cold_fetch_threads=_int(env, "BV_API_COLD_FETCH_THREADS", 16, maximum=256),
+            dagster_home=dagster_home_var(env),
+            api_max_points=int_var(env, "BV_API_MAX_POINTS", 100),
+            api_sample_budget=int_var(env, "BV_API_SAMPLE_BUDGET", 2_000_000),
+            api_rate_per_s=float_var(env, "BV_API_RATE_PER_S", 20.0, minimum=0.001),
+            api_rate_burst=int_var(env, "BV_API_RATE_BURST", 60),
+            api_cold_fetch_threads=int_var(env, "BV_API_COLD_FETCH_THREADS", 16, maximum=256),
             # A local cold directory is read from the kernel's page cache, which every worker shares: there the
             # workers' own caches need to hold little more than parsed footers. Over R2 each miss is a GET.
-            api_cold_cache_mib=_int(
+            api_cold_cache_mib=int_var(
                 env, "BV_API_COLD_CACHE_MIB", 256 if use_r2 else 64, minimum=0, maximum=1 << 20
             ),
-            alert_webhook_url=_url(env, "BV_ALERT_WEBHOOK_URL"),
+            alert_webhook_url=url_var(env, "BV_ALERT_WEBHOOK_URL"),
             alert_format=alert_format,
-            alert_stale_minutes=_int(env, "BV_ALERT_STALE_MINUTES", 60, minimum=5, maximum=7 * 24 * 60),
-            alert_hot_db_mb=_int(env, "BV_ALERT_HOT_DB_MB", 8000, maximum=10_000_000),
-            alert_archive_grace_hours=_int(env, "BV_ALERT_ARCHIVE_GRACE_HOURS", 4, maximum=24),
-            alert_ace_auth_failures=_int(env, "BV_ALERT_ACE_AUTH_FAILURES", 3, maximum=100),
-            metrics_multiproc_dir=_existing_dir(env, "PROMETHEUS_MULTIPROC_DIR"),
-            api_workers=_int(env, "BV_API_WORKERS", min(os.cpu_count() or 1, 4), maximum=64),
+            alert_stale_minutes=int_var(env, "BV_ALERT_STALE_MINUTES", 60, minimum=5, maximum=7 * 24 * 60),
+            alert_hot_db_mb=int_var(env, "BV_ALERT_HOT_DB_MB", 8000, maximum=10_000_000),
+            alert_archive_grace_hours=int_var(env, "BV_ALERT_ARCHIVE_GRACE_HOURS", 4, maximum=24),
+            alert_ace_auth_failures=int_var(env, "BV_ALERT_ACE_AUTH_FAILURES", 3, maximum=100),
+            metrics_multiproc_dir=existing_dir_var(env, "PROMETHEUS_MULTIPROC_DIR"),
+            api_workers=int_var(env, "BV_API_WORKERS", min(os.cpu_count() or 1, 4), maximum=64),
             # Local stores keep a worker CPU-bound: two queries at once use its core, more only interleave and
             # add per-query buffers. D1 and R2 queries wait on the network, so more run at once there.
-            api_query_concurrency=_int(
+            api_query_concurrency=int_var(
                 env, "BV_API_QUERY_CONCURRENCY", 4 if use_d1 or use_r2 else 2, maximum=256
             ),
-            api_answer_cache_mib=_int(env, "BV_API_ANSWER_CACHE_MIB", 64, minimum=0, maximum=1 << 20),
+            api_answer_cache_mib=int_var(env, "BV_API_ANSWER_CACHE_MIB", 64, minimum=0, maximum=1 << 20),
             automation=AutomationSettings.from_env(env),
-            dagster_graphql_url=_url(env, "BV_DAGSTER_GRAPHQL_URL") or DEFAULT_DAGSTER_GRAPHQL_URL,
-            export_ttl_hours=_int(env, "BV_EXPORT_TTL_HOURS", 168, maximum=24 * 366),
-            export_max_active_per_token=_int(env, "BV_EXPORT_MAX_ACTIVE_PER_TOKEN", 2, maximum=1000),
-            export_max_samples=_int(env, "BV_EXPORT_MAX_SAMPLES", 100_000_000, maximum=10**12),
+            dagster_graphql_url=url_var(env, "BV_DAGSTER_GRAPHQL_URL") or DEFAULT_DAGSTER_GRAPHQL_URL,
+            export_ttl_hours=int_var(env, "BV_EXPORT_TTL_HOURS", 168, maximum=24 * 366),
+            export_max_active_per_token=int_var(env, "BV_EXPORT_MAX_ACTIVE_PER_TOKEN", 2, maximum=1000),
+            export_max_samples=int_var(env, "BV_EXPORT_MAX_SAMPLES", 100_000_000, maximum=10**12),
             require_shared_backends=require_shared,
         )
 
 
 # -- Automation: when Dagster does things, and how long it keeps its own run history ---------------------------
-
-
-def _utc_time(env: Mapping[str, str], name: str, default: dt.time) -> dt.time:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    if not re.fullmatch(r"\d{2}:\d{2}", raw):
-        raise ConfigError(f"{name}={raw!r} is not a UTC time of day like 02:00")
-    try:
-        return dt.time.fromisoformat(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a valid UTC time of day (00:00 to 23:59)") from None
 
 
 @dataclass(frozen=True)
@@ -431,14 +274,16 @@ class AutomationSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AutomationSettings:
         settings = cls(
-            sync_interval_seconds=_int(env, "BV_SYNC_INTERVAL_SECONDS", 300, minimum=5, maximum=3600),
-            sync_workers=_int(env, "BV_SYNC_WORKERS", 4, minimum=1, maximum=64),
-            sync_sites_per_run=_int(env, "BV_SYNC_SITES_PER_RUN", 100, minimum=1, maximum=10_000),
-            archive_time_utc=_utc_time(env, "BV_ARCHIVE_TIME", dt.time(2, 0)),
-            compaction_time_utc=_utc_time(env, "BV_COMPACTION_TIME", dt.time(3, 30)),
-            run_retention_time_utc=_utc_time(env, "BV_RUN_RETENTION_TIME", dt.time(4, 30)),
-            run_retention_days=_int(env, "BV_RUN_RETENTION_DAYS", 7, minimum=1, maximum=3650),
-            failed_run_retention_days=_int(env, "BV_FAILED_RUN_RETENTION_DAYS", 30, minimum=1, maximum=3650),
+            sync_interval_seconds=int_var(env, "BV_SYNC_INTERVAL_SECONDS", 300, minimum=5, maximum=3600),
+            sync_workers=int_var(env, "BV_SYNC_WORKERS", 4, minimum=1, maximum=64),
+            sync_sites_per_run=int_var(env, "BV_SYNC_SITES_PER_RUN", 100, minimum=1, maximum=10_000),
+            archive_time_utc=utc_time_var(env, "BV_ARCHIVE_TIME", dt.time(2, 0)),
+            compaction_time_utc=utc_time_var(env, "BV_COMPACTION_TIME", dt.time(3, 30)),
+            run_retention_time_utc=utc_time_var(env, "BV_RUN_RETENTION_TIME", dt.time(4, 30)),
+            run_retention_days=int_var(env, "BV_RUN_RETENTION_DAYS", 7, minimum=1, maximum=3650),
+            failed_run_retention_days=int_var(
+                env, "BV_FAILED_RUN_RETENTION_DAYS", 30, minimum=1, maximum=3650
+            ),
         )
         if settings.failed_run_retention_days < settings.run_retention_days:
             raise ConfigError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bv_pipeline.api.reader import TimeseriesReader
 from bv_pipeline.api.web.errors import ApiError
-from bv_pipeline.config import SITE_SLUG
+from bv_pipeline.config_values import SITE_SLUG
 
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: beyond this datetime arithmetic overflows
 MAX_POINT_NAME = 512
