@@ -117,12 +117,19 @@ def unverified_archives(
         if now >= day_end + dt.timedelta(hours=due_hours):
             due_days.append(day)
 
+    records: dict[
+        str, dg.EventLogRecord | None
+    ] = {}  # each site-day's latest cold materialisation, looked up once
+
     def latest_cold(site: str, day: dt.date) -> dg.EventLogRecord | None:
-        partition = str(site_day_key(site, day))
-        result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=COLD_TIMESERIES, asset_partitions=[partition]), limit=1
-        )
-        return result.records[0] if result.records else None
+        key = f"{site}|{day.isoformat()}"
+        if key not in records:
+            partition = str(site_day_key(site, day))
+            result = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=COLD_TIMESERIES, asset_partitions=[partition]), limit=1
+            )
+            records[key] = result.records[0] if result.records else None
+        return records[key]
 
     # Dagster's own records first: only a site with a due day that has no cold materialisation costs a hot-store
     # request (one range query over its due days), so in steady state this check reads nothing from D1.
